@@ -1,0 +1,40 @@
+"""The package's exceptions: one root, one subclass per kind of bad input.
+
+The CLI maps every `SparsetuneError` to a one-line message and exit code 2, so a
+message must stand alone: name the file, line or field, the rule, and the value.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SparsetuneError",
+    "BudgetError",
+    "ProfileError",
+    "WorkloadError",
+    "ModelError",
+    "SearchError",
+]
+
+
+class SparsetuneError(Exception):
+    """Root of every error sparsetune raises on purpose."""
+
+
+class BudgetError(SparsetuneError, ValueError):
+    """A sparsity budget breaks a rule (`keep` out of range, block size not a power of two...)."""
+
+
+class ProfileError(SparsetuneError, ValueError):
+    """A budget profile is malformed; the message starts with the field path."""
+
+
+class WorkloadError(SparsetuneError, ValueError):
+    """A workload file or sample is malformed; the message starts with `file:line`."""
+
+
+class ModelError(SparsetuneError, ValueError):
+    """A model folder cannot be used (missing, not a causal LM, no tokenizer, too short)."""
+
+
+class SearchError(SparsetuneError, ValueError):
+    """Search arguments or storage are unusable."""
