@@ -1,0 +1,86 @@
+"""One entry point for block-sparse attention: the Triton kernel on CUDA, the torch reference on CPU."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+
+from ..budget import Budget
+from .mask import BlockMask
+from .reference import check_inputs, reference_attention
+from .select import select_blocks
+
+__all__ = ["INTERPRET_ENV", "block_sparse_attention", "dense_causal_attention", "sparse_attention", "uses_triton"]
+
+# Set to 1 to run the Triton kernel on CPU tensors under Triton's interpreter (tests only:
+# slow). It also sets TRITON_INTERPRET=1 before the kernel module is first imported.
+INTERPRET_ENV = "SPARSETUNE_TRITON_INTERPRET"
+
+
+def _interpret_requested() -> bool:
+    return os.environ.get(INTERPRET_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def uses_triton(q: torch.Tensor) -> bool:
+    """True when `block_sparse_attention` would run the Triton kernel for tensors like `q`."""
+    return q.is_cuda or _interpret_requested()
+
+
+def _kernel_module() -> ModuleType:
+    # Imported lazily: importing runs @triton.jit, which reads TRITON_INTERPRET right then.
+    if _interpret_requested():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    return importlib.import_module("sparsetune.kernels.block_sparse_attn")
+
+
+def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask,
+                           scale: float | None = None, config: dict[str, int] | None = None) -> torch.Tensor:
+    """Causal attention over the key blocks `block_mask` selects; ``(B, Hq, Sq, D)`` in q's dtype, like SDPA.
+
+    q ``(B, Hq, Sq, D)``, k/v ``(B, Hkv, Sk, D)`` with Hq a multiple of Hkv (GQA: query head h
+    reads KV head ``h // (Hq // Hkv)``); the queries are the last Sq of the Sk positions.
+    `scale` defaults to 1/sqrt(D). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) tunes the
+    kernel's speed, never its result; None picks a default for the block size. On CPU the
+    reference runs unless ``SPARSETUNE_TRITON_INTERPRET=1``.
+    """
+    check_inputs(q, k, v, block_mask)
+    if not uses_triton(q):
+        return reference_attention(q, k, v, block_mask, scale=scale)
+    return _kernel_module().block_sparse_attn_fwd(
+        q, k, v, block_mask.kv_num_blocks, block_mask.kv_indices, block_mask.block_size,
+        sm_scale=scale, config=config)
+
+
+def dense_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           scale: float | None = None) -> torch.Tensor:
+    """SDPA with bottom-right causal alignment (query i sits at position Sk - Sq + i); GQA via enable_gqa."""
+    sq, sk = q.shape[2], k.shape[2]
+    gqa = q.shape[1] != k.shape[1]
+    if sq == sk:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    if sq == 1:  # the last query sees every key
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
+    # SDPA's is_causal aligns top-left when Sq < Sk; build the bottom-right mask instead.
+    qpos = torch.arange(sk - sq, sk, device=q.device)
+    mask = torch.arange(sk, device=q.device)[None, :] <= qpos[:, None]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+
+
+def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, budget: Budget,
+                     scale: float | None = None,
+                     config: dict[str, int] | None = None) -> tuple[torch.Tensor, BlockMask]:
+    """Select blocks under `budget`, then attend: ``(out, block_mask)``.
+
+    A dense budget skips selection and the sparse kernel and runs causal SDPA; its mask is the
+    full causal one, so it reports sparsity 0.
+    """
+    if budget.is_dense:
+        mask = BlockMask.full(q.shape[0], k.shape[1], budget.block_size, q.shape[2], k.shape[2], q.device)
+        check_inputs(q, k, v, mask)
+        return dense_causal_attention(q, k, v, scale=scale), mask
+    mask = select_blocks(q, k, budget)
+    return block_sparse_attention(q, k, v, mask, scale=scale, config=config), mask
