@@ -5,10 +5,36 @@ The runtime API needs neither typer nor rich: `load_profile`, `Profile.lookup`, 
 
 from .budget import Budget
 from .errors import BudgetError, ModelError, ProfileError, SearchError, SparsetuneError, WorkloadError
+from .profile import (
+    PROFILE_SCHEMA_VERSION,
+    Accuracy,
+    Bucket,
+    DeviceSection,
+    Floor,
+    KernelConfig,
+    ModelInfo,
+    Profile,
+    Provenance,
+    TaskAccuracy,
+    WorkloadInfo,
+    load_profile,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PROFILE_SCHEMA_VERSION",
+    "Accuracy",
+    "Bucket",
+    "DeviceSection",
+    "Floor",
+    "KernelConfig",
+    "ModelInfo",
+    "Profile",
+    "Provenance",
+    "TaskAccuracy",
+    "WorkloadInfo",
+    "load_profile",
     "Budget",
     "BudgetError",
     "ModelError",

@@ -1,0 +1,108 @@
+"""Rich rendering of a profile for `sparsetune show` (imported only by the CLI)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from .profile import Profile
+
+__all__ = ["render_profile"]
+
+_DASH = "-"
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return _DASH if value is None else format(value, fmt)
+
+
+def render_profile(profile: Profile, console: Console, title: str = "") -> None:
+    """Print the profile's identity, its buckets, per-task accuracy and kernel configs per device."""
+    m, w, f, p = profile.model, profile.workload, profile.floor, profile.provenance
+    floor = f"{f.metric} >= {f.value:g}" + (" x dense" if f.kind == "relative" else "")
+    if f.confidence is not None:
+        floor += f", judged on the {f.confidence:.0%} lower confidence bound"
+    kv = f" ({m.kv_heads} kv)" if m.kv_heads != m.heads else ""
+    positions = f", {m.max_positions} positions" if m.max_positions else ""
+    head = [
+        ("profile", f"{title}  schema {profile.schema}, sparsetune {p.sparsetune}, created {p.created}".strip()),
+        ("model", f"{m.name}: {m.layers} layers, {m.heads} heads{kv}, head_dim {m.head_dim}{positions}; "
+                  f"config {m.config_sha256[:12]}"),
+        ("workload", f"{w.name}: {w.samples} samples; sha256 {w.sha256[:12]}"),
+        ("floor", floor),
+        ("search", f"method {profile.method}; study {p.study}, {p.trials_per_bucket} trials per bucket, "
+                   f"seed {p.seed}" + (f", storage {p.storage}" if p.storage else "")),
+    ]
+    for key, value in head:
+        console.print(f"[bold]{key:<9}[/bold] {value}", markup=True, highlight=False)
+    console.print()
+    console.print(_buckets_table(profile))
+    tasks = _tasks_table(profile)
+    if tasks is not None:
+        console.print(tasks)
+    for name, section in profile.devices.items():
+        console.print(_device_table(profile, name))
+    if not profile.devices:
+        console.print("no kernel configs: run search on a GPU (or the cost model) to add a device section")
+
+
+def _range(profile: Profile, i: int) -> str:
+    first, last = profile.bucket_range(i)
+    return f"{first}-{last}" + ("+" if i == len(profile.buckets) - 1 else "")
+
+
+def _buckets_table(profile: Profile) -> Table:
+    notes = [f"+ longer inputs use the last bucket's budget"]
+    if profile.min_len > 1:
+        notes.append(f"inputs shorter than {profile.min_len} run dense")
+    table = Table(title="buckets", caption="; ".join(notes), title_justify="left")
+    for name in ("tokens", "budget", "block", "sink", "local", "acc", "dense", "lower", "n", "sparsity", "cost"):
+        table.add_column(name, justify="left" if name in ("tokens", "budget") else "right", no_wrap=True)
+    reasons = []
+    for i, b in enumerate(profile.buckets):
+        a, budget = b.accuracy, b.budget
+        if budget is None:
+            spec, block, sink, local = "dense", _DASH, _DASH, _DASH
+        else:
+            ratio = "keep" if budget.method == "topk" else "tau"
+            spec, block, sink, local = f"{ratio} {budget.ratio:g}", str(budget.block_size), str(budget.sink), str(budget.local)
+        table.add_row(
+            _range(profile, i), spec, block, sink, local,
+            _num(a and a.sparse), _num(a and a.dense), _num(a and a.lower_bound),
+            _DASH if a is None else str(a.n),
+            _num(b.sparsity, ".0%"), _DASH if b.cost is None else f"{b.cost:.2f}x",
+        )
+        if b.reason:
+            reasons.append(f"{_range(profile, i)}: {b.reason}")
+    if reasons:
+        table.caption = "\n".join([table.caption or "", *reasons]).strip()
+    return table
+
+
+def _tasks_table(profile: Profile) -> Table | None:
+    rows = [(i, task, t) for i, b in enumerate(profile.buckets) if b.accuracy and b.accuracy.per_task
+            for task, t in b.accuracy.per_task.items()]
+    if not rows:
+        return None
+    table = Table(title="accuracy per task", title_justify="left")
+    for name in ("tokens", "task", "acc", "dense", "n"):
+        table.add_column(name, justify="left" if name in ("tokens", "task") else "right", no_wrap=True)
+    for i, task, t in rows:
+        table.add_row(_range(profile, i), task, _num(t.sparse), _num(t.dense), str(t.n))
+    return table
+
+
+def _device_table(profile: Profile, name: str) -> Table:
+    section = profile.devices[name]
+    table = Table(title=f"{name} ({section.timing})", title_justify="left")
+    for col in ("tokens", "BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "ms", "dense ms", "select ms", "speed-up"):
+        table.add_column(col, justify="left" if col == "tokens" else "right", no_wrap=True)
+    for i, b in enumerate(profile.buckets):
+        k = section.kernels.get(b.max_len)
+        if k is None:
+            continue
+        speedup = (f"{k.dense_ms / (k.ms + (k.selection_ms or 0.0)):.2f}x"
+                   if k.ms is not None and k.dense_ms is not None else _DASH)
+        table.add_row(_range(profile, i), str(k.BLOCK_M), str(k.BLOCK_N), str(k.num_warps), str(k.num_stages),
+                      _num(k.ms), _num(k.dense_ms), _num(k.selection_ms), speedup)
+    return table

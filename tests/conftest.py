@@ -1,0 +1,80 @@
+"""Shared fixtures: repository paths, the example profile, and the CLI run in-process or as a subprocess."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "profiles" / "example.yaml"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def example_path() -> Path:
+    return EXAMPLE
+
+
+@pytest.fixture
+def example_dict() -> dict[str, Any]:
+    """The example profile as raw YAML data; a fresh copy per test, free to mutate."""
+    return copy.deepcopy(_example_raw())
+
+
+_RAW: list[dict[str, Any]] = []
+
+
+def _example_raw() -> dict[str, Any]:
+    if not _RAW:
+        _RAW.append(yaml.safe_load(EXAMPLE.read_text(encoding="utf-8")))
+    return _RAW[0]
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """Run `sparsetune ARGS...` in-process through `main`, with its error mapping."""
+    from sparsetune.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
+
+
+def sparsetune_command() -> list[str]:
+    """The installed console script next to this interpreter, else `python -m sparsetune.cli`."""
+    script = Path(sys.executable).with_name("sparsetune")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sparsetune.cli"]
+
+
+@pytest.fixture
+def run_cli_process():
+    """Run the real `sparsetune` command in a subprocess (what a user's shell does)."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> CliResult:
+        proc = subprocess.run([*sparsetune_command(), *map(str, args)], capture_output=True, text=True,
+                              env={**os.environ, "SPARSETUNE_DEBUG": "", **(env or {})}, timeout=120, cwd=REPO)
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
