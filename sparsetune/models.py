@@ -1,0 +1,133 @@
+"""Load a local Hugging Face causal LM (or the packaged demo) with the facts search and profiles record.
+
+Local files only: a tuning run must not depend on the network, and a profile must name exactly the
+weights it was tuned on (`config_sha256`, `weights_id`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ModelError
+
+__all__ = ["DEMO_MODEL", "LoadedModel", "load_model", "config_sha256", "weights_id"]
+
+# The demo model ships inside the package (issue 5); `--model demo` resolves here.
+DEMO_MODEL = Path(__file__).resolve().parent / "demo" / "model"
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM in eval mode plus the facts a profile records about it."""
+
+    model: Any  # a transformers PreTrainedModel (causal LM)
+    tokenizer: Any | None  # None when the folder has no tokenizer files: token-id workloads only
+    name: str  # "demo" or the folder's name
+    path: Path
+    config_sha256: str  # sha256 of config.json as canonical JSON (sorted keys, no spaces)
+    weights_id: str  # sha256 over the weight files' names, sizes and mtimes: cheap identity for caches
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    max_positions: int  # max_position_embeddings: the longest sample the model may see
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.get_text_config().vocab_size)
+
+
+def config_sha256(config_json: Path) -> str:
+    """sha256 of a config.json as canonical JSON, so whitespace and key order do not matter."""
+    data = json.loads(config_json.read_text(encoding="utf-8"))
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def weights_id(folder: Path) -> str:
+    """Identity of the weight files without reading them (hashing GBs per run would dominate a small eval)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file()):
+        st = f.stat()
+        h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _resolve(name_or_path: str) -> tuple[str, Path]:
+    if name_or_path == "demo":
+        if not (DEMO_MODEL / "config.json").is_file():
+            raise ModelError(f"model: the demo model is missing from the package at {DEMO_MODEL}")
+        return "demo", DEMO_MODEL
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        raise ModelError(
+            f"model: no such folder {str(path)!r} (give a local Hugging Face model folder or 'demo'; "
+            "nothing is downloaded)")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model: {str(path)!r} has no config.json, so it is not a Hugging Face model folder")
+    return path.resolve().name, path.resolve()
+
+
+def _check_causal_lm(path: Path, config: Any) -> None:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        archs = ", ".join(getattr(config, "architectures", None) or []) or "none listed"
+        raise ModelError(
+            f"model: {str(path)!r} is not a causal LM: model_type {config.model_type!r} "
+            f"(architectures: {archs}) has no AutoModelForCausalLM class")
+
+
+def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load `demo` or a local folder through AutoModelForCausalLM / AutoTokenizer, in eval mode."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    name, path = _resolve(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelError(f"model: cannot read {str(path / 'config.json')!r}: {e}") from None
+    _check_causal_lm(path, config)
+    try:
+        # sdpa is the dense reference that `enable` starts from and `disable` returns to.
+        model = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, dtype=dtype, attn_implementation="sdpa")
+    except (OSError, ValueError) as e:
+        raise ModelError(f"model: cannot load the weights in {str(path)!r}: {e}") from None
+    model.eval()
+
+    tokenizer = None
+    if any((path / f).is_file() for f in _TOKENIZER_FILES):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError, TypeError) as e:
+            raise ModelError(f"model: cannot load the tokenizer in {str(path)!r}: {e}") from None
+
+    text = config.get_text_config()
+    heads = int(text.num_attention_heads)
+    max_positions = getattr(text, "max_position_embeddings", None)
+    if not isinstance(max_positions, int) or max_positions <= 0:
+        raise ModelError(f"model: {str(path)!r} config has no positive max_position_embeddings, "
+                         f"got {max_positions!r}")
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        path=path,
+        config_sha256=config_sha256(path / "config.json"),
+        weights_id=weights_id(path),
+        layers=int(text.num_hidden_layers),
+        heads=heads,
+        kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
+        head_dim=int(getattr(text, "head_dim", None) or text.hidden_size // heads),
+        max_positions=max_positions,
+    )
