@@ -1,0 +1,299 @@
+"""Workloads: JSONL samples tokenized for one model, bucketed by length; synthetic workloads written as JSONL.
+
+A line is ``{"prompt": str, "answer"?: str, "task"?: str}`` or ``{"input_ids": [int], "answer_ids"?: [int],
+"task"?: str}``. Extra fields are ignored; known fields must have the right type. A sample without an
+answer is scored in fidelity mode (`evaluate.fill_answers`). Every error starts with ``file:line:``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from . import tasks as _tasks
+from .errors import WorkloadError
+
+__all__ = [
+    "DEFAULT_ANSWER_TOKENS",
+    "DEFAULT_TASK",
+    "DEMO_WORKLOAD",
+    "TokenSample",
+    "Workload",
+    "auto_edges",
+    "bucketize",
+    "load_workload",
+    "synth_workload",
+    "write_jsonl",
+]
+
+DEMO_WORKLOAD = Path(__file__).resolve().parent / "demo" / "workload.jsonl"
+DEFAULT_ANSWER_TOKENS = 8  # fidelity mode: greedy tokens that become the reference answer
+DEFAULT_TASK = "default"  # task of a line without "task"
+
+
+@dataclass(frozen=True)
+class TokenSample:
+    input_ids: list[int]  # the prompt, with the tokenizer's special tokens (BOS)
+    answer_ids: list[int] | None  # None: unlabelled, filled by the dense model in fidelity mode
+    task: str
+    line: int  # 1-based line in the workload file, for messages
+
+    @property
+    def length(self) -> int:
+        """Prompt plus answer tokens: the KV length at the last query, which buckets are keyed by."""
+        return len(self.input_ids) + len(self.answer_ids or ())
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str  # "demo" or the file's name
+    sha256: str  # of the file's bytes
+    samples: list[TokenSample]
+    path: Path | None = None
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else {dict: "object", list: "array", str: "string", bool: "boolean",
+                                         int: "integer", float: "number"}.get(type(value), type(value).__name__)
+
+
+def _ids(where: str, name: str, value: Any, vocab_size: int | None) -> list[int]:
+    if not isinstance(value, list):
+        raise WorkloadError(f"{where}: field {name!r} must be an array of token ids, got {_type_name(value)}")
+    if not value:
+        raise WorkloadError(f"{where}: field {name!r} is empty")
+    for i, t in enumerate(value):
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            raise WorkloadError(f"{where}: {name}[{i}] must be a non-negative integer, got {t!r}")
+        if vocab_size is not None and t >= vocab_size:
+            raise WorkloadError(f"{where}: {name}[{i}] = {t} is outside the model's vocabulary of {vocab_size}")
+    return list(value)
+
+
+def _text(where: str, name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise WorkloadError(f"{where}: field {name!r} must be a string, got {_type_name(value)}")
+    if not value.strip():
+        hint = " (omit it to score the model's own continuation)" if name == "answer" else ""
+        raise WorkloadError(f"{where}: field {name!r} is empty{hint}")
+    return value
+
+
+def _encode(tokenizer: Any, prompt: str, answer: str | None) -> tuple[list[int], list[int] | None]:
+    """Prompt ids with special tokens; answer ids as the model would continue the prompt.
+
+    The answer follows the prompt after one space (unless either side already has whitespace there),
+    as `tasks` writes them. Tokenizing the joined text and taking the tail gives the tokens a BPE model
+    actually emits (" v12" and "v12" are different tokens); if the prompt's tokens are not a prefix of
+    the joined text's, the answer is tokenized alone, without special tokens.
+    """
+    prompt_ids = list(tokenizer(prompt)["input_ids"])
+    if answer is None:
+        return prompt_ids, None
+    sep = "" if prompt[-1:].isspace() or answer[:1].isspace() else " "
+    joined = list(tokenizer(prompt + sep + answer)["input_ids"])
+    if joined[: len(prompt_ids)] == prompt_ids and len(joined) > len(prompt_ids):
+        return prompt_ids, joined[len(prompt_ids):]
+    return prompt_ids, list(tokenizer(sep + answer, add_special_tokens=False)["input_ids"])
+
+
+def _parse_line(where: str, line: int, raw: str, tokenizer: Any, vocab_size: int | None) -> TokenSample:
+    try:
+        row = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise WorkloadError(f"{where}: not JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(row, dict):
+        raise WorkloadError(f"{where}: expected a JSON object, got {_type_name(row)}")
+    task = row.get("task", DEFAULT_TASK)
+    if not isinstance(task, str) or not task:
+        raise WorkloadError(f"{where}: field 'task' must be a non-empty string, got {task!r}")
+    if "prompt" in row and "input_ids" in row:
+        raise WorkloadError(f"{where}: give either 'prompt' (text) or 'input_ids' (tokens), not both")
+    if "input_ids" in row:
+        if "answer" in row:
+            raise WorkloadError(f"{where}: 'answer' is text; with 'input_ids' give 'answer_ids'")
+        answer_ids = row.get("answer_ids")
+        return TokenSample(
+            input_ids=_ids(where, "input_ids", row["input_ids"], vocab_size),
+            answer_ids=None if answer_ids is None else _ids(where, "answer_ids", answer_ids, vocab_size),
+            task=task, line=line)
+    if "prompt" not in row:
+        raise WorkloadError(f"{where}: missing field 'prompt' (or 'input_ids')")
+    if "answer_ids" in row:
+        raise WorkloadError(f"{where}: 'answer_ids' are tokens; with 'prompt' give 'answer'")
+    prompt = _text(where, "prompt", row["prompt"])
+    answer = None if row.get("answer") is None else _text(where, "answer", row["answer"])
+    if tokenizer is None:
+        raise WorkloadError(
+            f"{where}: the workload is text but the model has no tokenizer "
+            "(add tokenizer files to the model folder, or give input_ids)")
+    input_ids, answer_ids = _encode(tokenizer, prompt, answer)
+    if not input_ids:
+        raise WorkloadError(f"{where}: the prompt tokenizes to nothing")
+    if answer is not None and not answer_ids:
+        raise WorkloadError(f"{where}: the answer {answer!r} tokenizes to nothing")
+    return TokenSample(input_ids=input_ids, answer_ids=answer_ids, task=task, line=line)
+
+
+def load_workload(
+    path_or_demo: str | os.PathLike[str],
+    tokenizer: Any | None,
+    max_positions: int,
+    answer_tokens: int = DEFAULT_ANSWER_TOKENS,
+    vocab_size: int | None = None,
+) -> Workload:
+    """Read and tokenize a JSONL workload (or `demo`); every sample must fit the model's positions.
+
+    A sample without an answer counts `answer_tokens` for the fidelity answer it will get.
+    Blank lines are skipped. Raises WorkloadError starting with ``file:line:``.
+    """
+    if os.fspath(path_or_demo) == "demo":
+        name, path = "demo", DEMO_WORKLOAD
+        if not path.is_file():
+            raise WorkloadError(f"{path}: the demo workload is missing from the package")
+    else:
+        path = Path(path_or_demo).expanduser()
+        name = path.name
+        if not path.is_file():
+            raise WorkloadError(f"{path}: no such file")
+    data = path.read_bytes()
+    shown = str(path_or_demo) if name != "demo" else str(path)
+    samples: list[TokenSample] = []
+    too_long: list[tuple[int, int]] = []  # (line, tokens)
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        where = f"{shown}:{number}"
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise WorkloadError(f"{where}: not UTF-8 (byte {e.start + 1} of the line)") from None
+        if not text.strip():
+            continue
+        sample = _parse_line(where, number, text, tokenizer, vocab_size)
+        total = len(sample.input_ids) + (len(sample.answer_ids) if sample.answer_ids else answer_tokens)
+        if total > max_positions:
+            too_long.append((number, total))
+        samples.append(sample)
+    if not samples:
+        raise WorkloadError(f"{shown}:1: empty workload: no samples (one JSON object per line)")
+    if too_long:
+        line, total = too_long[0]
+        raise WorkloadError(
+            f"{shown}:{line}: {total} tokens (prompt plus answer) exceed the model's {max_positions} positions "
+            f"({len(too_long)} sample{'s' if len(too_long) > 1 else ''} too long)")
+    return Workload(name=name, sha256=hashlib.sha256(data).hexdigest(), samples=samples, path=path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Buckets
+
+
+def _check_edges(edges: Sequence[int]) -> list[int]:
+    if not edges:
+        raise WorkloadError("buckets: need at least one edge, got none")
+    for e in edges:
+        if isinstance(e, bool) or not isinstance(e, int) or e <= 0:
+            raise WorkloadError(f"buckets: edges must be positive integers, got {e!r}")
+    if any(b <= a for a, b in zip(edges, edges[1:])):
+        raise WorkloadError(f"buckets: edges must be strictly increasing, got {list(edges)}")
+    return list(edges)
+
+
+def bucketize(samples: Iterable[TokenSample], edges: Sequence[int]) -> list[list[TokenSample]]:
+    """Bucket i holds lengths in (edges[i-1], edges[i]] (the first from 0); order within a bucket is kept."""
+    edges = _check_edges(edges)
+    buckets: list[list[TokenSample]] = [[] for _ in edges]
+    for s in samples:
+        i = bisect.bisect_left(edges, s.length)
+        if i == len(edges):
+            raise WorkloadError(
+                f"buckets: the sample at line {s.line} has {s.length} tokens, above the last edge {edges[-1]}")
+        buckets[i].append(s)
+    return buckets
+
+
+def auto_edges(
+    lengths: Sequence[int], n_buckets: int | None = None, min_per_bucket: int | None = None,
+) -> list[int]:
+    """Bucket edges at length quantiles: `n_buckets` equal-count buckets, or as many as keep
+    `min_per_bucket` samples in each. Ties can make buckets fewer; the last edge is the longest length."""
+    if (n_buckets is None) == (min_per_bucket is None):
+        raise WorkloadError("buckets: give exactly one of n_buckets and min_per_bucket")
+    if not lengths:
+        raise WorkloadError("buckets: no samples to place")
+    for name, v in (("n_buckets", n_buckets), ("min_per_bucket", min_per_bucket)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise WorkloadError(f"buckets: {name} must be an integer >= 1, got {v!r}")
+    ordered = sorted(lengths)
+    n = len(ordered)
+    # Fewer samples than min_per_bucket still make one bucket.
+    wanted = n_buckets if n_buckets is not None else max(n // min_per_bucket, 1)  # type: ignore[operator]
+    edges: list[int] = []
+    for k in range(1, wanted + 1):
+        edge = ordered[math.ceil(k * n / wanted) - 1]
+        if not edges or edge > edges[-1]:
+            edges.append(edge)
+    if min_per_bucket is not None:  # ties can leave a bucket short: merge it into its neighbour
+        counts = [bisect.bisect_right(ordered, e) for e in edges]
+        sizes = [c - (counts[i - 1] if i else 0) for i, c in enumerate(counts)]
+        merged: list[int] = []
+        carry = 0
+        for edge, size in zip(edges, sizes):
+            carry += size
+            if carry >= min_per_bucket:
+                merged.append(edge)
+                carry = 0
+        if carry:  # the tail is short: extend the previous bucket to the end
+            if merged:
+                merged[-1] = edges[-1]
+            else:
+                merged = [edges[-1]]
+        edges = merged
+    return edges
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic workloads
+
+
+def synth_workload(
+    tokenizer: Any | None, tasks: Sequence[str], lengths: Sequence[int], per_length: int, seed: int,
+) -> list[dict[str, str]]:
+    """RULER-style rows {"prompt", "answer", "task"} sized in tokens of `tokenizer` (words + BOS if None)."""
+    unknown = [t for t in tasks if t not in _tasks.TASKS]
+    if unknown or not tasks:
+        raise WorkloadError(f"tasks: must be among {', '.join(_tasks.TASKS)}, got {', '.join(tasks) or 'none'}")
+    for n in lengths:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 16:
+            raise WorkloadError(f"lengths: must be integers >= 16, got {n!r}")
+    if isinstance(per_length, bool) or not isinstance(per_length, int) or per_length < 1:
+        raise WorkloadError(f"per_length: must be an integer >= 1, got {per_length!r}")
+    count = None if tokenizer is None else (lambda text: len(tokenizer(text)["input_ids"]))
+    samples = _tasks.synth(list(tasks), list(lengths), per_length, seed, count_tokens=count)
+    return [{"prompt": s.prompt, "answer": s.answer, "task": s.task} for s in samples]
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> Path:
+    """Write rows one JSON object per line, atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
