@@ -5,6 +5,7 @@ request's KV length (prompt plus cache), so one model serves every length with t
 
     policy.lookup(kv_len) -> Budget | None       None or a dense budget: causal SDPA
                                                  otherwise: sparsetune.attention.sparse_attention
+    policy.kernel_config(kv_len, gpu name)       (if the policy has it, on CUDA) the launch config
 
 How the policy reaches the function: `enable` files a state under the id of each config object the
 model's modules hold (attention modules keep `self.config`), with a weak reference to check that the
@@ -208,13 +209,27 @@ def _run(state: _State, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale
         for s in state.recorders:
             s.dense_calls += 1
         return dense_causal_attention(q, k, v, scale=scale)
-    out, block_mask = sparse_attention(q, k, v, budget, scale=scale)
+    device = torch.cuda.get_device_name(q.device) if q.is_cuda else None
+    config = _launch_config(state.policy, k.shape[2], device)
+    out, block_mask = sparse_attention(q, k, v, budget, scale=scale, config=config)
     visible, skipped = _block_counts(block_mask)
     for s in state.recorders:
         s.sparse_calls += 1
         s.visible_blocks += visible
         s.skipped_blocks += skipped
     return out
+
+
+_LAUNCH_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
+
+
+def _launch_config(policy: Any, kv_len: int, device: str | None) -> dict[str, int] | None:
+    """The profile's tuned kernel launch config for this length on this GPU, if it has one (speed only)."""
+    lookup = getattr(policy, "kernel_config", None)
+    if device is None or not callable(lookup):
+        return None
+    found = lookup(kv_len, device)
+    return None if found is None else {name: int(getattr(found, name)) for name in _LAUNCH_KEYS}
 
 
 def _block_counts(block_mask: Any) -> tuple[float, float]:

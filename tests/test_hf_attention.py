@@ -215,3 +215,20 @@ def test_implementation_without_enable_fails_loudly():
     with pytest.raises(ModelError, match=r"call sparsetune\.enable"):
         with torch.no_grad():
             model(_ids(1, 10))
+
+
+def test_launch_config_comes_from_the_profile_on_gpu_only():
+    from types import SimpleNamespace
+
+    from sparsetune.hf_attention import _launch_config
+
+    class Tuned(RecordingPolicy):
+        def kernel_config(self, seq_len, device):
+            return SimpleNamespace(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2, ms=0.1) \
+                if device == "NVIDIA H100" and seq_len > 100 else None
+
+    policy = Tuned(SPARSE)
+    assert _launch_config(policy, 500, "NVIDIA H100") == {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
+    assert _launch_config(policy, 50, "NVIDIA H100") is None
+    assert _launch_config(policy, 500, None) is None  # CPU: the reference ignores launch configs
+    assert _launch_config(SPARSE, 500, "NVIDIA H100") is None  # a fixed Budget has none
