@@ -184,7 +184,8 @@ def _build(cls: type, value: Any, path: str) -> Any:
         if key not in fields:
             hint = difflib.get_close_matches(key, list(fields), n=1)
             did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise _fail(join(path, key), f"unknown field{did_you_mean}; expected one of {', '.join(fields)}")
+            where = join(path, key) if key.isidentifier() else _key_path(path, key)  # keep it one line
+            raise _fail(where, f"unknown field{did_you_mean}; expected one of {', '.join(fields)}")
     for name, f in fields.items():
         if _is_required(f) and value.get(name) is None:
             raise _fail(join(path, name), "required field missing" if name not in value else "required, got None")

@@ -87,6 +87,14 @@ def _represent_list(dumper: _Dumper, data: list[Any] | tuple[Any, ...]) -> yaml.
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=False)
 
 
+def _represent_str(dumper: _Dumper, data: str) -> yaml.Node:
+    # PyYAML writes NEL and the Unicode line/paragraph separators raw inside quotes, and its
+    # reader then folds them into spaces; double quotes make it escape them (\N, \L, \P).
+    style = '"' if any(c in data for c in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 _Dumper.add_representer(dict, _represent_dict)
 _Dumper.add_representer(list, _represent_list)
 _Dumper.add_representer(tuple, _represent_list)
