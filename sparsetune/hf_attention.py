@@ -98,6 +98,17 @@ class _State:
     configs: list[weakref.ref] = field(default_factory=list)
     recorders: list[AttentionStats] = field(default_factory=list)
     warned: set[str] = field(default_factory=set)
+    # Every layer of a forward gets the same mask and position tensors: analyse them once, not per layer
+    # (each analysis syncs the GPU). Keyed by identity, held weakly.
+    memo: dict[str, tuple[weakref.ref, Any]] = field(default_factory=dict)
+
+    def once(self, name: str, tensor: torch.Tensor, compute: Any) -> Any:
+        hit = self.memo.get(name)
+        if hit is not None and hit[0]() is tensor:
+            return hit[1]
+        value = compute()
+        self.memo[name] = (weakref.ref(tensor), value)
+        return value
 
 
 _STATES: dict[int, _State] = {}  # id(config) -> state; checked against the weak reference on use
@@ -212,11 +223,12 @@ def _run(state: _State, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale
     device = torch.cuda.get_device_name(q.device) if q.is_cuda else None
     config = _launch_config(state.policy, k.shape[2], device)
     out, block_mask = sparse_attention(q, k, v, budget, scale=scale, config=config)
-    visible, skipped = _block_counts(block_mask)
-    for s in state.recorders:
-        s.sparse_calls += 1
-        s.visible_blocks += visible
-        s.skipped_blocks += skipped
+    if state.recorders:  # counting syncs the GPU: only while someone records
+        visible, skipped = _block_counts(block_mask)
+        for s in state.recorders:
+            s.sparse_calls += 1
+            s.visible_blocks += visible
+            s.skipped_blocks += skipped
     return out
 
 
@@ -239,14 +251,13 @@ def _block_counts(block_mask: Any) -> tuple[float, float]:
     return float(visible), float(visible - kept)
 
 
-def _key_padding(mask: torch.Tensor, batch: int, sq: int, sk: int) -> torch.Tensor | None:
-    """Valid keys (B, Sk) when `mask` is exactly causal AND key padding for queries at the last Sq positions.
-
-    Returns None for any other pattern (sliding window, packed sequences, static cache, float bias).
-    Rows of padding queries are not checked: their output is never read.
+def _key_padding(mask: torch.Tensor, batch: int, sq: int, sk: int) -> tuple[torch.Tensor | None, bool]:
+    """(valid keys (B, Sk), no key is padding) when `mask` is exactly causal AND key padding for
+    queries at the last Sq positions; (None, False) for any other pattern (sliding window, packed
+    sequences, static cache, float bias). Rows of padding queries are not checked: nothing reads them.
     """
     if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (sq, sk):
-        return None
+        return None, False
     m = mask[:, 0].expand(batch, sq, sk)
     key_valid = m.any(dim=1)  # a key no query sees is padding
     positions = torch.arange(sk, device=mask.device)
@@ -254,7 +265,7 @@ def _key_padding(mask: torch.Tensor, batch: int, sq: int, sk: int) -> torch.Tens
     expected = causal[None] & key_valid[:, None, :]
     query_valid = key_valid[:, sk - sq:]
     ok = (m == expected) | ~query_valid[:, :, None]
-    return key_valid if bool(ok.all()) else None
+    return (key_valid, bool(key_valid.all())) if bool(ok.all()) else (None, False)
 
 
 def _fallback(state: _State, reason: str, module: Any, query, key, value, attention_mask, dropout, scaling, kwargs):
@@ -292,7 +303,7 @@ def sparsetune_attention(
         if not isinstance(positions, torch.Tensor):
             return _fallback(state, f"sliding-window layer ({window} tokens) called without position_ids",
                              module, query, key, value, attention_mask, dropout, scaling, kwargs)
-        longest = int(positions.max()) + 1
+        longest = state.once("positions", positions, lambda: int(positions.max()) + 1)
         if longest > window:
             return _fallback(state, f"sliding window of {window} tokens binds at {longest} positions",
                              module, query, key, value, attention_mask, dropout, scaling, kwargs)
@@ -304,12 +315,12 @@ def sparsetune_attention(
                              attention_mask, dropout, scaling, kwargs)
         return _run(state, query, key, value, scaling).transpose(1, 2).contiguous(), None
 
-    key_valid = _key_padding(attention_mask, batch, sq, sk)
+    key_valid, no_padding = state.once("mask", attention_mask, lambda: _key_padding(attention_mask, batch, sq, sk))
     if key_valid is None:
         return _fallback(state, "the attention mask is not causal plus key padding (packed sequences, "
                          "static cache or a custom mask)", module, query, key, value, attention_mask, dropout,
                          scaling, kwargs)
-    if bool(key_valid.all()):
+    if no_padding:
         return _run(state, query, key, value, scaling).transpose(1, 2).contiguous(), None
 
     # Padded batch: each sample alone on its valid keys; its queries are the last of them.
