@@ -52,7 +52,7 @@ def _range(profile: Profile, i: int) -> str:
 
 
 def _buckets_table(profile: Profile) -> Table:
-    notes = [f"+ longer inputs use the last bucket's budget"]
+    notes = ["+ longer inputs use the last bucket's budget"]
     if profile.min_len > 1:
         notes.append(f"inputs shorter than {profile.min_len} run dense")
     table = Table(title="buckets", caption="; ".join(notes), title_justify="left")
