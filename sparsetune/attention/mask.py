@@ -23,6 +23,10 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _causal(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
+    return q_idx >= kv_idx
+
+
 @dataclass(frozen=True)
 class BlockMask:
     """Selected key blocks per (batch, KV head, query block), as FlexAttention's BlockMask stores them.
@@ -164,7 +168,7 @@ class BlockMask:
         dense = blocks.index_select(2, rows).index_select(3, cols)
         return dense & (kpos[None, :] <= qpos[:, None])
 
-    def to_flex(self, num_heads: int | None = None) -> "FlexBlockMask":
+    def to_flex(self, num_heads: int | None = None, mask_mod_selects: bool = True) -> "FlexBlockMask":
         """torch's flex_attention BlockMask of the same selection, for a *full-length* query.
 
         flex_attention aligns query blocks to the query tensor, not to absolute positions, so
@@ -178,6 +182,10 @@ class BlockMask:
         mask_mod and ignores the block lists, while the compiled path skips unlisted blocks and
         applies mask_mod to partial blocks only; both then compute the same attention. Relies
         on the layout invariant (the last selected block of a row is its diagonal).
+
+        ``mask_mod_selects=False`` gives a plain causal mask_mod instead (one shared function, so
+        ``torch.compile`` does not recompile per mask): right only on flex's compiled path,
+        which is what a fair speed comparison wants.
         """
         from torch.nn.attention.flex_attention import BlockMask as FlexBlockMask
 
@@ -194,19 +202,21 @@ class BlockMask:
             head_idx = torch.nn.functional.pad(head.kv_indices, (0, self.num_kv_blocks - first))
             num = torch.cat([head.kv_num_blocks, num], dim=2)
             idx = torch.cat([head_idx, idx], dim=2)
-        full_mask = BlockMask(num.contiguous(), idx.contiguous(), self.block_size, self.seq_k, self.seq_k)
-        selected = full_mask.to_block_bool()  # [B, Hq, KB, KB], read by mask_mod
         bs = self.block_size
+        mask_mod = _causal
+        if mask_mod_selects:
+            full_mask = BlockMask(num.contiguous(), idx.contiguous(), bs, self.seq_k, self.seq_k)
+            selected = full_mask.to_block_bool()  # [B, Hq, KB, KB], read by mask_mod
 
-        def selected_causal(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
-            return (q_idx >= kv_idx) & selected[b, h, q_idx // bs, kv_idx // bs]
+            def mask_mod(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
+                return (q_idx >= kv_idx) & selected[b, h, q_idx // bs, kv_idx // bs]
 
         rows = num.shape[2]
         diag = torch.arange(rows, device=self.device, dtype=torch.int32).expand(*num.shape)
         partial_idx = torch.nn.functional.pad(diag[..., None], (0, self.num_kv_blocks - 1))
         return FlexBlockMask.from_kv_blocks(
             torch.ones_like(num), partial_idx.contiguous(), (num - 1).contiguous(), idx.contiguous(),
-            BLOCK_SIZE=bs, mask_mod=selected_causal, seq_lengths=(self.seq_k, self.seq_k))
+            BLOCK_SIZE=bs, mask_mod=mask_mod, seq_lengths=(self.seq_k, self.seq_k))
 
     # ---- checks ---------------------------------------------------------------------------
     def validate(self) -> "BlockMask":
