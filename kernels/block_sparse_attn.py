@@ -25,9 +25,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .configs import default_config, keep_config
+# The config space lives in configs.py (importable without running @triton.jit); re-exported here.
+from .configs import CONFIGS, configs_for, default_config, keep_config
 
-__all__ = ["INTERPRETED", "block_sparse_attn_fwd"]
+__all__ = ["CONFIGS", "INTERPRETED", "block_sparse_attn_fwd", "configs_for", "default_config", "keep_config"]
 
 # Triton picks compiled or interpreted when `@triton.jit` runs, i.e. when this module is
 # imported; the launcher checks the choice against the tensors' device.

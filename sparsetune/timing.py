@@ -164,7 +164,10 @@ def time_launch_configs(seq_len: int, budget: Budget, heads: int, kv_heads: int,
     Inputs are fresh ``torch.randn`` tensors (never zeros: zeros make every score tie and
     hide real memory traffic patterns). Each time is the median of ``do_bench`` after its
     warm-up. A config that fails (compile error, out of resources) is recorded with its error
-    and the others go on. `configs` defaults to ``configs_for(block_size, head_dim)``.
+    and the others go on. `configs` defaults to the pruned set
+    ``configs_for(block_size, head_dim, quick=True)`` (a search times many budgets); pass
+    ``configs_for(block_size, head_dim)`` for the full sweep. Each config compiles once per
+    process, so repeated calls cost only the timing.
     Raises `SparsetuneError` without CUDA: on CPU use `cost_model`.
     """
     if not torch.cuda.is_available():
@@ -185,7 +188,7 @@ def time_launch_configs(seq_len: int, budget: Budget, heads: int, kv_heads: int,
     selection_ms = 0.0 if budget.is_dense else _bench(lambda: select_blocks(q, k, budget), warmup, rep)
     out = torch.empty_like(q)
     timings = []
-    for conf in configs if configs is not None else configs_for(budget.block_size, head_dim):
+    for conf in configs if configs is not None else configs_for(budget.block_size, head_dim, quick=True):
         def launch(conf: dict[str, int] = conf) -> None:
             block_sparse_attn_fwd(q, k, v, mask.kv_num_blocks, mask.kv_indices, mask.block_size,
                                   config=conf, out=out)

@@ -274,3 +274,16 @@ def test_kernel_compiles_and_pipelines_for_hopper_without_a_gpu():
         estimate = 2 * d * (conf["BLOCK_M"] + 2 * conf["BLOCK_N"] * conf["num_stages"])
         assert res["async"] > 0, f"{conf} D={d}: K/V loads not pipelined on sm_{cap}"
         assert res["kept"] and res["shared"] <= estimate, f"{conf} D={d}: shared {res['shared']} > estimate {estimate}"
+
+
+def test_dispatch_rejects_what_the_kernel_cannot_run(monkeypatch):
+    from sparsetune.attention import AttentionError
+
+    monkeypatch.setenv(INTERPRET_ENV, "1")
+    q, k, v = _qkv(1, 2, 1, 32, 32, 24, torch.float32)
+    mask = select_blocks(q, k, Budget(block_size=16, keep=0.5))
+    with pytest.raises(AttentionError, match="head_dim"):
+        block_sparse_attention(q, k, v, mask)
+    q, k, v = _qkv(1, 2, 1, 32, 32, 16, torch.float32)
+    with pytest.raises(AttentionError, match="dtype"):
+        block_sparse_attention(q.double(), k.double(), v.double(), mask)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..budget import Budget
-from .mask import BlockMask
+from .mask import AttentionError, BlockMask
 from .reference import check_inputs, reference_attention
 from .select import select_blocks
 
@@ -37,6 +37,21 @@ def _kernel_module() -> ModuleType:
     return importlib.import_module("sparsetune.kernels.block_sparse_attn")
 
 
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _check_kernel_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """The kernel's own limits, as user-facing errors (no silent fallback to the slow reference)."""
+    d = q.shape[-1]
+    if d < 16 or d & (d - 1):
+        raise AttentionError(f"head_dim: the Triton kernel needs a power of two >= 16, got {d}")
+    if not q.dtype == k.dtype == v.dtype or q.dtype not in _KERNEL_DTYPES:
+        raise AttentionError(f"dtype: q, k, v must share one of float16, bfloat16, float32 for the kernel, got "
+                             f"{q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise AttentionError(f"device: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+
+
 def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask,
                            scale: float | None = None, config: dict[str, int] | None = None) -> torch.Tensor:
     """Causal attention over the key blocks `block_mask` selects; ``(B, Hq, Sq, D)`` in q's dtype, like SDPA.
@@ -50,6 +65,7 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bl
     check_inputs(q, k, v, block_mask)
     if not uses_triton(q):
         return reference_attention(q, k, v, block_mask, scale=scale)
+    _check_kernel_inputs(q, k, v)
     return _kernel_module().block_sparse_attn_fwd(
         q, k, v, block_mask.kv_num_blocks, block_mask.kv_indices, block_mask.block_size,
         sm_scale=scale, config=config)
