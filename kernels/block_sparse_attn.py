@@ -43,8 +43,8 @@ def _attn_step(acc, l_i, m_i, q, k, v, qk_scale, offs_m, start_n, offs_n,
     """One key tile of online softmax: returns updated (acc, l_i, m_i)."""
     qk = tl.dot(q, k, input_precision=DOT_PRECISION)
     if CAUSAL:
-        # Only the diagonal block gets here; every row keeps at least key (first key of the
-        # block) <= its own position, so no row of the first step is all -inf.
+        # Only the diagonal block gets here. Every row sees that block's first key (it is <= the
+        # row's position), so no row of its first tile is all -inf and exp2 never sees -inf - -inf.
         visible = offs_m[:, None] >= (start_n + offs_n)[None, :]
         qk = tl.where(visible, qk * qk_scale, float("-inf"))
         m_ij = tl.maximum(m_i, tl.max(qk, 1))
