@@ -106,3 +106,18 @@ def _device_table(profile: Profile, name: str) -> Table:
         table.add_row(_range(profile, i), str(k.BLOCK_M), str(k.BLOCK_N), str(k.num_warps), str(k.num_stages),
                       _num(k.ms), _num(k.dense_ms), _num(k.selection_ms), speedup)
     return table
+
+
+def render_comparison(rows: list, console: Console, title: str = "") -> None:
+    """`sparsetune eval`: per bucket and task, dense vs sparse accuracy, lower bound and sparsity."""
+    table = Table(title=title or None, title_justify="left",
+                  caption="lower: lower confidence bound of the sparse accuracy, paired with dense")
+    for name in ("tokens", "task", "n", "dense", "sparse", "lower", "sparsity"):
+        table.add_column(name, justify="left" if name in ("tokens", "task") else "right", no_wrap=True)
+    for r in rows:
+        style = "bold" if r.task == "all" else None
+        drop = "red" if r.sparse < r.dense else None
+        table.add_row(f"{r.first}-{r.last}", r.task, str(r.n), f"{r.dense:.3f}",
+                      f"[{drop}]{r.sparse:.3f}[/{drop}]" if drop else f"{r.sparse:.3f}",
+                      f"{r.lower_bound:.3f}", f"{r.sparsity:.0%}", style=style)
+    console.print(table)

@@ -101,10 +101,113 @@ def _not_yet(command: str) -> None:
     raise _NotYetAvailable(f"`sparsetune {command}` is not yet available in this version")
 
 
-@app.command(**_PENDING)
-def search(ctx: typer.Context) -> None:
-    """Search per-bucket budgets under an accuracy floor and write a profile (not yet available)."""
-    _not_yet("search")
+BucketsOpt = Annotated[Optional[str], typer.Option(
+    "--buckets", help="Bucket upper edges in tokens (512,1024,2048) or 'auto' (length quantiles).")]
+AnswerTokensOpt = Annotated[int, typer.Option(
+    "--answer-tokens", help="Fidelity mode: greedy tokens of the dense model that become the answer "
+                            "of samples without one.")]
+ConfidenceOpt = Annotated[Optional[float], typer.Option(
+    "--confidence", help="Judge the floor on a lower confidence bound at this level (e.g. 0.9).")]
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120
+    return console
+
+
+@app.command()
+def search(
+    model: ModelOpt,
+    workload: WorkloadOpt,
+    out: OutOpt = Path("profile.yaml"),
+    floor: Annotated[float, typer.Option("--floor", help="Accuracy floor in (0, 1].")] = 0.95,
+    floor_kind: Annotated[str, typer.Option("--floor-kind", help="relative (x dense) or absolute.")] = "relative",
+    confidence: ConfidenceOpt = None,
+    buckets: BucketsOpt = "auto",
+    method: Annotated[str, typer.Option("--method", help="Block selection: topk or coverage.")] = "topk",
+    trials: Annotated[int, typer.Option("--trials", help="Complete trials per bucket.")] = 40,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop after this many seconds.")] = None,
+    storage: StorageOpt = None,
+    study: StudyOpt = None,
+    seed: SeedOpt = 0,
+    answer_tokens: AnswerTokensOpt = 8,
+    json_output: JsonOpt = False,
+) -> None:
+    """Search per-bucket budgets under an accuracy floor and write a profile (resumes from its storage)."""
+    import json
+    import time
+
+    from .pipeline import parse_edges, run_search
+    from .search import SearchSettings, SearchSpace
+
+    settings = SearchSettings(floor=floor, floor_kind=floor_kind, confidence=confidence, edges=parse_edges(buckets),
+                              trials=trials, timeout=timeout, study=study or out.stem, seed=seed,
+                              space=SearchSpace(method=method))
+    console = _console()
+    start = time.monotonic()
+    resume = f"sparsetune search {' '.join(sys.argv[2:])}" if len(sys.argv) > 2 else "the same command"
+    try:
+        if json_output:
+            run = run_search(model, workload, settings, out, storage, answer_tokens)
+        else:
+            from ._progress import SearchProgress
+
+            with SearchProgress(console) as progress:
+                run = run_search(model, workload, settings, out, storage, answer_tokens, on_event=progress.update)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished trials are kept; rerun `{resume}` to resume", file=sys.stderr)
+        raise typer.Exit(130) from None
+    seconds = time.monotonic() - start
+    if json_output:
+        sys.stdout.write(json.dumps({"profile": run.profile.to_dict(), "path": str(run.profile_path),
+                                     "plot": str(run.plot_path) if run.plot_path else None,
+                                     "storage": run.storage, "seconds": round(seconds, 1)}, indent=2) + "\n")
+        return
+    from ._show import render_profile
+
+    render_profile(run.profile, console, title=str(out))
+    console.print(f"wrote {out} and {run.plot_path} in {seconds:.0f} s; trials are in {run.storage}")
+
+
+@app.command(name="eval")
+def eval_(
+    model: ModelOpt,
+    workload: WorkloadOpt,
+    profile: ProfileOpt = None,
+    budget: Annotated[Optional[str], typer.Option(
+        "--budget", help="A fixed budget, e.g. keep=0.3,block=64,sink=1,local=1 (or tau=0.9,...).")] = None,
+    buckets: BucketsOpt = None,
+    confidence: Annotated[float, typer.Option("--confidence", help="Level of the lower bound.")] = 0.9,
+    answer_tokens: AnswerTokensOpt = 8,
+    json_output: JsonOpt = False,
+) -> None:
+    """Accuracy per length bucket and task, dense and sparse side by side, with sparsity and lower bound."""
+    import json
+
+    from .budget import Budget
+    from .evaluate import compare
+    from .pipeline import load_inputs, parse_edges
+    from .profile import load_profile
+
+    if (profile is None) == (budget is None):
+        raise _NotYetAvailable("eval: give exactly one of --profile and --budget")
+    policy = load_profile(profile) if profile is not None else Budget.parse(budget)
+    loaded, work = load_inputs(model, workload, answer_tokens)
+    edges = parse_edges(buckets)
+    if edges is None and profile is not None:
+        edges = policy.edges
+    rows = compare(loaded, work.samples, policy, edges, confidence=confidence)
+    if json_output:
+        sys.stdout.write(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+        return
+    from ._show import render_comparison
+
+    render_comparison(rows, _console(), title=f"{loaded.name} on {work.name}: "
+                      + (f"profile {profile}" if profile else f"budget {budget}"))
 
 
 @app.command(**_PENDING)
@@ -113,16 +216,28 @@ def apply(ctx: typer.Context) -> None:
     _not_yet("apply")
 
 
-@app.command(name="eval", **_PENDING)
-def eval_(ctx: typer.Context) -> None:
-    """Evaluate dense and sparse accuracy per length bucket (not yet available)."""
-    _not_yet("eval")
+@workload_app.command()
+def synth(
+    model: ModelOpt,
+    out: OutOpt,
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated: niah,multikey,vt,cwe.")] = "niah,multikey,vt,cwe",
+    lengths: Annotated[str, typer.Option("--lengths", help="Comma-separated lengths in tokens.")] = "256,512,1024,2048",
+    per_length: Annotated[int, typer.Option("--per-length", help="Samples per task and length.")] = 16,
+    seed: SeedOpt = 0,
+) -> None:
+    """Generate RULER-style synthetic tasks sized in tokens of the model's tokenizer, as JSONL."""
+    from .errors import WorkloadError
+    from .models import load_tokenizer
+    from .workload import synth_workload, write_jsonl
 
-
-@workload_app.command(**_PENDING)
-def synth(ctx: typer.Context) -> None:
-    """Generate RULER-style synthetic tasks sized in tokens (not yet available)."""
-    _not_yet("workload synth")
+    try:
+        sizes = [int(x) for x in lengths.split(",") if x.strip()]
+    except ValueError:
+        raise WorkloadError(f"lengths: must be comma-separated integers, got {lengths!r}") from None
+    rows = synth_workload(load_tokenizer(model), [t.strip() for t in tasks.split(",") if t.strip()], sizes,
+                          per_length, seed)
+    write_jsonl(out, rows)
+    typer.echo(f"wrote {len(rows)} samples to {out}")
 
 
 # ---------------------------------------------------------------- entry point

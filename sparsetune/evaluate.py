@@ -38,7 +38,9 @@ __all__ = [
     "EvalResult",
     "PairedDifference",
     "Score",
+    "BucketComparison",
     "clopper_pearson_lower",
+    "compare",
     "dense_baseline",
     "evaluate",
     "fill_answers",
@@ -395,3 +397,64 @@ def relative_lower_bound(dense: Sequence[bool], sparse: Sequence[bool], confiden
     (feasible when >= floor). 1.0 when dense scores 0: there is nothing to lose."""
     pd = paired_lower_bound(dense, sparse, confidence)
     return pd.sparse_lower_bound / pd.dense_accuracy if pd.dense_accuracy > 0 else 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Dense vs sparse per bucket and task (what `sparsetune eval` prints)
+
+
+@dataclass(frozen=True)
+class BucketComparison:
+    """Dense and sparse accuracy of one length bucket (or one task within it), from one paired run."""
+
+    first: int  # shortest length in the bucket's range
+    last: int  # longest
+    task: str  # "all" for the whole bucket
+    n: int
+    dense: float
+    sparse: float
+    lower_bound: float  # lower confidence bound of the sparse accuracy (paired with dense)
+    sparsity: float  # achieved: skipped / visible key blocks (whole bucket)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def compare(
+    loaded: LoadedModel,
+    samples: Sequence[TokenSample],
+    policy: Budget | Policy,
+    edges: Sequence[int] | None = None,
+    confidence: float = 0.9,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> list[BucketComparison]:
+    """Per bucket, and per task within it: dense and `policy` accuracy, the lower bound and the sparsity.
+
+    `edges` None puts everything in one bucket. Samples beyond the last edge join the last bucket.
+    """
+    import bisect
+
+    lengths = [s.length for s in samples]
+    edges = list(edges) if edges else [max(lengths)]
+    groups: list[list[int]] = [[] for _ in edges]
+    for i, n in enumerate(lengths):
+        groups[min(bisect.bisect_left(edges, n), len(edges) - 1)].append(i)
+    rows: list[BucketComparison] = []
+    for b, idx in enumerate(groups):
+        if not idx:
+            continue
+        part = [samples[i] for i in idx]
+        dense = evaluate(loaded, part, None, batch_size).correct
+        result = evaluate(loaded, part, policy, batch_size)
+        first = edges[b - 1] + 1 if b else min(lengths)
+        last = edges[b] if b < len(edges) - 1 else max(edges[b], max(lengths[i] for i in idx))
+        tasks = sorted({s.task for s in part})
+        for task in (["all"] + tasks if len(tasks) > 1 else ["all"]):
+            sel = [j for j, s in enumerate(part) if task == "all" or s.task == task]
+            d = [dense[j] for j in sel]
+            s_ = [result.correct[j] for j in sel]
+            pd = paired_lower_bound(d, s_, confidence)
+            rows.append(BucketComparison(first=first, last=last, task=task if len(tasks) > 1 else tasks[0],
+                                         n=len(sel), dense=pd.dense_accuracy, sparse=pd.sparse_accuracy,
+                                         lower_bound=max(0.0, pd.sparse_lower_bound), sparsity=result.sparsity))
+    return rows

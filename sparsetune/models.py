@@ -16,7 +16,7 @@ import torch
 
 from .errors import ModelError
 
-__all__ = ["DEMO_MODEL", "LoadedModel", "load_model", "config_sha256", "weights_id"]
+__all__ = ["DEMO_MODEL", "LoadedModel", "config_sha256", "load_model", "load_tokenizer", "weights_id"]
 
 # The demo model ships inside the package (issue 5); `--model demo` resolves here.
 DEMO_MODEL = Path(__file__).resolve().parent / "demo" / "model"
@@ -85,6 +85,19 @@ def _check_causal_lm(path: Path, config: Any) -> None:
         raise ModelError(
             f"model: {str(path)!r} is not a causal LM: model_type {config.model_type!r} "
             f"(architectures: {archs}) has no AutoModelForCausalLM class")
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    """Only the tokenizer of `demo` or a local folder (no weights are read); ModelError if it has none."""
+    from transformers import AutoTokenizer
+
+    _, path = _resolve(name_or_path)
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise ModelError(f"model: {str(path)!r} has no tokenizer files ({', '.join(_TOKENIZER_FILES)})")
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, TypeError) as e:
+        raise ModelError(f"model: cannot load the tokenizer in {str(path)!r}: {e}") from None
 
 
 def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:

@@ -1,0 +1,151 @@
+"""RULER-style synthetic long-context tasks: the demo model trains on them, `workload synth` writes them.
+
+Every task is words joined by spaces, so any tokenizer can size it; the demo model's tokenizer is
+word-level, so there a word is a token. A *needle* is ``[ KEY VALUE ]`` hidden in filler text and
+a query is ``? KEY`` at the end of the prompt:
+
+- ``niah``: one needle; answer its value.
+- ``multikey``: several needles with distinct keys; answer the queried key's value.
+- ``vt``: two-hop variable tracking: ``[ K1 v ]`` ... ``[ K2 K1 ]``; ``? K2`` is answered with the
+  chain ``K1 v``: two retrievals from two places in the context, both of which must survive sparsity.
+- ``cwe``: common-word aggregation: a list of words; ``? common`` is answered with the most frequent.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+__all__ = [
+    "TASKS",
+    "Sample",
+    "VOCAB",
+    "SPECIAL_TOKENS",
+    "make_sample",
+    "synth",
+]
+
+TASKS = ("niah", "multikey", "vt", "cwe")
+
+# A small fixed English filler vocabulary: the haystack.
+FILLER = (
+    "the of and to in is was for on are with as his they at be this from have or by one had not but "
+    "what all were when we there can an your which their said if do will each about how up out them "
+    "then she many some so these would other into has more her two like him see time could no make "
+    "than first been its who now people my made over did down only way find use may water long little "
+    "very after words called just where most know get through back much before go good new write our "
+    "used me man too any day same right look think also around another came come work three word must "
+    "because does part even place well such here take why things help put years different away again "
+    "off went old number great tell men say small every found still between name should home big give"
+).split()
+KEYS = tuple(f"K{i:03d}" for i in range(256))  # needle keys and variable names
+VALUES = tuple(f"v{i:02d}" for i in range(64))  # needle values
+MARKS = ("[", "]", "?", "common")
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
+VOCAB: tuple[str, ...] = SPECIAL_TOKENS + MARKS + tuple(FILLER) + KEYS + VALUES
+
+
+@dataclass(frozen=True)
+class Sample:
+    prompt: str
+    answer: str
+    task: str
+
+
+def _needle(key: str, value: str) -> list[str]:
+    return ["[", key, value, "]"]
+
+
+def _place(filler: list[str], needles: list[list[str]], rng: random.Random) -> list[str]:
+    """Insert needles into filler at random depths, keeping their order (assignments come in order)."""
+    cuts = sorted(rng.randint(0, len(filler)) for _ in needles)
+    out: list[str] = []
+    prev = 0
+    for cut, needle in zip(cuts, needles):
+        out += filler[prev:cut] + needle
+        prev = cut
+    return out + filler[prev:]
+
+
+def _parts(task: str, rng: random.Random) -> tuple[list[list[str]], list[str], list[str]]:
+    """(needles, query words, answer words) of one sample, before filler is added."""
+    if task == "cwe":
+        return [], ["?", "common"], []  # the answer depends on the list, drawn in `_context`
+    if task in ("niah", "multikey"):
+        n = 1 if task == "niah" else rng.randint(4, 8)
+        keys = rng.sample(KEYS, n)
+        vals = [rng.choice(VALUES) for _ in keys]
+        needles = [_needle(k, v) for k, v in zip(keys, vals)]
+        i = rng.randrange(n)
+        return needles, ["?", keys[i]], [vals[i]]
+    if task == "vt":
+        chains = rng.randint(1, 3)  # the queried chain plus distractor chains
+        keys = rng.sample(KEYS, 2 * chains)
+        firsts, seconds = [], []
+        for c in range(chains):
+            k1, k2 = keys[2 * c], keys[2 * c + 1]
+            v = rng.choice(VALUES)
+            firsts.append((_needle(k1, v), k2, k1, v))
+            seconds.append(_needle(k2, k1))
+        # First hops all come before second hops, as assignments in a program would.
+        needles = [f[0] for f in firsts] + seconds
+        _, k2, k1, v = firsts[rng.randrange(chains)]
+        return needles, ["?", k2], [k1, v]
+    raise ValueError(f"task: must be one of {', '.join(TASKS)}, got {task!r}")
+
+
+def _context(task: str, n_words: int, needles: list[list[str]], rng: random.Random) -> tuple[list[str], list[str]]:
+    if task == "cwe":
+        pool = rng.sample(FILLER, 16)
+        weights = [3] + [1] * 15  # the common word is three times as frequent as any other
+        words = rng.choices(pool, weights=weights, k=max(n_words, 1))
+        counts = {w: words.count(w) for w in pool}
+        top = max(pool, key=lambda w: counts[w])
+        if sorted(counts.values())[-2] == counts[top]:  # break ties so the answer is unique
+            words.append(top)
+        return words, [top]
+    filler = [rng.choice(FILLER) for _ in range(max(n_words, 0))]
+    return _place(filler, needles, rng), []
+
+
+def make_sample(
+    task: str,
+    length: int,
+    rng: random.Random,
+    count_tokens: Callable[[str], int] | None = None,
+) -> Sample:
+    """One sample whose prompt plus answer is about `length` tokens of `count_tokens` (default: words + 1 BOS)."""
+    count = count_tokens or (lambda text: len(text.split()) + 1)
+    state = rng.getstate()
+    needles, query, answer = _parts(task, rng)
+    fixed = sum(map(len, needles)) + len(query) + max(len(answer), 1) + 1
+    n_words = max(length - fixed, 0)
+    for _ in range(4):  # resize the filler until the tokenizer's count matches (words != tokens in BPE)
+        rng.setstate(state)
+        needles, query, answer = _parts(task, rng)
+        words, cwe_answer = _context(task, n_words, needles, rng)
+        answer = answer or cwe_answer
+        prompt = " ".join(words + query)
+        total = count(prompt + " " + " ".join(answer))
+        if total == length or count_tokens is None:
+            break
+        n_words = max(int(n_words * (length - fixed) / max(total - fixed, 1)), 0) + (length - total) // 4
+    return Sample(prompt=prompt, answer=" ".join(answer), task=task)
+
+
+def synth(
+    tasks: list[str],
+    lengths: list[int],
+    per_length: int,
+    seed: int,
+    count_tokens: Callable[[str], int] | None = None,
+) -> list[Sample]:
+    """`per_length` samples of every task at every length, reproducible from `seed`."""
+    rng = random.Random(seed)
+    return [
+        make_sample(task, length, random.Random(rng.getrandbits(64)), count_tokens)
+        for length in lengths
+        for task in tasks
+        for _ in range(per_length)
+    ]
