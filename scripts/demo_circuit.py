@@ -18,7 +18,7 @@ Layer 0, KV head 0 is a previous-token head: its query and key are constants, an
 ``q . R(n-m) k`` with ``k = R(1) q`` peaks at n = m - 1 (six fastest frequency pairs). Layer 1,
 KV head 0 is an induction head: it matches the current token's key code against P on the
 slowest frequency pairs (RoPE barely rotates them over 4096 positions, rope_theta = 1e8) and
-copies the matched position's identity into O. Every other head, MLP and layers 2-3 start near
+copies the matched position's identity into O. Every other head and both MLPs start near
 zero output (tiny random weights), for fine-tuning to use.
 """
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..budget import Budget
+from .gather import gathered_attention
 from .mask import AttentionError, BlockMask
 from .reference import check_inputs, reference_attention
 from .select import select_blocks
@@ -59,11 +60,15 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bl
     q ``(B, Hq, Sq, D)``, k/v ``(B, Hkv, Sk, D)`` with Hq a multiple of Hkv (GQA: query head h
     reads KV head ``h // (Hq // Hkv)``); the queries are the last Sq of the Sk positions.
     `scale` defaults to 1/sqrt(D). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) tunes the
-    kernel's speed, never its result; None picks a default for the block size. On CPU the
-    reference runs unless ``SPARSETUNE_TRITON_INTERPRET=1``.
+    kernel's speed, never its result; None picks a default for the block size. On CPU a torch
+    path runs unless ``SPARSETUNE_TRITON_INTERPRET=1``: `gathered_attention` (work scales with
+    the kept blocks) for sparse masks, the masked-SDPA reference for nearly dense ones.
     """
     check_inputs(q, k, v, block_mask)
     if not uses_triton(q):
+        # Gathering kept blocks pays off when rows are sparse; near dense, masked SDPA is faster.
+        if 2 * int(block_mask.kv_num_blocks.max().item()) <= block_mask.num_kv_blocks:
+            return gathered_attention(q, k, v, block_mask, scale=scale)
         return reference_attention(q, k, v, block_mask, scale=scale)
     _check_kernel_inputs(q, k, v)
     return _kernel_module().block_sparse_attn_fwd(

@@ -1,0 +1,170 @@
+"""`sparsetune search` end to end on the demo model, on a small slice of the demo workload (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sparsetune import load_profile
+from sparsetune.search import _feasible, _is_dense_trial, open_storage, profile_from_storage
+
+from conftest import REPO, sparsetune_command
+
+DEMO_WORKLOAD = REPO / "sparsetune" / "demo" / "workload.jsonl"
+
+
+def _slice(tmp_path: Path, lengths=(256, 512), per_task: int = 2, answers: bool = True) -> Path:
+    """A few demo samples per task at the given lengths (lengths include BOS and answer)."""
+    rows, seen = [], {}
+    for line in DEMO_WORKLOAD.read_text().splitlines():
+        row = json.loads(line)
+        n = len(row["prompt"].split()) + len(row["answer"].split()) + 1
+        key = (n, row["task"])
+        if n in lengths and seen.get(key, 0) < per_task:
+            seen[key] = seen.get(key, 0) + 1
+            rows.append(row if answers else {"prompt": row["prompt"], "task": row["task"]})
+    path = tmp_path / "w.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([*sparsetune_command(), *map(str, args)], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "SPARSETUNE_DEBUG": ""}, timeout=timeout)
+
+
+def _search_args(workload: Path, out: Path, trials: int = 4, *extra: str) -> list[str]:
+    return ["search", "--model", "demo", "--workload", workload, "--buckets", "256,512",
+            "--trials", str(trials), "-o", out, *extra]
+
+
+def _journal(out: Path) -> optuna.storages.BaseStorage:
+    return open_storage(None, out.with_name(out.stem + ".optuna.journal"))
+
+
+@pytest.mark.slow
+def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
+    out = tmp_path / "p.yaml"
+    r = _run(*_search_args(_slice(tmp_path), out, 5, "--json"))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    profile = load_profile(out)
+    assert report["profile"] == json.loads(profile.to_json())
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert profile.edges == (256, 512) and profile.model.name == "demo"
+    storage = _journal(out)
+    for bucket in profile.buckets:
+        study = optuna.load_study(study_name=f"p:{bucket.max_len}", storage=storage)
+        complete = study.get_trials(states=(TrialState.COMPLETE,))
+        assert len(complete) == 5
+        assert sum(_is_dense_trial(t) for t in complete) == 1  # the dense baseline, once
+        feasible = [t for t in complete if _feasible(t) and not _is_dense_trial(t) and t.user_attrs["complete"]]
+        if bucket.dense:
+            assert bucket.reason and (not feasible or min(t.value for t in feasible) >= 1.0)
+            continue
+        best = min(feasible, key=lambda t: t.value)
+        # The profile's budget is the cheapest feasible trial, with that trial's measurements.
+        assert bucket.cost == pytest.approx(best.value, rel=1e-5)
+        assert bucket.budget.keep == pytest.approx(best.params["keep"])
+        assert bucket.budget.block_size == best.params["block_size"]
+        assert bucket.accuracy.sparse == pytest.approx(best.user_attrs["accuracy"])
+        assert bucket.accuracy.sparse >= 0.95 * bucket.accuracy.dense
+    # Rebuilding from storage alone gives the same profile.
+    assert profile_from_storage(storage, "p") == profile
+
+
+@pytest.mark.slow
+def test_resume_after_kill_redoes_no_finished_trial(tmp_path):
+    workload = _slice(tmp_path, lengths=(512,), per_task=2)
+    args = ["search", "--model", "demo", "--workload", workload, "--buckets", "512", "--trials", "6"]
+    ref = tmp_path / "ref" / "p.yaml"
+    assert _run(*args, "-o", ref).returncode == 0
+
+    out = tmp_path / "run" / "p.yaml"
+    proc = subprocess.Popen([*sparsetune_command(), *map(str, args), "-o", str(out)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out.with_name("p.optuna.journal")
+    deadline = time.monotonic() + 300
+    done_before: dict[int, tuple] = {}
+    while time.monotonic() < deadline:  # kill once three trials are complete
+        time.sleep(0.5)
+        if journal.exists():
+            try:
+                study = optuna.load_study(study_name="p:512", storage=_journal(out))
+            except KeyError:
+                continue
+            complete = study.get_trials(states=(TrialState.COMPLETE,))
+            if len(complete) >= 3:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                done_before = {t.number: (t.params, t.datetime_complete) for t in complete}
+                break
+    assert done_before, "the search never completed three trials"
+    assert not out.exists()
+
+    r = _run(*args, "-o", out)
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name="p:512", storage=_journal(out))
+    complete = {t.number: (t.params, t.datetime_complete) for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(complete) == 6
+    for number, before in done_before.items():
+        assert complete[number] == before  # kept, not redone
+    a, b = load_profile(ref), load_profile(out)
+    assert a.buckets == b.buckets  # the same choice as an uninterrupted run
+
+
+@pytest.mark.slow
+def test_impossible_floor_gives_dense_buckets_with_reasons(tmp_path):
+    out = tmp_path / "p.yaml"
+    r = _run(*_search_args(_slice(tmp_path, per_task=1), out, 3, "--floor", "1.0", "--floor-kind", "absolute"))
+    assert r.returncode == 0, r.stderr
+    profile = load_profile(out)
+    # cwe is not solved perfectly by the dense demo model, so no bucket reaches an absolute 1.0.
+    assert all(b.dense and "floor" in b.reason for b in profile.buckets)
+    assert profile.lookup(300) is None and profile.lookup(10_000) is None
+
+
+@pytest.mark.slow
+def test_fidelity_mode_scores_against_the_dense_models_own_answers(tmp_path):
+    out = tmp_path / "p.yaml"
+    workload = _slice(tmp_path, lengths=(256,), per_task=2, answers=False)
+    r = _run("search", "--model", "demo", "--workload", workload, "--buckets", "300", "--trials", "3",
+             "--answer-tokens", "2", "-o", out, "--json")
+    assert r.returncode == 0, r.stderr
+    profile = load_profile(out)
+    assert profile.buckets[0].accuracy.dense == 1.0  # dense matches itself by construction
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--floor", "1.5"], "floor: must be in (0, 1], got 1.5"),
+    (["--floor", "0"], "floor: must be in (0, 1], got 0"),
+    (["--method", "magic"], "method: must be one of topk, coverage, got 'magic'"),
+    (["--floor-kind", "median"], "floor-kind: must be relative or absolute"),
+    (["--buckets", "100,200"], "buckets: the last edge 200 is below the longest sample"),
+    (["--buckets", "100,300,600"], "buckets: no sample falls in the bucket(s) ending at 100"),
+    (["--buckets", "512,256"], "buckets: edges must be positive and strictly increasing"),
+    (["--trials", "0"], "trials: must be >= 1"),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, run_cli, extra, message):
+    workload = _slice(tmp_path, lengths=(256, 512), per_task=1)
+    result = run_cli("search", "--model", "demo", "--workload", workload, "-o", tmp_path / "p.yaml", *extra)
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.err
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_empty_workload_exits_2(tmp_path, run_cli):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = run_cli("search", "--model", "demo", "--workload", empty, "-o", tmp_path / "p.yaml")
+    assert result.code == 2 and "empty workload" in result.err and len(result.err.strip().splitlines()) == 1
