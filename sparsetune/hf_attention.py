@@ -23,6 +23,11 @@ longer than the window (by `position_ids`: a windowed cache drops old keys, so S
 Beyond it, and for any other mask (packed sequences, a static cache), the layer runs transformers'
 own SDPA with the model's mask, logs why once, and counts as a fallback call in the stats: the
 window is kept, dense, rather than lost.
+
+Deployed folders (`sparsetune apply`): a model loaded with ``attn_implementation="sparsetune"``
+whose config carries a ``sparsetune`` entry was never `enable`d; on its first attention call (or
+`record_sparsity`) the policy that entry names is loaded once and attached as `enable` would
+(`_autoload_state`, the only place this module reads that entry; the format lives in `sparsetune.apply`).
 """
 
 from __future__ import annotations
@@ -193,6 +198,8 @@ def enabled(model: Any, policy: Budget | Policy | None) -> Iterator[Any]:
 def record_sparsity(model: Any) -> Iterator[AttentionStats]:
     """Count the attention calls made inside the block: ``with record_sparsity(model) as stats: ...``."""
     state = _lookup_state(model.config)
+    if state is None and getattr(model.config, "_attn_implementation", None) == IMPLEMENTATION:
+        state = _autoload_state(model.config)  # a deployed folder loaded with attn_implementation="sparsetune"
     if state is None:
         raise ModelError("record_sparsity: the model is not enabled; call sparsetune.enable(model, policy) first")
     stats = AttentionStats()
@@ -222,6 +229,8 @@ def _run(state: _State, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale
         return dense_causal_attention(q, k, v, scale=scale)
     device = torch.cuda.get_device_name(q.device) if q.is_cuda else None
     config = _launch_config(state.policy, k.shape[2], device)
+    if config is None and device is not None:
+        _warn_untuned(state, device)
     out, block_mask = sparse_attention(q, k, v, budget, scale=scale, config=config)
     if state.recorders:  # counting syncs the GPU: only while someone records
         visible, skipped = _block_counts(block_mask)
@@ -242,6 +251,19 @@ def _launch_config(policy: Any, kv_len: int, device: str | None) -> dict[str, in
         return None
     found = lookup(kv_len, device)
     return None if found is None else {name: int(getattr(found, name)) for name in _LAUNCH_KEYS}
+
+
+def _warn_untuned(state: _State, device: str) -> None:
+    """Once per state: the profile has kernel configs, but none for this GPU (defaults are used)."""
+    devices = getattr(state.policy, "devices", None) or {}
+    tuned = [name for name, section in devices.items() if getattr(section, "timing", None) != "cost-model"]
+    key = f"untuned:{device}"
+    if not tuned or device in devices or key in state.warned:
+        return
+    state.warned.add(key)
+    log.warning("sparsetune: the profile's kernel configs were tuned on %s, not on %s; this GPU uses the "
+                "kernel's default launch configs (re-time the profile here for tuned ones)",
+                ", ".join(map(repr, sorted(tuned))), repr(device))
 
 
 def _block_counts(block_mask: Any) -> tuple[float, float]:
@@ -289,11 +311,13 @@ def sparsetune_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """The function transformers calls per layer: q (B,Hq,Sq,D), k/v (B,Hkv,Sk,D) -> ((B,Sq,Hq,D), None)."""
-    state = _lookup_state(getattr(module, "config", None))
+    config = getattr(module, "config", None)
+    state = _lookup_state(config) or _autoload_state(config)
     if state is None:
         raise ModelError(
-            f"attn_implementation {IMPLEMENTATION!r} is set but this model was not enabled "
-            "(call sparsetune.enable(model, policy); a copied model must be enabled again)")
+            f"attn_implementation {IMPLEMENTATION!r} is set but this model was not enabled and its config has "
+            "no 'sparsetune' entry (call sparsetune.enable(model, policy), or load a folder made by "
+            "`sparsetune apply`; a copied model must be enabled again)")
     batch, _, sq, _ = query.shape
     sk = key.shape[2]
     window = kwargs.get("sliding_window")
@@ -334,6 +358,26 @@ def sparsetune_attention(
         o = _run(state, qb, key[b:b + 1][:, :, kv], value[b:b + 1][:, :, kv], scaling)
         out[b].index_copy_(1, q_idx, o[0])
     return out.transpose(1, 2).contiguous(), None
+
+
+# --------------------------------------------------------------------------------------------------
+# Deployed folders: the hook `sparsetune apply` relies on
+
+
+def _autoload_state(config: Any) -> _State | None:
+    """The state of a model loaded from a deployed folder, created on first use; None without the entry.
+
+    Filed under the config exactly as `enable` files it, so `enable`, `disable` and `record_sparsity`
+    treat the model like an enabled one. A bad entry or a missing profile raises (never silently dense).
+    """
+    if config is None or getattr(config, "sparsetune", None) is None:
+        return None
+    from .apply import policy_from_config
+
+    state = _State(policy=policy_from_config(config), previous="sdpa")
+    state.configs.append(weakref.ref(config, lambda _ref, key=id(config): _STATES.pop(key, None)))
+    _STATES[id(config)] = state
+    return state
 
 
 AttentionInterface.register(IMPLEMENTATION, sparsetune_attention)
