@@ -210,10 +210,127 @@ def eval_(
                       + (f"profile {profile}" if profile else f"budget {budget}"))
 
 
-@app.command(**_PENDING)
-def apply(ctx: typer.Context) -> None:
-    """Deploy a profile with a model, or export it for serving engines (not yet available)."""
-    _not_yet("apply")
+ApplyModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="'demo' or a local Hugging Face model folder (needed for a deploy folder and --check).")]
+ApplyOutOpt = Annotated[Optional[Path], typer.Option(
+    "--out", "-o", help="Deploy folder to create; with --format json or hf-overrides, the file (default: stdout).")]
+
+
+@app.command()
+def apply(
+    profile: ProfileArg,
+    model: ApplyModelOpt = None,
+    out: ApplyOutOpt = None,
+    in_place: Annotated[bool, typer.Option("--in-place", help="Make the model folder itself the deploy folder.")] = False,
+    link: Annotated[str, typer.Option("--link", help="How the deploy folder holds the model's other files: "
+                                                     "symlink or hardlink (never a copy).")] = "symlink",
+    fmt: Annotated[str, typer.Option("--format", help="folder (deploy folder), json (flat lookup table) or "
+                                                      "hf-overrides (vLLM --hf-overrides, SGLang "
+                                                      "--json-model-override-args).")] = "folder",
+    check: Annotated[bool, typer.Option("--check", help="Gate on held-out samples (--workload): exit 1 when a "
+                                                        "bucket misses the profile's floor; writes nothing then.")] = False,
+    workload: Annotated[Optional[str], typer.Option(
+        "--workload", "-w", help="Held-out samples for --check: a JSONL file, or 'demo-heldout'.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Apply a profile tuned for another model "
+                                                        "(its config hash differs).")] = False,
+    answer_tokens: AnswerTokensOpt = 8,
+    json_output: JsonOpt = False,
+) -> None:
+    """Deploy a profile with its model (links, never copies), export it for serving engines, or gate it.
+
+    Exit codes: 0 done (every checked bucket meets the floor), 1 a bucket misses the floor, 2 bad input.
+    """
+    import json
+
+    from . import apply as deploy_lib
+    from .profile import load_profile
+
+    if fmt not in ("folder", "json", "hf-overrides"):
+        raise deploy_lib.DeployError(f"format: must be folder, json or hf-overrides, got {fmt!r}")
+    if check and workload is None:
+        raise deploy_lib.DeployError("workload: --check needs held-out samples (--workload FILE or demo-heldout)")
+    if workload is not None and not check:
+        raise deploy_lib.DeployError("workload: only used with --check")
+    if fmt == "folder" and model is None:
+        raise deploy_lib.DeployError("model: a deploy folder (and --check) needs --model")
+    if fmt == "folder" and not check and out is None and not in_place:
+        raise deploy_lib.DeployError("out: give the deploy folder with --out, or --in-place, or --check")
+    if fmt != "folder" and (in_place or (check and out is None)):
+        raise deploy_lib.DeployError(f"format: --format {fmt} writes a file; give --out FILE "
+                                     + ("(--in-place is for deploy folders)" if in_place else "with --check"))
+
+    loaded_profile = load_profile(profile)
+    warnings = [w for w in [deploy_lib.schema_note(profile)] if w]
+    folder = deploy_lib.model_folder(model) if model is not None else None
+    if folder is not None:
+        warnings += [w for w in [deploy_lib.check_model(loaded_profile, folder, force)] if w]
+    if fmt == "folder" and folder is not None:
+        import torch
+
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+        warnings += [w for w in [deploy_lib.device_warning(loaded_profile, gpu)] if w]
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+    result: dict = {"warnings": warnings}
+    report = None
+    if check:
+        from .pipeline import load_inputs
+
+        held_out = str(deploy_lib.DEMO_HELDOUT) if workload == "demo-heldout" else workload
+        loaded, work = load_inputs(str(folder), held_out, answer_tokens)
+        report = deploy_lib.check_profile(loaded_profile, loaded, work.samples, workload=work.name)
+        result["check"] = report.to_dict()
+        if not json_output:
+            _render_check(report, _console(), title=f"check: {profile} with {loaded.name} on {work.name}")
+    if report is None or report.ok:
+        if fmt == "folder" and (out is not None or in_place):
+            done = deploy_lib.deploy(loaded_profile, folder, out, in_place=in_place, link=link)
+            result["deployed"] = done.to_dict()
+            if not json_output:
+                how = "in place" if in_place else f"{len(done.linked)} files {link}ed"
+                typer.echo(f"deployed {profile} to {done.folder} ({how}); load it with: import sparsetune; "
+                           f"AutoModelForCausalLM.from_pretrained({str(done.folder)!r}, "
+                           f"attn_implementation='sparsetune')")
+        elif fmt != "folder":
+            table = (deploy_lib.lookup_table if fmt == "json" else deploy_lib.hf_overrides)(loaded_profile)
+            text = json.dumps(table, indent=2, ensure_ascii=False) + "\n"
+            if out is None:
+                sys.stdout.write(text)
+                return
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text, encoding="utf-8")
+            result["exported"] = {"format": fmt, "path": str(out)}
+            if not json_output:
+                typer.echo(f"wrote {fmt} table of {profile} to {out}")
+    elif not json_output and (out is not None or in_place):
+        typer.echo("not deployed: a bucket misses the floor", err=True)
+    if json_output:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    if report is not None and not report.ok:
+        raise typer.Exit(1)
+
+
+def _render_check(report, console, title: str) -> None:
+    """The gate's table: one row per profile bucket."""
+    from rich.table import Table
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    colour = {"pass": "green", "fail": "bold red", "dense": "dim", "untested": "yellow"}
+    judged = (f"{report.confidence:.0%} lower bound" if report.judged_on == "lower_bound" else "point estimate")
+    floor = report.floor
+    table = Table(title=f"{title}\nfloor: {floor['kind']} {floor['value']} on the {judged}", title_justify="left")
+    for name in ("bucket", "n", "dense", "sparse", "lower bound", "floor", "sparsity", "verdict"):
+        table.add_column(name, justify="left" if name in ("bucket", "verdict") else "right")
+    for b in report.buckets:
+        span = f"{b.first}+" if b.last is None else f"{b.first}-{b.last}"
+        table.add_row(span, str(b.n), pct(b.dense), pct(b.sparse), pct(b.lower_bound), pct(b.floor),
+                      pct(b.sparsity), f"[{colour[b.verdict]}]{b.verdict}[/]")
+    console.print(table)
+    console.print("[green]pass[/]: every checked bucket meets the floor" if report.ok
+                  else "[bold red]fail[/]: a bucket misses the floor")
 
 
 @workload_app.command()
