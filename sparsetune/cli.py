@@ -278,7 +278,7 @@ def apply(
         from .pipeline import load_inputs
 
         held_out = str(deploy_lib.DEMO_HELDOUT) if workload == "demo-heldout" else workload
-        loaded, work = load_inputs(str(folder), held_out, answer_tokens)
+        loaded, work = load_inputs(model, held_out, answer_tokens)
         report = deploy_lib.check_profile(loaded_profile, loaded, work.samples, workload=work.name)
         result["check"] = report.to_dict()
         if not json_output:
