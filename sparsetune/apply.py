@@ -234,8 +234,8 @@ def deploy(profile: Profile, model: Path, out: Path | None = None, *, in_place: 
             if entry.name in ("config.json", PROFILE_FILE):
                 continue
             try:
-                if link == "symlink":
-                    os.symlink(entry, tmp / entry.name, target_is_directory=entry.is_dir())
+                if link == "symlink":  # to the real file: no chain through another deploy folder or cache link
+                    os.symlink(entry.resolve(), tmp / entry.name, target_is_directory=entry.is_dir())
                 else:
                     _hardlink_tree(entry, tmp / entry.name)
             except OSError as exc:

@@ -94,8 +94,13 @@ def test_deploy_links_files_adds_entry_and_leaves_the_model_untouched(run_cli, m
     assert {k: v for k, v in config.items() if k != CONFIG_KEY} == original
     assert load_profile(out / PROFILE_FILE) == load_profile(profile_path)
     for name in ("model.safetensors", "tokenizer.json", "generation_config.json"):
-        assert (out / name).is_symlink() and (out / name).resolve() == model_dir / name
+        assert (out / name).is_symlink() and (out / name).resolve() == (model_dir / name).resolve()
     assert not (out / "config.json").is_symlink()
+
+    # A deploy folder made from a deploy folder links the real files, not the first folder's links.
+    again = tmp_path / "again"
+    assert run_cli("apply", profile_path, "-m", out, "-o", again).code == 0
+    assert os.readlink(again / "model.safetensors") == str((model_dir / "model.safetensors").resolve())
 
     # Applying again replaces the folder it made; a foreign folder is never overwritten.
     assert run_cli("apply", profile_path, "-m", model_dir, "-o", out).code == 0
