@@ -12,13 +12,16 @@ Residual stream layout (hidden 128):
     K  32..61  key code (random unit code; KEYS only, zero for other tokens)
     P  64..93  the previous token's key code, written by layer 0
     O  96..126 the attended token's identity, written by layer 1, read by lm_head
-    F  127     "structural" flag of ``[ ] ? common``: the induction head avoids copying them
+    F  127     marks structural tokens ``[ ] ? common``, which have no identity code in T
 
 Layer 0, KV head 0 is a previous-token head: its query and key are constants, and under RoPE
 ``q . R(n-m) k`` with ``k = R(1) q`` peaks at n = m - 1 (six fastest frequency pairs). Layer 1,
 KV head 0 is an induction head: it matches the current token's key code against P on the
 slowest frequency pairs (RoPE barely rotates them over 4096 positions, rope_theta = 1e8) and
-copies the matched position's identity into O. Every other head and both MLPs start near
+copies the matched position's identity into O. Structural tokens have no identity code, so when
+the match is shared with one (two-hop: ``[ K1 v ]`` and ``[ K2 K1 ]`` both follow K1) only the
+value is copied. No head carries a constant penalty, so block selection by pooled q . k still
+ranks the needle's block first. Every other head and both MLPs start near
 zero output (tiny random weights), for fine-tuning to use.
 """
 
@@ -29,11 +32,10 @@ import math
 import torch
 
 T, C, K, P, O, F = slice(0, 31), 31, slice(32, 62), slice(64, 94), slice(96, 127), 127
-EMB_T, EMB_C, EMB_K, EMB_F = 1.0, 1.0, 0.3, 0.3  # embedding magnitudes: RMS differs < 3% across tokens
+EMB_T, EMB_C, EMB_K = 1.0, 1.0, 0.3  # embedding magnitudes: RMS differs < 3% across tokens
 FAST_PAIRS = 6  # frequency pairs the previous-token head uses (largest theta)
 PREV_LOGITS = 14.0  # margin of the previous-token peak over any other offset, in logits
 MATCH_LOGITS = 40.0  # induction score of an exact key match, in logits
-FLAG_LOGITS = 30.0  # penalty of structural tokens in the induction head
 OUT_GAIN = 30.0  # lm_head gain on O
 NOISE = 2e-3  # std of every weight the circuit does not set: near-zero output, but nonzero gradients
 
@@ -63,8 +65,9 @@ def build(model, vocab: list[str], keys: set[str], structural: set[str], seed: i
     for i, w in enumerate(vocab):
         if w in keys:
             emb[i, K] = EMB_K * key_codes[i]
-        if w in structural:
-            emb[i, F] = EMB_F
+        if w in structural:  # no identity to copy; F keeps the norm equal to other tokens'
+            emb[i, T] = 0.0
+            emb[i, F] = EMB_T
     rms = emb.pow(2).mean(1).sqrt()
     r = rms.mean().item()  # RMSNorm divides by this (within 3%)
 
@@ -92,11 +95,6 @@ def build(model, vocab: list[str], keys: set[str], structural: set[str], seed: i
         for h in (0, 1):
             a1.q_proj.weight[h * hd + d, K.start + i] = qk
         a1.k_proj.weight[d, P.start + i] = qk
-    # Structural tokens: one more slow dim pairs a constant query with the flag on the key side.
-    flag_dim = half - 16
-    for h in (0, 1):
-        a1.q_proj.weight[h * hd + flag_dim, C] = math.sqrt(FLAG_LOGITS * math.sqrt(hd)) / c_in
-    a1.k_proj.weight[flag_dim, F] = -math.sqrt(FLAG_LOGITS * math.sqrt(hd)) / (EMB_F / r)
     t_in = EMB_T / r
     for i in range(31):
         a1.v_proj.weight[i, T.start + i] = 1.0 / t_in

@@ -103,7 +103,9 @@ def load_tokenizer(name_or_path: str) -> Any:
 def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load `demo` or a local folder through AutoModelForCausalLM / AutoTokenizer, in eval mode."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # sparsetune draws its own progress; no per-load bars on stderr
     name, path = _resolve(name_or_path)
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
