@@ -50,13 +50,6 @@ def test_help_lists_every_command(run_cli):
     assert run_cli("--version").out.startswith("sparsetune ")
 
 
-@pytest.mark.parametrize("argv", [["apply", "p.yaml"]])
-def test_placeholders_exit_2_with_one_line(run_cli, argv):
-    result = run_cli(*argv)
-    assert result.code == 2
-    assert result.err.splitlines() == [f"error: `sparsetune {argv[0]}` is not yet available in this version"]
-
-
 def test_usage_errors_exit_2(run_cli):
     assert run_cli("show").code == 2  # missing PROFILE
     assert run_cli("show", "--bogus", "x.yaml").code == 2
