@@ -405,7 +405,9 @@ def search(
             "method": settings.space.method, "timing": timing, "device": device,
             "bucket": {"index": i, "min_len": prev + 1 if i else min(lengths), "max_len": edge, "n": len(group)},
             "rep_len": int(statistics.median(s.length for s in group)),
-            "tasks": [s.task for s in group], "edges": edges, "min_len": min(lengths),
+            "tasks": [s.task for s in group], "edges": edges,
+            # The shortest KV length any sample's forward sees: its prompt (answers are decoded after).
+            "min_len": min(len(s.input_ids) for s in samples),
             "trials": settings.trials, "seed": settings.seed, "study": settings.study,
             "storage": storage_url,
         }
