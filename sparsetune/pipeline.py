@@ -59,8 +59,11 @@ def run_search(model: str, workload: str, settings, out: str | os.PathLike[str],
                answer_tokens: int = DEFAULT_ANSWER_TOKENS, on_event: Callable | None = None,
                plot: bool = True) -> SearchRun:
     """Search (or resume), then write the profile atomically and its frontier plot beside it."""
+    import optuna
+
     from .search import open_storage, search
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress is ours; Optuna's per-trial INFO lines are noise
     out = Path(out)
     journal = out.with_name(out.stem + ".optuna.journal")
     storage = open_storage(storage_url, journal)
