@@ -333,6 +333,29 @@ def _render_check(report, console, title: str) -> None:
                   else "[bold red]fail[/]: a bucket misses the floor")
 
 
+@app.command()
+def retime(
+    profile: ProfileArg,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write (default: in place).")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Time the kernel launch configs of a profile's buckets on this GPU and add its device section.
+
+    Budgets and accuracy are kept: tune once, time kernels on each GPU type.
+    """
+    from .profile import load_profile
+    from .search import retime_profile
+
+    updated = retime_profile(load_profile(profile))
+    updated.save(out or profile)
+    if json_output:
+        sys.stdout.write(updated.to_json())
+        return
+    from ._show import render_profile
+
+    render_profile(updated, _console(), title=str(out or profile))
+
+
 @workload_app.command()
 def synth(
     model: ModelOpt,
