@@ -10,6 +10,20 @@ time on a GPU, the FLOP cost model on CPU, relative to dense either way.
 
 The profile is built from the storage alone (`profile_from_storage`), so it does not depend on
 which worker, or how many, ran the trials.
+
+Many workers (processes or hosts) may share one storage, PostgreSQL for several hosts:
+- every bucket gets exactly `trials` complete trials in all: a worker starts a trial only while
+  complete plus running trials are below that, and a trial that finds itself surplus (a race of
+  two starts) is skipped at once, before any evaluation;
+- a worker whose bucket is full (the rest is running elsewhere) or whose dense baseline is being
+  computed elsewhere moves on to the next bucket and comes back, so workers never queue behind
+  each other; it returns only once every bucket is complete, so each worker writes the same
+  profile;
+- each trial's TPE seed comes from the base seed, the complete trials and the trial's lane (how
+  many earlier-started trials are still running), so concurrent trials never share a seed while
+  a single worker draws exactly the sequence an uninterrupted run would (`seed` user attr);
+- on RDB storages a heartbeat marks a killed worker's trial failed after the grace period and
+  re-queues it once (`RetryHeartbeatStaleTrialCallback`) for whichever worker comes next.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import os
 import socket
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,16 +53,29 @@ from .workload import TokenSample, Workload
 
 __all__ = [
     "BucketOutcome",
+    "BucketProgress",
     "SearchSettings",
     "SearchSpace",
     "TrialEvent",
+    "bucket_outcomes",
+    "heartbeat_settings",
     "open_storage",
     "profile_from_storage",
     "retime_profile",
     "search",
+    "study_progress",
 ]
 
 CPU_DEVICE = "cpu"  # device key of cost-model configs in a profile
+
+# RDB heartbeat (seconds). A running trial beats every HEARTBEAT_S; one silent for the grace period
+# (GRACE_MULTIPLE beats) is failed by the next worker that looks, and re-queued once. Whole seconds
+# (Optuna's rule); override with SPARSETUNE_HEARTBEAT_S / SPARSETUNE_GRACE_S (the tests use 1 and 3).
+HEARTBEAT_S = 15
+GRACE_MULTIPLE = 4
+MAX_RETRY = 1  # re-runs of a trial whose worker died
+POLL_S = 1.0  # how often a worker with nothing to start looks at the storage again
+_SEED_LANE = 1_000_003  # seed stride between concurrently started trials
 
 
 @dataclass(frozen=True)
@@ -151,9 +179,9 @@ def open_storage(url: str | None, default_path: str | os.PathLike[str]) -> optun
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     if url.startswith(("postgresql", "mysql")):
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=10, grace_period=30,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+        url = _with_driver(url)
+        heartbeat, grace = heartbeat_settings()
+        return _rdb_storage(url, heartbeat, grace)
     if url.startswith("sqlite"):
         return optuna.storages.RDBStorage(url)
     if url.endswith((".log", ".journal")) or "://" not in url:
@@ -163,42 +191,142 @@ def open_storage(url: str | None, default_path: str | os.PathLike[str]) -> optun
     raise SearchError(f"storage: unsupported URL {url!r} (use postgresql://, mysql://, sqlite:/// or a journal file path)")
 
 
+def _rdb_storage(url: str, heartbeat: int, grace: int, attempts: int = 4) -> optuna.storages.RDBStorage:
+    """RDBStorage with heartbeat and retry of stale trials.
+
+    Workers started together on an empty database race to create Optuna's tables, and all but
+    one fail with a unique-key violation; they try again once the tables exist.
+    """
+    for attempt in range(attempts):
+        with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat, grace_period=grace,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRY))
+            except ImportError as exc:
+                raise SearchError(f"storage: {url.split(':', 1)[0]} needs its database driver "
+                                  f"(pip install 'sparsetune[postgres]'): {exc}") from None
+            except Exception as exc:  # sqlalchemy errors: server down, no database, bad user, table race
+                text = str(exc).strip()
+                if attempt + 1 < attempts and ("duplicate key" in text or "already exists" in text):
+                    time.sleep(0.5 + attempt)
+                    continue
+                first = text.splitlines()[0] if text else type(exc).__name__
+                raise SearchError(f"storage: cannot open {_redact(url)}: {first}") from None
+    raise AssertionError("unreachable")
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, while the `postgres` extra installs
+    psycopg2; name psycopg2 explicitly when only it is there, so the URL users type just works.
+    """
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds for RDB storages: the environment's, else the defaults.
+
+    The grace period defaults to four heartbeats, so one slow beat never fails a live trial.
+    """
+    heartbeat = _env_seconds("SPARSETUNE_HEARTBEAT_S") or HEARTBEAT_S
+    grace = _env_seconds("SPARSETUNE_GRACE_S") or GRACE_MULTIPLE * heartbeat
+    if grace <= heartbeat:
+        raise SearchError(f"SPARSETUNE_GRACE_S: must be longer than the heartbeat ({heartbeat} s), got {grace}")
+    return heartbeat, grace
+
+
+def _env_seconds(name: str) -> int | None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        raise SearchError(f"{name}: must be a positive whole number of seconds, got {text!r}")
+    return int(text)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+
+
 def _study_name(prefix: str, max_len: int) -> str:
     return f"{prefix}:{max_len}"
 
 
 def _create_or_load(storage: optuna.storages.BaseStorage, name: str, meta: dict[str, Any],
-                    dense_params: dict[str, Any]) -> optuna.Study:
-    """Create the bucket's study and enqueue its dense trial, or load it if another run made it.
+                    dense_params: dict[str, Any], wait_s: float = 30.0) -> optuna.Study:
+    """Create the bucket's study and enqueue its dense trial, or load it if another worker made it.
 
-    Creation is atomic in every Optuna storage, so exactly one worker enqueues the dense trial.
+    Creation is atomic in every Optuna storage, so exactly one worker enqueues the dense trial. It
+    does so before writing the study's `meta`, and a loader waits for `meta`: a worker that loads
+    a study in the instant after its creation therefore never sees it without its dense trial.
     """
     try:
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
+        deadline = time.monotonic() + wait_s
+        while "meta" not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.2)
         old = study.user_attrs.get("meta")
-        if old is not None and old.get("identity") != meta["identity"]:
+        if old is None:  # its creator died between creating and describing it
+            study.set_user_attr("meta", meta)
+        elif old.get("identity") != meta["identity"]:
             raise SearchError(
                 f"study {name!r}: exists with another model, workload, floor or method; "
                 f"use another --study or storage") from None
         return study
-    study.set_user_attr("meta", meta)
     study.enqueue_trial(dense_params, user_attrs={"dense": True})
+    study.set_user_attr("meta", meta)
     return study
 
 
 # ---------------------------------------------------------------------------------------- trials
 
 
-_WORKER = f"{socket.gethostname()}:{os.getpid()}"
+def _worker_id() -> str:
+    """This process, as the `worker` user attr of its trials: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
+    return isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval() is not None
+
+
+def _reap(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+    """Fail the trials of dead workers so the bucket can go on without them.
+
+    RDB storages with a heartbeat: Optuna's `fail_stale_trials` fails trials silent for the grace
+    period, on any host, and its callback re-queues each once. (Optuna runs it before every trial
+    too; this is for a worker that is waiting.) File storages: RUNNING trials of dead processes
+    on this host (a journal file is for one host).
+    """
+    if _has_heartbeat(storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    else:
+        _fail_orphans(study, storage)
 
 
 def _fail_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
     """Mark RUNNING trials of dead processes on this host as failed, so a resumed search goes on.
 
     File storages have no heartbeat; a process killed mid-trial leaves its trial RUNNING forever.
-    (RDB storages do this themselves through their heartbeat, across hosts.)
+    (RDB storages with a heartbeat do this themselves, across hosts, and retry the trial.)
     """
     host = socket.gethostname()
     study_id = storage.get_study_id_from_name(study.study_name)
@@ -206,7 +334,10 @@ def _fail_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> 
         name, _, pid = t.user_attrs.get("worker", "").rpartition(":")
         if name == host and pid.isdigit() and not _alive(int(pid)):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            try:
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker got there first
+                pass
 
 
 def _alive(pid: int) -> bool:
@@ -219,12 +350,67 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_LIVE = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+
+
 def _ensure_dense_trial(study: optuna.Study, space: SearchSpace) -> None:
-    """Re-enqueue the dense trial when it failed (e.g. its worker was killed) and none is pending."""
+    """Re-enqueue the dense trial when it failed (e.g. its worker was killed) and none is pending.
+
+    Two workers may both re-enqueue it; the later copy is skipped when it starts (`_Objective._skip`).
+    """
     trials = study.get_trials(deepcopy=False)
-    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    if not any(_is_dense_trial(t) and t.state in live for t in trials):
+    if not any(_is_dense_trial(t) and t.state in _LIVE for t in trials):
         study.enqueue_trial(space.dense_params(), user_attrs={"dense": True})
+
+
+class _SkippedTrial(Exception):
+    """A trial that another trial makes unnecessary: recorded as FAIL with a `skipped` user attr."""
+
+
+class _LaneSeededTPE(optuna.samplers.BaseSampler):
+    """TPE, reseeded for every trial from (base seed, complete trials, lane).
+
+    The lane is the number of earlier-started trials (lower numbers) still running when this one
+    starts. A lone worker always has lane 0, so its seeds are ``seed * 100003 + complete`` and a
+    resumed search suggests exactly what an uninterrupted one would have. Trials that run at the
+    same time have different lanes or different complete counts, so concurrent workers draw
+    different budgets, and TPE's constant liar keeps them away from each other's running trials.
+    The seed of each trial is kept in its `seed` user attr.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self._base = seed
+        self.last_seed = seed * 100_003
+        self._inner = self._tpe(self.last_seed)
+
+    @staticmethod
+    def _tpe(seed: int) -> optuna.samplers.TPESampler:
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, constant_liar=True)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        done = sum(t.state == TrialState.COMPLETE for t in trials)
+        lane = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
+        self.last_seed = self._base * 100_003 + done + _SEED_LANE * lane
+        self._inner = self._tpe(self.last_seed)
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: Any) -> Any:
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
 
 
 def _is_dense_trial(t: FrozenTrial) -> bool:
@@ -239,18 +425,22 @@ def _unbits(bits: str) -> list[bool]:
     return [c == "1" for c in bits]
 
 
-def _baseline(study: optuna.Study, wait_s: float = 600.0) -> list[bool] | None:
-    """Per-sample dense correctness from the bucket's dense trial, waiting while another worker runs it."""
+def _baseline(study: optuna.Study, storage: optuna.storages.BaseStorage, wait_s: float = 600.0) -> list[bool] | None:
+    """Per-sample dense correctness from the bucket's dense trial, waiting while another worker runs it.
+
+    None when no dense trial is complete or running (the caller then computes the baseline itself).
+    """
     deadline = time.monotonic() + wait_s
     while True:
         trials = study.get_trials(deepcopy=False)
         done = [t for t in trials if _is_dense_trial(t) and t.state == TrialState.COMPLETE]
         if done:
             return _unbits(min(done, key=lambda t: t.number).user_attrs["correct"])
-        pending = [t for t in trials if _is_dense_trial(t) and t.state in (TrialState.RUNNING, TrialState.WAITING)]
-        if not pending or time.monotonic() > deadline:
+        running = [t for t in trials if _is_dense_trial(t) and t.state == TrialState.RUNNING]
+        if not running or time.monotonic() > deadline:
             return None
-        time.sleep(1.0)
+        time.sleep(POLL_S)
+        _reap(study, storage)
 
 
 def _floor_target(settings_floor: dict[str, Any], dense_accuracy: float) -> float:
@@ -269,21 +459,28 @@ class _Objective:
     """Evaluates one trial's budget on a bucket; stops early once the floor is out of reach."""
 
     def __init__(self, loaded: LoadedModel, samples: list[TokenSample], meta: dict[str, Any],
-                 space: SearchSpace, study: optuna.Study, batch_size: int) -> None:
+                 space: SearchSpace, study: optuna.Study, storage: optuna.storages.BaseStorage,
+                 batch_size: int, target: int) -> None:
         self.loaded, self.samples, self.meta, self.space = loaded, samples, meta, space
-        self.study, self.batch_size = study, batch_size
+        self.study, self.storage, self.batch_size, self.target = study, storage, batch_size, target
         self.timings: dict[tuple, dict[str, Any]] = {}  # launch-config timings per (bucket, budget)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", _WORKER)
+        trial.set_user_attr("worker", _worker_id())
+        trial.set_user_attr("seed", getattr(self.study.sampler, "last_seed", None))
         budget = self.space.suggest(trial)  # the enqueued dense trial gets its fixed parameters back
-        if budget.is_dense:  # the dense trial: its own baseline, at dense SDPA's cost
+        is_dense = budget.is_dense or bool(trial.user_attrs.get("dense"))
+        reason = self._skip(trial.number, is_dense)
+        if reason is not None:
+            trial.set_user_attr("skipped", reason)
+            raise _SkippedTrial(f"skipped: {reason}")
+        if is_dense:  # the dense trial: its own baseline, at dense SDPA's cost
             trial.set_user_attr("dense", True)
             result = self._run(None, None)
             dense = result.correct
             cost: dict[str, Any] = {"relative": 1.0, "label": self.meta["timing"]}
         else:
-            dense = _baseline(self.study)
+            dense = _baseline(self.study, self.storage)
             if dense is None:  # the dense trial failed: compute the baseline here
                 dense = self._run(None, None).correct
             result = self._run(budget, dense)
@@ -302,6 +499,25 @@ class _Objective:
         # Feasible when <= 0. An early-stopped trial reports its best case, which still misses.
         trial.set_constraint("floor", _floor_target(self.meta["floor"], dense_acc) - measured)
         return float(cost["relative"])
+
+    def _skip(self, number: int, is_dense: bool) -> str | None:
+        """Why trial `number` is not needed (before any work), or None.
+
+        Trial numbers order the starts of all workers (the storage assigns them atomically), so
+        when two workers race for the last slot, or both re-queue the dense trial, the later
+        start sees the earlier one and steps aside.
+        """
+        trials = [t for t in self.study.get_trials(deepcopy=False) if t.number != number]
+        if is_dense:
+            first = [t.number for t in trials if _is_dense_trial(t) and t.state in _LIVE and t.number < number]
+            return f"dense trial {first[0]} is this bucket's baseline" if first else None
+        ahead = sum(t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING and t.number < number)
+                    for t in trials)
+        # The dense trial needs a slot of its own until it runs.
+        ahead += not any(_is_dense_trial(t) and t.state in (TrialState.COMPLETE, TrialState.RUNNING) for t in trials)
+        if ahead >= self.target:
+            return f"the bucket already has its {self.target} trials complete or running"
+        return None
 
     def _run(self, budget: Budget | None, dense: list[bool] | None) -> EvalResult:
         """Evaluate in chunks; with a baseline, stop once even all-correct remaining samples miss the floor."""
@@ -398,7 +614,7 @@ def search(
     identity = {"model": loaded.config_sha256, "workload": workload.sha256, "floor": floor,
                 "method": settings.space.method, "edges": edges}
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
-    prev = 0
+    runs, prev = [], 0
     for i, (edge, group) in enumerate(zip(edges, groups)):
         meta = {
             "identity": identity, "model": model, "workload": work, "floor": floor,
@@ -412,45 +628,112 @@ def search(
             "storage": storage_url,
         }
         prev = edge
-        study = _create_or_load(storage, _study_name(settings.study, edge), meta, settings.space.dense_params())
-        objective = _Objective(loaded, group, study.user_attrs.get("meta", meta), settings.space, study,
-                               settings.batch_size)
-        _optimize(study, storage, objective, settings, i, edge, deadline, len(edges) - i, on_event)
+        runs.append(_BucketRun(i, edge, group, meta))
+    _run_buckets(runs, loaded, storage, settings, deadline, on_event)
     profile = profile_from_storage(storage, settings.study)
     return profile, bucket_outcomes(storage, settings.study)
 
 
-def _optimize(study: optuna.Study, storage: optuna.storages.BaseStorage, objective: _Objective,
-              settings: SearchSettings, index: int, edge: int,
-              deadline: float | None, buckets_left: int, on_event: Callable[[TrialEvent], None] | None) -> None:
-    """Run trials until the bucket has `settings.trials` complete ones (counted in storage, for all workers).
+@dataclass
+class _BucketRun:
+    """One bucket as this worker sees it."""
 
-    The sampler is reseeded before each trial from the seed and the number of complete trials, so
-    a resumed search suggests exactly what an uninterrupted one would have.
+    index: int
+    edge: int
+    samples: list[TokenSample]
+    meta: dict[str, Any]
+    study: optuna.Study | None = None
+    objective: _Objective | None = None
+    share: float | None = None  # seconds of this worker's time for the bucket (with a timeout)
+    spent: float = 0.0
+    failures: int = 0  # this worker's failed trials here (skipped ones excluded)
+    seen_done: int = -1  # complete trials at the last progress event
+
+
+def _run_buckets(runs: list[_BucketRun], loaded: LoadedModel, storage: optuna.storages.BaseStorage,
+                 settings: SearchSettings, deadline: float | None,
+                 on_event: Callable[[TrialEvent], None] | None) -> None:
+    """Work through the buckets in order until each has `settings.trials` complete trials, in all workers.
+
+    A bucket whose remaining trials all run elsewhere (or whose dense baseline is running
+    elsewhere) is left for the next pass, so a worker never idles while another bucket has work.
+    When every unfinished bucket is busy elsewhere, the worker waits, failing the trials of dead
+    workers meanwhile, so a killed worker's trial is retried here. A lone worker never finds a
+    bucket busy, so it runs the buckets one after another exactly as before.
     """
-    start = time.monotonic()
-    share = None if deadline is None else (deadline - start) / buckets_left
-    failures = 0
-    _fail_orphans(study, storage)
+    pending = list(runs)
+    while pending:
+        busy, ran = [], False
+        for k, run in enumerate(pending):
+            if run.study is None:
+                run.study = _create_or_load(storage, _study_name(settings.study, run.edge), run.meta,
+                                            settings.space.dense_params())
+                run.study.sampler = _LaneSeededTPE(settings.seed)
+                run.objective = _Objective(loaded, run.samples, run.study.user_attrs.get("meta", run.meta),
+                                           settings.space, run.study, storage, settings.batch_size, settings.trials)
+                if deadline is not None:
+                    run.share = (deadline - time.monotonic()) / (len(pending) - k)
+            status, worked = _work(run, storage, settings, on_event)
+            ran = ran or worked
+            if status == "busy":
+                busy.append(run)
+        pending = busy
+        if pending and not ran:
+            time.sleep(POLL_S)
+            for run in pending:
+                _reap(run.study, storage)
+                _emit(run, settings, on_event, "waiting", only_if_changed=True)
+
+
+def _work(run: _BucketRun, storage: optuna.storages.BaseStorage, settings: SearchSettings,
+          on_event: Callable[[TrialEvent], None] | None) -> tuple[str, bool]:
+    """Run trials on one bucket while it needs more than the trials running elsewhere.
+
+    Returns (done | busy | timeout | failing, whether a trial ran). Every trial's sampler seed comes
+    from `_LaneSeededTPE`, so a resumed search suggests exactly what an uninterrupted one would have.
+    """
+    study, target = run.study, settings.trials
+    assert study is not None and run.objective is not None
+    if not _has_heartbeat(storage):
+        _fail_orphans(study, storage)
+    ran = False
     while True:
-        _ensure_dense_trial(study, objective.space)
+        _ensure_dense_trial(study, run.objective.space)
         trials = study.get_trials(deepcopy=False)
         done = sum(t.state == TrialState.COMPLETE for t in trials)
-        if done >= settings.trials or failures > settings.trials:
-            break
-        if share is not None and time.monotonic() - start >= share:
-            break
-        study.sampler = optuna.samplers.TPESampler(seed=settings.seed * 100_003 + done, n_startup_trials=5,
-                                                   multivariate=True, warn_independent_sampling=False)
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[])
-        last = study.get_trials(deepcopy=False)[-1]
-        failures += last.state == TrialState.FAIL
-        if on_event is not None:
-            feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                        if _feasible(t)]
-            on_event(TrialEvent(index, edge, sum(t.state == TrialState.COMPLETE for t in study.trials),
-                                settings.trials, min((t.value for t in feasible), default=None),
-                                time.monotonic() - start, last.state.name))
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if done >= target:
+            return "done", ran
+        if run.failures > target:
+            return "failing", ran
+        if run.share is not None and run.spent >= run.share:
+            return "timeout", ran
+        dense_running = any(_is_dense_trial(t) and t.state == TrialState.RUNNING for t in trials)
+        dense_done = any(_is_dense_trial(t) and t.state == TrialState.COMPLETE for t in trials)
+        if done + running >= target or (dense_running and not dense_done):
+            return "busy", ran
+        finished: list[FrozenTrial] = []
+        start = time.monotonic()
+        study.optimize(run.objective, n_trials=1, catch=(Exception,),
+                       callbacks=[lambda _study, trial: finished.append(trial)])
+        run.spent += time.monotonic() - start
+        ran = True
+        last = finished[-1]
+        skipped = "skipped" in last.user_attrs
+        run.failures += last.state == TrialState.FAIL and not skipped
+        _emit(run, settings, on_event, "SKIPPED" if skipped else last.state.name)
+
+
+def _emit(run: _BucketRun, settings: SearchSettings, on_event: Callable[[TrialEvent], None] | None,
+          state: str, only_if_changed: bool = False) -> None:
+    if on_event is None or run.study is None:
+        return
+    complete = run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if only_if_changed and len(complete) == run.seen_done:
+        return
+    run.seen_done = len(complete)
+    best = min((t.value for t in complete if _feasible(t)), default=None)
+    on_event(TrialEvent(run.index, run.edge, len(complete), settings.trials, best, run.spent, state))
 
 
 def _feasible(t: FrozenTrial) -> bool:
@@ -540,10 +823,52 @@ def bucket_outcomes(storage: optuna.storages.BaseStorage, prefix: str) -> list[B
     return [_outcome(s) for s in _bucket_studies(storage, prefix)]
 
 
+@dataclass(frozen=True)
+class BucketProgress:
+    """Where one bucket's study stands, from the storage (for `sparsetune collect` and dashboards)."""
+
+    max_len: int
+    target: int  # complete trials the search that created the study asked for
+    complete: int
+    running: int
+    waiting: int  # queued: the dense trial, or a dead worker's trial to retry
+    failed: int  # including skipped ones
+    retried: int  # trials that re-run a dead worker's trial
+    workers: tuple[str, ...]  # `host:pid` of every worker with a complete trial here
+    baseline: bool  # the dense trial is complete
+    best_cost: float | None  # cheapest feasible sparse cost so far (relative to dense)
+
+
+def _retried_trial_number(t: FrozenTrial) -> int | None:
+    with warnings.catch_warnings():  # experimental since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+
+
+def study_progress(storage: optuna.storages.BaseStorage, prefix: str) -> list[BucketProgress]:
+    """Per bucket of the studies `<prefix>:<max_len>`: trial counts by state, workers, best cost so far."""
+    rows = []
+    for study in _bucket_studies(storage, prefix):
+        meta = study.user_attrs["meta"]
+        trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        sparse = [t for t in complete if not _is_dense_trial(t) and t.user_attrs.get("complete") and _feasible(t)]
+        rows.append(BucketProgress(
+            max_len=meta["bucket"]["max_len"], target=meta["trials"], complete=len(complete),
+            running=sum(t.state == TrialState.RUNNING for t in trials),
+            waiting=sum(t.state == TrialState.WAITING for t in trials),
+            failed=sum(t.state == TrialState.FAIL for t in trials),
+            retried=sum(_retried_trial_number(t) is not None for t in trials),
+            workers=tuple(sorted({t.user_attrs["worker"] for t in complete if "worker" in t.user_attrs})),
+            baseline=any(_is_dense_trial(t) for t in complete),
+            best_cost=min((t.value for t in sparse), default=None)))
+    return rows
+
+
 def profile_from_storage(storage: optuna.storages.BaseStorage, prefix: str) -> Profile:
     """The profile of everything the studies `<prefix>:<max_len>` hold, whoever ran their trials.
 
-    Deterministic for given storage contents: `created` is the last trial's completion time.
+    Deterministic for given storage contents: `created` is the last complete trial's completion time.
     """
     studies = _bucket_studies(storage, prefix)
     outcomes = [_outcome(s) for s in studies]
@@ -552,7 +877,8 @@ def profile_from_storage(storage: optuna.storages.BaseStorage, prefix: str) -> P
     if missing:
         raise SearchError(f"study {prefix!r}: buckets ending at {', '.join(map(str, missing))} were never "
                           f"started; run the search (it resumes) before writing the profile")
-    finished = [t.datetime_complete for s in studies for t in s.get_trials(deepcopy=False) if t.datetime_complete]
+    # Complete trials only: skipped or failed ones may still end after the last trial that counts.
+    finished = [t.datetime_complete for s in studies for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     created = max(finished).astimezone().replace(microsecond=0)
     m = meta["model"]
     kernels = {o.bucket.max_len: o.kernel for o in outcomes if o.kernel is not None}
