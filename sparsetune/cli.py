@@ -173,6 +173,63 @@ def search(
     console.print(f"wrote {out} and {run.plot_path} in {seconds:.0f} s; trials are in {run.storage}")
 
 
+@app.command()
+def collect(
+    out: OutOpt = Path("profile.yaml"),
+    storage: StorageOpt = None,
+    study: StudyOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Write the profile and plot from a study's trials in storage, running none; shows each bucket's progress.
+
+    Safe while workers still run (the profile then holds the trials finished so far).
+    """
+    import json
+
+    from .errors import SearchError
+    from .plot import plot_frontier
+    from .search import bucket_outcomes, open_storage, profile_from_storage, study_progress
+
+    name = study or out.stem
+    journal = out.with_name(out.stem + ".optuna.journal")
+    if storage is None and not journal.exists():
+        raise SearchError(f"storage: no {journal} (the search's default storage for -o {out}); "
+                          f"pass the search's --storage URL")
+    st = open_storage(storage, journal)
+    progress = study_progress(st, name)
+    rows = [{"max_len": b.max_len, "complete": b.complete, "target": b.target, "running": b.running,
+             "waiting": b.waiting, "failed": b.failed, "retried": b.retried, "workers": list(b.workers),
+             "baseline": b.baseline, "best_cost": b.best_cost} for b in progress]
+    console = _console()
+    if not json_output:
+        from rich.table import Table
+
+        table = Table(title=f"study {name}: trials per bucket")
+        for col in ("bucket", "complete", "running", "waiting", "failed", "retried", "workers", "best"):
+            table.add_column(col, justify="left" if col in ("bucket", "workers") else "right")
+        for b in progress:
+            table.add_row(f"<= {b.max_len}", f"{b.complete}/{b.target}", str(b.running), str(b.waiting),
+                          str(b.failed), str(b.retried), str(len(b.workers)),
+                          "-" if b.best_cost is None else f"{b.best_cost:.2f}x dense")
+        console.print(table)
+    profile = profile_from_storage(st, name)
+    outcomes = bucket_outcomes(st, name)
+    profile.save(out)
+    plot_path = plot_frontier(outcomes, out.with_suffix(".png"),
+                              title=f"{profile.model.name} on {profile.workload.name}: "
+                                    f"accuracy vs attention cost per bucket")
+    if json_output:
+        sys.stdout.write(json.dumps({"profile": profile.to_dict(), "path": str(out), "plot": str(plot_path),
+                                    "storage": storage or str(journal), "buckets": rows}, indent=2) + "\n")
+        return
+    from ._show import render_profile
+
+    render_profile(profile, console, title=str(out))
+    unfinished = [b for b in progress if b.complete < b.target]
+    note = f"; {len(unfinished)} bucket(s) still short of their trials" if unfinished else ""
+    console.print(f"wrote {out} and {plot_path} from {storage or journal}{note}")
+
+
 @app.command(name="eval")
 def eval_(
     model: ModelOpt,
