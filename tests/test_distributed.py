@@ -1,0 +1,314 @@
+"""Many `sparsetune search` workers on one PostgreSQL-backed study, and a worker killed mid-trial.
+
+The PostgreSQL tests need a server: set SPARSETUNE_TEST_POSTGRES to a URL such as
+``postgresql://postgres@127.0.0.1:5432/sparsetune`` (`.ci/run` starts a throwaway one through
+`.ci/postgres.sh` and always sets it). Each test gets a database of its own on that server.
+Without the variable they skip; with it they never do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from sparsetune import load_profile
+from sparsetune.errors import SearchError
+from sparsetune.search import (SearchSpace, _is_dense_trial, _LaneSeededTPE, _Objective, _redact, _with_driver,
+                               heartbeat_settings, open_storage, profile_from_storage)
+
+from conftest import REPO, sparsetune_command
+
+DEMO_WORKLOAD = REPO / "sparsetune" / "demo" / "workload.jsonl"
+PG_ENV = "SPARSETUNE_TEST_POSTGRES"
+# Short heartbeat for the tests: a killed worker's trial is failed 3 s after its last beat.
+WORKER_ENV = {"SPARSETUNE_HEARTBEAT_S": "1", "SPARSETUNE_GRACE_S": "3", "SPARSETUNE_DEBUG": "1",
+              "OMP_NUM_THREADS": "1"}  # two workers share two cores
+
+
+def _slice(tmp_path: Path, lengths=(256, 512), per_task: int = 2) -> Path:
+    """A few demo samples per task at the given lengths (lengths include BOS and answer)."""
+    rows, seen = [], {}
+    for line in DEMO_WORKLOAD.read_text().splitlines():
+        row = json.loads(line)
+        key = (len(row["prompt"].split()) + len(row["answer"].split()) + 1, row["task"])
+        if key[0] in lengths and seen.get(key, 0) < per_task:
+            seen[key] = seen.get(key, 0) + 1
+            rows.append(row)
+    path = tmp_path / "w.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def pg_url(request):
+    """A fresh, empty database on the test server, dropped afterwards."""
+    base = os.environ.get(PG_ENV, "").strip()
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set (.ci/run starts a server and sets it)")
+    import psycopg2
+
+    server, _, _ = base.rpartition("/")
+    name = f"st_{request.node.name[:30].lower()}_{uuid.uuid4().hex[:8]}".replace("-", "_").replace("[", "_")
+    admin = psycopg2.connect(f"{server}/postgres")
+    admin.autocommit = True
+    try:
+        admin.cursor().execute(f'CREATE DATABASE "{name}"')
+        yield f"{server}/{name}"
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    return open_storage(url, "unused")
+
+
+def _start(url: str, study: str, workload: Path, out: Path, trials: int, edges: str) -> subprocess.Popen:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    args = ["search", "--model", "demo", "--workload", workload, "--buckets", edges, "--trials", trials,
+            "--storage", url, "--study", study, "-o", out, "--json"]
+    log = open(out.with_suffix(".log"), "w")
+    return subprocess.Popen([*sparsetune_command(), *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=log, text=True, env={**os.environ, **WORKER_ENV})
+
+
+def _finish(proc: subprocess.Popen, out: Path, timeout: float = 300) -> dict:
+    stdout, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out.with_suffix(".log").read_text()[-3000:]
+    return json.loads(stdout)
+
+
+def _worker(proc: subprocess.Popen) -> str:
+    return f"{socket.gethostname()}:{proc.pid}"
+
+
+def _overlap(a, b) -> bool:
+    return a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+
+
+def _check_bucket(study: optuna.Study, trials: int) -> list:
+    """The invariants of a finished bucket; returns its complete trials."""
+    all_trials = study.get_trials()
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == trials, [(t.number, t.state.name, t.user_attrs.get("skipped")) for t in all_trials]
+    assert sum(_is_dense_trial(t) for t in complete) == 1  # one dense baseline, computed once
+    assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    sparse = [t for t in complete if not _is_dense_trial(t)]
+    budgets = [tuple(sorted(t.params.items())) for t in sparse]
+    assert len(set(budgets)) == len(budgets), "two trials evaluated the same budget"
+    for a in sparse:  # trials that ran at the same time were drawn with different seeds
+        for b in sparse:
+            if a.number < b.number and _overlap(a, b) and "failed_trial" not in b.system_attrs | a.system_attrs:
+                assert a.user_attrs["seed"] != b.user_attrs["seed"], (a.number, b.number)
+    return complete
+
+
+# ---------------------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.mark.slow
+def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url):
+    workload = _slice(tmp_path)  # 8 samples at 256 and 8 at 512 tokens
+    outs = [tmp_path / f"w{i}" / "p.yaml" for i in range(2)]
+    procs = [_start(pg_url, "duo", workload, out, 6, "256,512") for out in outs]
+    reports = [_finish(p, out) for p, out in zip(procs, outs)]
+
+    storage = _storage(pg_url)
+    workers: dict[str, int] = {}
+    for edge in (256, 512):
+        for t in _check_bucket(optuna.load_study(study_name=f"duo:{edge}", storage=storage), 6):
+            workers[t.user_attrs["worker"]] = workers.get(t.user_attrs["worker"], 0) + 1
+    assert set(workers) == {_worker(p) for p in procs}, workers  # both workers ran trials
+    assert sum(workers.values()) == 12
+
+    # Each worker waited for the other's last trial, so both wrote the profile of the whole storage.
+    rebuilt = profile_from_storage(storage, "duo")
+    for out, report in zip(outs, reports):
+        assert load_profile(out) == rebuilt
+        assert report["profile"] == rebuilt.to_dict()
+
+    # `collect` writes the same profile from the storage, running nothing.
+    r = subprocess.run([*sparsetune_command(), "collect", "--storage", pg_url, "--study", "duo",
+                        "-o", str(tmp_path / "c.yaml"), "--json"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert load_profile(tmp_path / "c.yaml") == rebuilt
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+    assert [(b["max_len"], b["complete"], b["target"], b["running"]) for b in report["buckets"]] == \
+        [(256, 6, 6, 0), (512, 6, 6, 0)]
+    assert sum(len(optuna.load_study(study_name=f"duo:{e}", storage=storage).trials) for e in (256, 512)) == \
+        sum(b["complete"] + b["failed"] for b in report["buckets"])  # collect added no trial
+
+
+@pytest.mark.slow
+def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path, pg_url):
+    workload = _slice(tmp_path, lengths=(512,))  # one bucket: both workers on the same study
+    outs = [tmp_path / "victim" / "p.yaml", tmp_path / "survivor" / "p.yaml"]
+    victim, survivor = procs = [_start(pg_url, "kill", workload, out, 8, "512") for out in outs]
+    storage = _storage(pg_url)
+    killed = None
+    deadline = time.monotonic() + 240
+    try:
+        while killed is None and time.monotonic() < deadline and victim.poll() is None:
+            time.sleep(0.05)
+            try:
+                study = optuna.load_study(study_name="kill:512", storage=storage)
+            except KeyError:
+                continue
+            trials = study.get_trials(deepcopy=False)
+            # Mid-trial: the victim runs a sparse trial, after finishing one of its own.
+            mine = [t for t in trials if t.user_attrs.get("worker") == _worker(victim)]
+            running = [t for t in mine if t.state == TrialState.RUNNING and not t.user_attrs.get("dense")
+                       and "skipped" not in t.user_attrs]
+            if running and any(t.state == TrialState.COMPLETE for t in mine):
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                killed = running[0].number
+    finally:
+        if killed is None:
+            for p in procs:
+                p.kill()
+    assert killed is not None, "never saw the victim mid-trial"
+    study = optuna.load_study(study_name="kill:512", storage=storage)
+    assert study.trials[killed].state == TrialState.RUNNING, "the trial finished before the kill landed"
+    before = {t.number: (t.value, t.datetime_complete, t.user_attrs["worker"])
+              for t in study.get_trials(states=(TrialState.COMPLETE,))}
+
+    report = _finish(survivor, outs[1])
+    trials = study.get_trials()
+    complete = _check_bucket(study, 8)
+    assert trials[killed].state == TrialState.FAIL  # failed by the heartbeat after the grace period
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed]
+        assert len(retries) == 1
+        retry = retries[0]
+        assert RetryHeartbeatStaleTrialCallback.retry_history(retry) == [killed]
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[killed].params
+    assert retry.user_attrs["worker"] == _worker(survivor)
+    now = {t.number: (t.value, t.datetime_complete, t.user_attrs["worker"]) for t in complete}
+    assert {n: now.get(n) for n in before} == before  # every finished trial kept as it was
+    assert any(w == _worker(victim) for _, _, w in before.values())
+    rebuilt = profile_from_storage(storage, "kill")
+    assert load_profile(outs[1]) == rebuilt and report["profile"] == rebuilt.to_dict()
+    assert not outs[0].exists()
+
+
+# ---------------------------------------------------------------------------------------- no server needed
+
+
+def _objective(study: optuna.Study, target: int) -> _Objective:
+    return _Objective(None, [], {}, SearchSpace(), study, None, 8, target)
+
+
+def _bucket_study() -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+    study.enqueue_trial(SearchSpace().dense_params(), user_attrs={"dense": True})
+    return study
+
+
+def test_a_trial_beyond_the_target_or_a_second_dense_trial_is_skipped():
+    study = _bucket_study()
+    dense = study.ask()  # trial 0: the enqueued dense trial, now running
+    assert dense.user_attrs["dense"]
+    a, b = study.ask(), study.ask()  # two sparse starts racing for the last two slots of 3
+    obj = _objective(study, 3)
+    assert obj._skip(a.number, False) is None
+    assert obj._skip(b.number, False) is None
+    c = study.ask()
+    assert "already has its 3 trials" in obj._skip(c.number, False)  # 0, 1, 2 are running
+    study.tell(a, state=TrialState.FAIL)  # a failed: its slot is free again, for the earliest start
+    assert obj._skip(c.number, False) is None
+    # A second dense trial (two workers re-queued it) steps aside for the earlier one.
+    study.enqueue_trial(SearchSpace().dense_params(), user_attrs={"dense": True})
+    dup = study.ask()
+    assert obj._skip(dup.number, True) == "dense trial 0 is this bucket's baseline"
+    assert obj._skip(dense.number, True) is None
+
+
+def test_sparse_trials_leave_a_slot_for_the_dense_trial_until_it_runs():
+    study = _bucket_study()  # the dense trial waits (its worker died before starting it, say)
+    for x in (0.2, 0.4):  # while two sparse trials completed, on a baseline computed by themselves
+        study.add_trial(optuna.create_trial(value=x, params={"x": x},
+                                            distributions={"x": optuna.distributions.FloatDistribution(0, 1)}))
+    assert "already has its 3 trials" in _objective(study, 3)._skip(99, False)
+    assert _objective(study, 4)._skip(99, False) is None
+    assert _objective(study, 3)._skip(0, True) is None  # the dense trial itself is never surplus
+
+
+def test_seeds_follow_complete_trials_alone_and_differ_between_concurrent_trials():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = _LaneSeededTPE(7)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    seeds = []
+    for _ in range(3):  # one worker: seed * 100003 + complete trials, which a resumed run recomputes
+        t = study.ask()
+        seeds.append(sampler.last_seed)
+        study.tell(t, t.suggest_float("x", 0, 1))
+    assert seeds == [700_021, 700_022, 700_023]
+    # Three trials started before any finishes (three workers): lanes 0, 1, 2, different budgets.
+    started, seeds = [], []
+    for _ in range(3):
+        started.append(study.ask())
+        seeds.append(sampler.last_seed)
+    assert seeds == [700_024, 700_024 + 1_000_003, 700_024 + 2_000_006]
+    assert len({t.suggest_float("x", 0, 1) for t in started}) == 3
+
+
+def test_heartbeat_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.delenv("SPARSETUNE_HEARTBEAT_S", raising=False)
+    monkeypatch.delenv("SPARSETUNE_GRACE_S", raising=False)
+    assert heartbeat_settings() == (15, 60)
+    monkeypatch.setenv("SPARSETUNE_HEARTBEAT_S", "2")
+    assert heartbeat_settings() == (2, 8)  # four beats of grace unless told
+    monkeypatch.setenv("SPARSETUNE_GRACE_S", "5")
+    assert heartbeat_settings() == (2, 5)
+    for name, value, message in [("SPARSETUNE_GRACE_S", "2", "must be longer than the heartbeat (2 s), got 2"),
+                                 ("SPARSETUNE_GRACE_S", "1.5", "positive whole number of seconds, got '1.5'"),
+                                 ("SPARSETUNE_HEARTBEAT_S", "0", "positive whole number of seconds, got '0'")]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SearchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            heartbeat_settings()
+        monkeypatch.setenv(name, {"SPARSETUNE_GRACE_S": "5", "SPARSETUNE_HEARTBEAT_S": "2"}[name])
+
+
+def test_postgres_urls_get_the_installed_driver_and_errors_hide_the_password():
+    pytest.importorskip("psycopg2")
+    url = _with_driver("postgresql://u@h/db")
+    assert url in ("postgresql://u@h/db", "postgresql+psycopg2://u@h/db")  # psycopg 3 is used when installed
+    assert _with_driver("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert _redact("postgresql://me:secret@db.example:5432/x") == "postgresql://me:***@db.example:5432/x"
+    assert _redact("postgresql://me@db/x") == "postgresql://me@db/x"
+
+
+def test_an_unreachable_server_is_one_line(tmp_path, run_cli):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_cli("collect", "--storage", f"postgresql://me:secret@127.0.0.1:{port}/x", "--study", "s",
+                     "-o", tmp_path / "p.yaml")
+    assert result.code == 2
+    assert result.err.startswith("error: storage: cannot open postgresql") and "secret" not in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_collect_needs_an_existing_storage(tmp_path, run_cli):
+    result = run_cli("collect", "-o", tmp_path / "p.yaml")
+    assert result.code == 2 and "p.optuna.journal" in result.err and "--storage" in result.err
+    empty = tmp_path / "e.journal"
+    result = run_cli("collect", "--storage", empty, "--study", "s", "-o", tmp_path / "p.yaml")
+    assert result.code == 2 and "no bucket studies" in result.err
+    assert not (tmp_path / "p.yaml").exists()
