@@ -56,7 +56,8 @@ def _buckets_table(profile: Profile) -> Table:
     if profile.min_len > 1:
         notes.append(f"inputs shorter than {profile.min_len} run dense")
     table = Table(title="buckets", caption="; ".join(notes), title_justify="left")
-    for name in ("tokens", "budget", "block", "sink", "local", "acc", "dense", "lower", "n", "sparsity", "cost"):
+    for name in ("tokens", "budget", "block", "sink", "local", "acc", "dense", "lower", "n", "sparsity", "cost",
+                 "speed-up"):
         table.add_column(name, justify="left" if name in ("tokens", "budget") else "right", no_wrap=True)
     reasons = []
     for i, b in enumerate(profile.buckets):
@@ -71,6 +72,7 @@ def _buckets_table(profile: Profile) -> Table:
             _num(a and a.sparse), _num(a and a.dense), _num(a and a.lower_bound),
             _DASH if a is None else str(a.n),
             _num(b.sparsity, ".0%"), _DASH if b.cost is None else f"{b.cost:.2f}x",
+            _DASH if not b.cost else f"{1 / b.cost:.1f}x",  # attention speed-up over dense at this length
         )
         if b.reason:
             reasons.append(f"{_range(profile, i)}: {b.reason}")
