@@ -124,12 +124,18 @@ def test_resume_after_kill_redoes_no_finished_trial(tmp_path):
 
 @pytest.mark.slow
 def test_impossible_floor_gives_dense_buckets_with_reasons(tmp_path):
+    workload = _slice(tmp_path, per_task=1)
+    rows = [json.loads(line) for line in workload.read_text().splitlines()]
+    for length in (256, 512):  # one wrong label per bucket: no budget, dense included, can reach 1.0
+        row = next(r for r in rows if r["task"] == "niah" and len(r["prompt"].split()) + 2 == length)
+        row["answer"] = "v00" if row["answer"] != "v00" else "v01"
+    workload.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "p.yaml"
-    r = _run(*_search_args(_slice(tmp_path, per_task=1), out, 3, "--floor", "1.0", "--floor-kind", "absolute"))
+    r = _run(*_search_args(workload, out, 3, "--floor", "1.0", "--floor-kind", "absolute"))
     assert r.returncode == 0, r.stderr
     profile = load_profile(out)
-    # cwe is not solved perfectly by the dense demo model, so no bucket reaches an absolute 1.0.
-    assert all(b.dense and "floor" in b.reason for b in profile.buckets)
+    assert all(b.dense and "below the absolute floor" in b.reason for b in profile.buckets), \
+        [b.reason for b in profile.buckets]
     assert profile.lookup(300) is None and profile.lookup(10_000) is None
 
 
