@@ -178,6 +178,7 @@ def collect(
     out: OutOpt = Path("profile.yaml"),
     storage: StorageOpt = None,
     study: StudyOpt = None,
+    status: Annotated[bool, typer.Option("--status", help="Only show each bucket's progress; write nothing.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Write the profile and plot from a study's trials in storage, running none; shows each bucket's progress.
@@ -212,6 +213,10 @@ def collect(
                           str(b.failed), str(b.retried), str(len(b.workers)),
                           "-" if b.best_cost is None else f"{b.best_cost:.2f}x dense")
         console.print(table)
+    if status:
+        if json_output:
+            sys.stdout.write(json.dumps({"storage": storage or str(journal), "buckets": rows}, indent=2) + "\n")
+        return
     profile = profile_from_storage(st, name)
     outcomes = bucket_outcomes(st, name)
     profile.save(out)

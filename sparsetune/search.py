@@ -679,6 +679,8 @@ def _run_buckets(runs: list[_BucketRun], loaded: LoadedModel, storage: optuna.st
                 busy.append(run)
         pending = busy
         if pending and not ran:
+            if deadline is not None and time.monotonic() >= deadline:
+                return  # the rest is running elsewhere; this worker's time is up
             time.sleep(POLL_S)
             for run in pending:
                 _reap(run.study, storage)
@@ -846,9 +848,13 @@ def _retried_trial_number(t: FrozenTrial) -> int | None:
 
 
 def study_progress(storage: optuna.storages.BaseStorage, prefix: str) -> list[BucketProgress]:
-    """Per bucket of the studies `<prefix>:<max_len>`: trial counts by state, workers, best cost so far."""
+    """Per bucket of the studies `<prefix>:<max_len>`: trial counts by state, workers, best cost so far.
+
+    Buckets no worker has reached yet are listed with zero trials.
+    """
     rows = []
-    for study in _bucket_studies(storage, prefix):
+    studies = _bucket_studies(storage, prefix)
+    for study in studies:
         meta = study.user_attrs["meta"]
         trials = study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -862,7 +868,12 @@ def study_progress(storage: optuna.storages.BaseStorage, prefix: str) -> list[Bu
             workers=tuple(sorted({t.user_attrs["worker"] for t in complete if "worker" in t.user_attrs})),
             baseline=any(_is_dense_trial(t) for t in complete),
             best_cost=min((t.value for t in sparse), default=None)))
-    return rows
+    meta = studies[-1].user_attrs["meta"]
+    started = {r.max_len for r in rows}
+    rows += [BucketProgress(max_len=e, target=meta["trials"], complete=0, running=0, waiting=0, failed=0,
+                            retried=0, workers=(), baseline=False, best_cost=None)
+             for e in meta["edges"] if e not in started]
+    return sorted(rows, key=lambda r: r.max_len)
 
 
 def profile_from_storage(storage: optuna.storages.BaseStorage, prefix: str) -> Profile:

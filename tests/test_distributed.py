@@ -119,7 +119,7 @@ def _check_bucket(study: optuna.Study, trials: int) -> list:
 
 
 @pytest.mark.slow
-def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url):
+def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url, run_cli):
     workload = _slice(tmp_path)  # 8 samples at 256 and 8 at 512 tokens
     outs = [tmp_path / f"w{i}" / "p.yaml" for i in range(2)]
     procs = [_start(pg_url, "duo", workload, out, 6, "256,512") for out in outs]
@@ -150,6 +150,9 @@ def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url
         [(256, 6, 6, 0), (512, 6, 6, 0)]
     assert sum(len(optuna.load_study(study_name=f"duo:{e}", storage=storage).trials) for e in (256, 512)) == \
         sum(b["complete"] + b["failed"] for b in report["buckets"])  # collect added no trial
+    status = run_cli("collect", "--storage", pg_url, "--study", "duo", "--status", "--json", "-o", tmp_path / "s.yaml")
+    assert status.code == 0 and json.loads(status.out)["buckets"] == report["buckets"]
+    assert not (tmp_path / "s.yaml").exists()
 
 
 @pytest.mark.slow
@@ -303,6 +306,19 @@ def test_an_unreachable_server_is_one_line(tmp_path, run_cli):
     assert result.code == 2
     assert result.err.startswith("error: storage: cannot open postgresql") and "secret" not in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_status_lists_buckets_no_worker_has_reached(tmp_path, run_cli):
+    storage = open_storage(str(tmp_path / "s.journal"), "unused")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="s:256", storage=storage)
+    study.set_user_attr("meta", {"bucket": {"max_len": 256}, "trials": 3, "edges": [256, 512]})
+    study.add_trial(optuna.create_trial(value=1.0, user_attrs={"dense": True, "worker": "h:1"}))
+    result = run_cli("collect", "--storage", tmp_path / "s.journal", "--study", "s", "--status", "--json")
+    assert result.code == 0, result.err
+    rows = [(b["max_len"], b["complete"], b["target"], b["baseline"], b["workers"])
+            for b in json.loads(result.out)["buckets"]]
+    assert rows == [(256, 1, 3, True, ["h:1"]), (512, 0, 3, False, [])]
 
 
 def test_collect_needs_an_existing_storage(tmp_path, run_cli):
