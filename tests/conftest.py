@@ -13,6 +13,15 @@ from typing import Any
 import pytest
 import yaml
 
+# Triton fixes compiled-vs-interpreted when a kernel module is first imported, and any test may be
+# the first to import it. Without a GPU every kernel must run under the interpreter, so decide
+# here, before any test module imports sparsetune.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "profiles" / "example.yaml"
 
