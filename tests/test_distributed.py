@@ -171,10 +171,11 @@ def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path
             except KeyError:
                 continue
             trials = study.get_trials(deepcopy=False)
-            # Mid-trial: the victim runs a sparse trial, after finishing one of its own.
+            # Mid-trial: the victim evaluates a sparse budget (all its parameters are drawn), after
+            # finishing a trial of its own.
             mine = [t for t in trials if t.user_attrs.get("worker") == _worker(victim)]
             running = [t for t in mine if t.state == TrialState.RUNNING and not t.user_attrs.get("dense")
-                       and "skipped" not in t.user_attrs]
+                       and "skipped" not in t.user_attrs and "keep" in t.params]
             if running and any(t.state == TrialState.COMPLETE for t in mine):
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
@@ -199,7 +200,7 @@ def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path
         assert len(retries) == 1
         retry = retries[0]
         assert RetryHeartbeatStaleTrialCallback.retry_history(retry) == [killed]
-    assert retry.state == TrialState.COMPLETE and retry.params == trials[killed].params
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[killed].params  # the same budget
     assert retry.user_attrs["worker"] == _worker(survivor)
     now = {t.number: (t.value, t.datetime_complete, t.user_attrs["worker"]) for t in complete}
     assert {n: now.get(n) for n in before} == before  # every finished trial kept as it was
