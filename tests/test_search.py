@@ -84,8 +84,9 @@ def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
 
 @pytest.mark.slow
 def test_resume_after_kill_redoes_no_finished_trial(tmp_path):
-    workload = _slice(tmp_path, lengths=(512,), per_task=2)
-    args = ["search", "--model", "demo", "--workload", workload, "--buckets", "512", "--trials", "6"]
+    workload = _slice(tmp_path, lengths=(512,), per_task=4)
+    trials = 10
+    args = ["search", "--model", "demo", "--workload", workload, "--buckets", "512", "--trials", str(trials)]
     ref = tmp_path / "ref" / "p.yaml"
     assert _run(*args, "-o", ref).returncode == 0
 
@@ -96,7 +97,7 @@ def test_resume_after_kill_redoes_no_finished_trial(tmp_path):
     deadline = time.monotonic() + 300
     done_before: dict[int, tuple] = {}
     while time.monotonic() < deadline:  # kill once three trials are complete
-        time.sleep(0.5)
+        time.sleep(0.2)
         if journal.exists():
             try:
                 study = optuna.load_study(study_name="p:512", storage=_journal(out))
@@ -109,13 +110,15 @@ def test_resume_after_kill_redoes_no_finished_trial(tmp_path):
                 done_before = {t.number: (t.params, t.datetime_complete) for t in complete}
                 break
     assert done_before, "the search never completed three trials"
-    assert not out.exists()
+    killed_at = len(optuna.load_study(study_name="p:512", storage=_journal(out)).get_trials(
+        states=(TrialState.COMPLETE,)))
+    assert killed_at < trials and not out.exists(), "the search finished before it was killed"
 
     r = _run(*args, "-o", out)
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="p:512", storage=_journal(out))
     complete = {t.number: (t.params, t.datetime_complete) for t in study.get_trials(states=(TrialState.COMPLETE,))}
-    assert len(complete) == 6
+    assert len(complete) == trials
     for number, before in done_before.items():
         assert complete[number] == before  # kept, not redone
     a, b = load_profile(ref), load_profile(out)
