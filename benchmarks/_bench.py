@@ -184,7 +184,11 @@ class ProfilePolicy:
                             "budget": None if b.budget is None else b.budget.to_dict(),
                             "search_accuracy": None if b.accuracy is None else
                             {"sparse": b.accuracy.sparse, "dense": b.accuracy.dense, "n": b.accuracy.n}})
+        prov = self.profile.provenance
         return {"kind": "profile", "path": shown, "sha256": hashlib.sha256(self.path.read_bytes()).hexdigest(),
+                "trials_per_bucket": prov.trials_per_bucket, "seed": prov.seed,
+                "floor": {"kind": self.profile.floor.kind, "value": self.profile.floor.value,
+                          "confidence": self.profile.floor.confidence},
                 "min_len": self.profile.min_len, "buckets": buckets, "label": self.label}
 
 
