@@ -137,7 +137,7 @@ def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url
     rebuilt = profile_from_storage(storage, "duo")
     for out, report in zip(outs, reports):
         assert load_profile(out) == rebuilt
-        assert report["profile"] == rebuilt.to_dict()
+        assert report["profile"] == json.loads(rebuilt.to_json())
 
     # `collect` writes the same profile from the storage, running nothing.
     r = subprocess.run([*sparsetune_command(), "collect", "--storage", pg_url, "--study", "duo",
@@ -157,9 +157,11 @@ def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url
 
 @pytest.mark.slow
 def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path, pg_url):
-    workload = _slice(tmp_path, lengths=(512,))  # one bucket: both workers on the same study
+    # One bucket, both workers on the same study; trials long enough (32 samples) and numerous
+    # enough that the victim is caught mid-trial even on a loaded machine.
+    workload = _slice(tmp_path, lengths=(512,), per_task=8)
     outs = [tmp_path / "victim" / "p.yaml", tmp_path / "survivor" / "p.yaml"]
-    victim, survivor = procs = [_start(pg_url, "kill", workload, out, 8, "512") for out in outs]
+    victim, survivor = procs = [_start(pg_url, "kill", workload, out, 12, "512") for out in outs]
     storage = _storage(pg_url)
     killed = None
     deadline = time.monotonic() + 240
@@ -192,7 +194,7 @@ def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path
 
     report = _finish(survivor, outs[1])
     trials = study.get_trials()
-    complete = _check_bucket(study, 8)
+    complete = _check_bucket(study, 12)
     assert trials[killed].state == TrialState.FAIL  # failed by the heartbeat after the grace period
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -206,7 +208,7 @@ def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path
     assert {n: now.get(n) for n in before} == before  # every finished trial kept as it was
     assert any(w == _worker(victim) for _, _, w in before.values())
     rebuilt = profile_from_storage(storage, "kill")
-    assert load_profile(outs[1]) == rebuilt and report["profile"] == rebuilt.to_dict()
+    assert load_profile(outs[1]) == rebuilt and report["profile"] == json.loads(rebuilt.to_json())
     assert not outs[0].exists()
 
 
