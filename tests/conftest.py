@@ -24,6 +24,23 @@ if "TRITON_INTERPRET" not in os.environ:
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "profiles" / "example.yaml"
+DEMO_WORKLOAD = REPO / "sparsetune" / "demo" / "workload.jsonl"
+
+
+def demo_slice(tmp_path: Path, lengths=(256, 512), per_task: int = 2, answers: bool = True) -> Path:
+    """A few demo samples per task at the given lengths (lengths include BOS and answer), as JSONL."""
+    import json
+
+    rows, seen = [], {}
+    for line in DEMO_WORKLOAD.read_text().splitlines():
+        row = json.loads(line)
+        key = (len(row["prompt"].split()) + len(row["answer"].split()) + 1, row["task"])
+        if key[0] in lengths and seen.get(key, 0) < per_task:
+            seen[key] = seen.get(key, 0) + 1
+            rows.append(row if answers else {"prompt": row["prompt"], "task": row["task"]})
+    path = tmp_path / "w.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 
 @dataclass

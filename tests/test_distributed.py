@@ -28,27 +28,14 @@ from sparsetune.errors import SearchError
 from sparsetune.search import (SearchSpace, _is_dense_trial, _LaneSeededTPE, _Objective, _redact, _with_driver,
                                heartbeat_settings, open_storage, profile_from_storage)
 
-from conftest import REPO, sparsetune_command
+from conftest import REPO, demo_slice as _slice, sparsetune_command
 
-DEMO_WORKLOAD = REPO / "sparsetune" / "demo" / "workload.jsonl"
 PG_ENV = "SPARSETUNE_TEST_POSTGRES"
 # Short heartbeat for the tests: a killed worker's trial is failed 3 s after its last beat.
 WORKER_ENV = {"SPARSETUNE_HEARTBEAT_S": "1", "SPARSETUNE_GRACE_S": "3", "SPARSETUNE_DEBUG": "1",
               "OMP_NUM_THREADS": "1"}  # two workers share two cores
 
 
-def _slice(tmp_path: Path, lengths=(256, 512), per_task: int = 2) -> Path:
-    """A few demo samples per task at the given lengths (lengths include BOS and answer)."""
-    rows, seen = [], {}
-    for line in DEMO_WORKLOAD.read_text().splitlines():
-        row = json.loads(line)
-        key = (len(row["prompt"].split()) + len(row["answer"].split()) + 1, row["task"])
-        if key[0] in lengths and seen.get(key, 0) < per_task:
-            seen[key] = seen.get(key, 0) + 1
-            rows.append(row)
-    path = tmp_path / "w.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture

@@ -17,24 +17,10 @@ from optuna.trial import TrialState
 from sparsetune import load_profile
 from sparsetune.search import _feasible, _is_dense_trial, open_storage, profile_from_storage
 
-from conftest import REPO, sparsetune_command
-
-DEMO_WORKLOAD = REPO / "sparsetune" / "demo" / "workload.jsonl"
+from conftest import REPO, demo_slice as _slice, sparsetune_command
 
 
-def _slice(tmp_path: Path, lengths=(256, 512), per_task: int = 2, answers: bool = True) -> Path:
-    """A few demo samples per task at the given lengths (lengths include BOS and answer)."""
-    rows, seen = [], {}
-    for line in DEMO_WORKLOAD.read_text().splitlines():
-        row = json.loads(line)
-        n = len(row["prompt"].split()) + len(row["answer"].split()) + 1
-        key = (n, row["task"])
-        if n in lengths and seen.get(key, 0) < per_task:
-            seen[key] = seen.get(key, 0) + 1
-            rows.append(row if answers else {"prompt": row["prompt"], "task": row["task"]})
-    path = tmp_path / "w.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+
 
 
 def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
