@@ -107,18 +107,20 @@ def _check_bucket(study: optuna.Study, trials: int) -> list:
 
 @pytest.mark.slow
 def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url, run_cli):
-    workload = _slice(tmp_path)  # 8 samples at 256 and 8 at 512 tokens
+    # 24 samples at 256 and 24 at 512 tokens, 10 trials each: enough work that the worker that
+    # starts second (model load on a loaded machine) still finds trials left to take.
+    workload = _slice(tmp_path, per_task=6)
     outs = [tmp_path / f"w{i}" / "p.yaml" for i in range(2)]
-    procs = [_start(pg_url, "duo", workload, out, 6, "256,512") for out in outs]
+    procs = [_start(pg_url, "duo", workload, out, 10, "256,512") for out in outs]
     reports = [_finish(p, out) for p, out in zip(procs, outs)]
 
     storage = _storage(pg_url)
     workers: dict[str, int] = {}
     for edge in (256, 512):
-        for t in _check_bucket(optuna.load_study(study_name=f"duo:{edge}", storage=storage), 6):
+        for t in _check_bucket(optuna.load_study(study_name=f"duo:{edge}", storage=storage), 10):
             workers[t.user_attrs["worker"]] = workers.get(t.user_attrs["worker"], 0) + 1
     assert set(workers) == {_worker(p) for p in procs}, workers  # both workers ran trials
-    assert sum(workers.values()) == 12
+    assert sum(workers.values()) == 20
 
     # Each worker waited for the other's last trial, so both wrote the profile of the whole storage.
     rebuilt = profile_from_storage(storage, "duo")
@@ -134,7 +136,7 @@ def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url
     assert load_profile(tmp_path / "c.yaml") == rebuilt
     assert (tmp_path / "c.png").stat().st_size > 10_000
     assert [(b["max_len"], b["complete"], b["target"], b["running"]) for b in report["buckets"]] == \
-        [(256, 6, 6, 0), (512, 6, 6, 0)]
+        [(256, 10, 10, 0), (512, 10, 10, 0)]
     assert sum(len(optuna.load_study(study_name=f"duo:{e}", storage=storage).trials) for e in (256, 512)) == \
         sum(b["complete"] + b["failed"] for b in report["buckets"])  # collect added no trial
     status = run_cli("collect", "--storage", pg_url, "--study", "duo", "--status", "--json", "-o", tmp_path / "s.yaml")
