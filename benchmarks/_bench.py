@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -296,6 +297,20 @@ class BucketResult:
         return max(0.0, paired_lower_bound(dense, [bool(c) for c in self.correct], CONFIDENCE).sparse_lower_bound)
 
 
+    def upper_bound(self) -> float | None:
+        """Paired upper confidence bound of the sparse accuracy: dense accuracy minus the lower bound of
+        (dense - sparse). A floor above it is missed beyond noise at CONFIDENCE."""
+        if not self.complete:
+            return None
+        from sparsetune.evaluate import paired_lower_bound
+
+        dense = self.dense if self.dense is not None else [bool(c) for c in self.correct]
+        sparse = [bool(c) for c in self.correct]
+        # roles swapped: bounds (dense - sparse) from below; its "sparse_accuracy" is the dense one
+        worse = paired_lower_bound(sparse, dense, CONFIDENCE)
+        return min(1.0, worse.sparse_accuracy - worse.lower_bound)
+
+
 class Bench:
     """A model on one split of the demo workload, bucketed at EDGES, with an on-disk evaluation cache."""
 
@@ -323,6 +338,7 @@ class Bench:
                 except json.JSONDecodeError:
                     continue  # a torn last line from a killed run
                 self._records.setdefault((r["edge"], r["key"]), {})[r["chunk"]] = r
+        self._rejections: dict[int, int] = {}  # bucket -> candidates it rejected (feasible_everywhere's order)
         self.evaluations = 0  # chunks evaluated by this process (not from the cache)
         self.eval_seconds = 0.0
 
@@ -436,8 +452,14 @@ class Bench:
                             seconds=seconds)
 
     def feasible_everywhere(self, policy: Any, mode: str = "floor") -> bool:
-        """The floor in every bucket, cheapest bucket first, stopping at the first miss."""
-        return all(self.result(b, policy, mode).feasible for b in range(len(EDGES)))
+        """The floor in every bucket, stopping at the first miss. Buckets that rejected the most candidates so
+        far go first (then the shorter, cheaper ones): the answer is the same in any order, the work is not."""
+        order = sorted(range(len(EDGES)), key=lambda b: (-self._rejections.get(b, 0), b))
+        for b in order:
+            if not self.result(b, policy, mode).feasible:
+                self._rejections[b] = self._rejections.get(b, 0) + 1
+                return False
+        return True
 
     def cheapest_feasible(self, candidates: Iterable[Any], bucket: int | None = None) -> tuple[Any, int]:
         """The cheapest candidate that meets the floor (in `bucket`, or in every bucket), and how many
@@ -491,7 +513,7 @@ def meta(started: float, command: str | None = None) -> dict[str, Any]:
             script_s = str(script.relative_to(ROOT))
         except ValueError:
             script_s = str(script)
-        command = " ".join([".venv/bin/python", script_s, *sys.argv[1:]])
+        command = shlex.join([".venv/bin/python", script_s, *sys.argv[1:]])
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(), "command": command, "commit": git_commit(),
             "wall_s": round(time.time() - started, 1)}

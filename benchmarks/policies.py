@@ -44,6 +44,7 @@ def judge(bench: B.Bench, policy: Any) -> dict[str, Any]:
         r = bench.result(b, policy, "full")
         buckets.append({"max_len": edge, "n": r.n, "dense": r.dense_accuracy, "sparse": r.accuracy,
                         "target": r.target(), "met": r.feasible, "lower_bound": r.lower_bound(),
+                        "upper_bound": r.upper_bound(),
                         "cost": r.cost, "sparsity": bench.sparsity(b, policy),
                         "measured_sparsity": r.measured_sparsity,
                         "budget": _budget_at(policy, bench, b), "per_task": r.per_task()})
@@ -81,7 +82,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("attention cost / dense (cost model)")
     ax.set_title("budget per length", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="upper right", framealpha=0.9)
     ax = axes[1]
     width = 0.8 / len(order)
     for j, k in enumerate(order):
@@ -110,7 +111,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_title("total attention cost", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     fig.suptitle(f"{result['model']}: same floor, three policies (chosen on the search split, judged on held-out; "
-                 f"saving of (a) over (b): {B.pct(result['headline']['saving_vs_fixed_keep'])})", fontsize=10)
+                 f"(a) needs {B.pct(abs(result['headline']['saving_vs_fixed_keep']))} "
+                 f"{'less' if result['headline']['saving_vs_fixed_keep'] >= 0 else 'more'} than (b); target "
+                 f"{'met' if result['headline']['target_met'] else 'missed'})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -24,6 +24,31 @@ def load(name: str) -> dict[str, Any] | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
+def run_times() -> str:
+    """The last `run_all.sh`'s step times, and the evaluation seconds stored in the caches, if present."""
+    out = []
+    f = B.OUT / "run_all_times.tsv"
+    if f.is_file():
+        rows = [line.split("\t") for line in f.read_text().splitlines() if "\t" in line]
+        d = dict(rows)
+        steps = [(k, v) for k, v in rows if k not in ("date", "total")]
+        out.append(f"- Last `{RUN_ALL}` ({d.get('date', '?')}): {d.get('total', '?')} s in all ("
+                   + "; ".join(f"{k}: {v} s" for k, v in steps) + "), with the caches as they were.")
+    secs, chunks = 0.0, 0
+    for c in sorted(B.CACHE.glob("evals-*.jsonl")) if B.CACHE.is_dir() else []:
+        for line in c.read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            secs += r.get("seconds", 0.0)
+            chunks += 1
+    if chunks:
+        out.append(f"- The evaluation caches hold {chunks} chunks of 8 samples that took {secs:.0f} s of model time "
+                   "to compute (under this machine's load at the time): about what a cold run spends evaluating.")
+    return "\n".join(out)
+
+
 def provenance(m: dict[str, Any], extra: str = "") -> str:
     return (f"- Machine: {m['machine']}\n- Date: {m['date']} (commit {m['commit']}); wall time {m['wall_s']:.0f} s"
             f"{extra}\n- Reproduce: `{m['command']}` (or everything: `{RUN_ALL}`)")
@@ -135,6 +160,12 @@ def tolerance_findings(t: dict[str, Any]) -> list[str]:
         worse = score["cwe"] < min(score[x] for x in single)
         out.append(f"Aggregation (cwe) is {'more' if worse else 'not more'} fragile than single retrieval "
                    f"({', '.join(single)}).")
+    weak = {x: [bk["dense"][x]["correct"] / bk["dense"][x]["n"] for bk in t["buckets"]] for x in tasks}
+    weak = {x: v for x, v in weak.items() if min(v) < 0.9}
+    if weak:
+        out.append("Caution: " + "; ".join(f"{x}'s dense accuracy is only {min(v):.2f}-{max(v):.2f}" for x, v in weak.items())
+                   + ", so its floor (relative to dense) is loose and its score partly measures noise around a weak "
+                   "baseline (its sparse accuracy sometimes exceeds dense).")
     per_task_max = {x: [bk["summary"][x]["max_sparsity"] for bk in t["buckets"]] for x in tasks}
     out.append("Highest tolerated sparsity per task by bucket: "
                + "; ".join(f"{x} {', '.join(f'{v:.2f}' for v in per_task_max[x])}" for x in tasks) + ".")
@@ -168,7 +199,8 @@ def policies_section(results: list[dict[str, Any]]) -> str:
               "- The buckets are small (n = 32 per split and bucket): one sample is 3 points of accuracy, and a "
               "choice that just meets the floor on the search split can miss it on held-out by a sample or two "
               "(the selection is on the edge by construction). The lower-bound column shows how little n = 32 can "
-              "certify.",
+              "certify. A miss is marked *within noise* when the paired upper confidence bound of the sparse "
+              "accuracy (same level) is still at or above the floor, *beyond noise* when even that is below it.",
               "- Cost is for the prefill at each bucket's prompt length; the profile is looked up exactly as "
               "serving does (`Profile.lookup(kv_len)`), so its `min_len` (shorter prompts run dense) counts.", ""]
     return "\n".join(lines)
@@ -180,25 +212,33 @@ def shortfall(bk: dict[str, Any]) -> int:
     return max(0, need - round(bk["sparse"] * bk["n"]))
 
 
+def noise(bk: dict[str, Any]) -> str:
+    ub = bk.get("upper_bound")
+    if ub is None:
+        return ""
+    return (f"; within noise: the {B.CONFIDENCE:.0%} upper bound {ub:.3f} is above the floor" if ub >= bk["target"]
+            else f"; beyond noise: even the {B.CONFIDENCE:.0%} upper bound {ub:.3f} is below the floor")
+
+
 def policy_findings(r: dict[str, Any]) -> list[str]:
     pols = r["policies"]
     a, b, c = (pols[k]["heldout"] for k in ("a", "b", "c"))
     g, grid = pols["b_gated"]["heldout"], pols["a_grid"]["heldout"]
-    out = [f"(a) costs {a['cost']:.3f} of dense attention FLOPs on the held-out mix, (b) {b['cost']:.3f}: (a) is "
+    out = [f"(a) costs {a['cost']:.3f} of dense attention FLOPs on the held-out mix, (b) {b['cost']:.3f}: (a) needs "
            f"{relation(a['cost'], b['cost'])} (b)."]
     missed = [bk for bk in a["buckets"] if not bk["met"]]
     if missed:
         out.append("On held-out data (a) misses the floor at " + ", ".join(
             f"{bk['max_len']} tokens ({bk['sparse']:.3f} against a floor of {bk['target']:.3f}: "
-            f"{shortfall(bk)} of {bk['n']} samples short)" for bk in missed) + ".")
+            f"{shortfall(bk)} of {bk['n']} samples short" + noise(bk) + ")" for bk in missed) + ".")
     else:
         out.append("On held-out data (a) meets the floor in every bucket.")
-    out.append(f"(c), the fixed token budget, costs {c['cost']:.3f} ((a) is {relation(a['cost'], c['cost'])} it) and "
+    out.append(f"(c), the fixed token budget, costs {c['cost']:.3f} ((a) needs {relation(a['cost'], c['cost'])} it) and "
                f"{'meets the floor everywhere' if c['all_met'] else 'misses the floor in ' + str(sum(not x['met'] for x in c['buckets'])) + ' held-out bucket(s)'}; "
                f"(b'), fixed keep with a dense gate, costs {g['cost']:.3f} and "
                f"{'meets it everywhere' if g['all_met'] else 'misses it somewhere'}.")
     trials = pols["a"]["policy"].get("trials_per_bucket")
-    out.append(f"The exhaustive per-bucket grid optimum (a*) costs {grid['cost']:.3f}, so (a) is "
+    out.append(f"The exhaustive per-bucket grid optimum (a*) costs {grid['cost']:.3f}, so (a) needs "
                f"{relation(a['cost'], grid['cost'])} the best per-bucket choice the grid holds"
                + (f" ({trials} search trials per bucket)" if trials else "")
                + f"; (a*) {'holds' if grid['all_met'] else 'does not hold'} the floor on held-out data either.")
@@ -224,7 +264,9 @@ def policies_model(r: dict[str, Any]) -> list[str]:
         cells = []
         for bk in p["heldout"]["buckets"]:
             lb = "-" if bk["lower_bound"] is None else f"{bk['lower_bound']:.2f}"
-            miss = "" if bk["met"] else " **below floor**"
+            ub = bk.get("upper_bound")
+            miss = "" if bk["met"] else (" **below floor**" + ("" if ub is None else
+                                          " (within noise)" if ub >= bk["target"] else " (beyond noise)"))
             cells.append(f"{bk['sparse']:.3f} / {bk['dense']:.3f} ({lb}){miss}; {bk['cost']:.2f}")
         rows.append([p["name"], p["policy"]["label"], f"{p['heldout']['cost']:.3f}"] + cells
                     + ["yes" if p["heldout"]["all_met"] else "no"])
@@ -249,7 +291,7 @@ def policies_model(r: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- efficiency
 
 
-def efficiency_section(e: dict[str, Any]) -> str:
+def efficiency_section(e: dict[str, Any], search_trials: int | None = None) -> str:
     size, budget, cells = e["grid_size"], e["budget"], e["cells"]
     sp = e["space"]
     lines = ["## Search efficiency", "",
@@ -266,6 +308,8 @@ def efficiency_section(e: dict[str, Any]) -> str:
     header = ["bucket", "grid best: cost (budget)", "points within 5%", "TPE: trials per seed",
               "TPE median", f"TPE seeds within {budget}", "random: trials per seed", "random median",
               f"random seeds within {budget}", "random, exact: expected trials / P(within budget)"]
+    if search_trials:
+        header.append(f"TPE seeds within {search_trials} (the demo profile's trials)")
     rows = []
     verdicts = []
 
@@ -284,15 +328,20 @@ def efficiency_section(e: dict[str, Any]) -> str:
                      f"{t['reached_within_budget']}/{e['seeds']}",
                      trials(r["trials_to_reach"], r["cap"]), med(r["median"], r["cap"]),
                      f"{r['reached_within_budget']}/{e['seeds']}",
-                     f"{r['expected_trials']:.0f} / {r['p_within_budget']:.2f}"])
+                     f"{r['expected_trials']:.0f} / {r['p_within_budget']:.2f}"]
+                    + ([f"{sum(x is not None and x <= search_trials for x in t['trials_to_reach'])}/{e['seeds']}"]
+                       if search_trials else []))
         verdicts.append((bk["max_len"], t["median"], t["reached_within_budget"], r["median"]))
     lines.append(md_table(header, rows))
     met = [v for v in verdicts if v[1] is not None and v[1] <= budget]
     all_seeds = sum(v[2] for v in verdicts)
     lines += ["", f"**Target (TPE needs at most {budget} trials = {e['target_share']:.0%} of the grid's {size} "
-              f"evaluations): {'MET' if len(met) == len(verdicts) else 'MISSED'} on the median, in "
-              f"{len(met)} of {len(verdicts)} buckets; per seed, {all_seeds} of {e['seeds'] * len(verdicts)} "
-              "(bucket, seed) runs got there within the budget.** "
+              f"evaluations, median over seeds, every bucket): {'MET' if len(met) == len(verdicts) else 'MISSED'}: "
+              f"the median is within the budget in {len(met)} of {len(verdicts)} buckets"
+              + ("" if len(met) == len(verdicts) else " (not at " + ", ".join(
+                  str(v[0]) for v in verdicts if v not in met) + " tokens)")
+              + f"; per seed, {all_seeds} of {e['seeds'] * len(verdicts)} (bucket, seed) runs got there within the "
+              "budget.** "
               + "; ".join(f"{m}: TPE median {med(tm, size)} ({'-' if tm is None else pct(tm / size)} of the grid), "
                           f"random median {med(rm, RANDOM_CAP)}"
                           for m, tm, tr, rm in verdicts) + ".", "",
@@ -315,13 +364,17 @@ def efficiency_section(e: dict[str, Any]) -> str:
               "- Cost = relative attention FLOPs of the bucket's prefills (cost model, no GPU); feasible = accuracy >= "
               f"{B.FLOOR} x dense on the bucket's samples, with search.py's early stop.", "",
               provenance(e["meta"])]
+    times = run_times()
+    if times:
+        lines += ["", "Run time of all three sections (both models):", "", times]
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- README
 
 
-def readme_section(r: dict[str, Any], t: dict[str, Any] | None, e: dict[str, Any] | None) -> str:
+def readme_section(r: dict[str, Any], t: dict[str, Any] | None, e: dict[str, Any] | None,
+                   others: list[dict[str, Any]] = ()) -> str:
     h = r["headline"]
     pols = r["policies"]
     a, b, c = (pols[k]["heldout"] for k in ("a", "b", "c"))
@@ -340,7 +393,8 @@ def readme_section(r: dict[str, Any], t: dict[str, Any] | None, e: dict[str, Any
     lines.append(f"- **Per-length budgets need less compute at the same floor.** On the search split, the best budget "
                  f"per length bucket (exhaustive grid) costs {grid_s['cost']:.3f} of dense attention FLOPs over the "
                  f"workload's length mix; the best single keep ratio that meets the floor at every length "
-                 f"({pols['b']['policy']['label']}) costs {b_s['cost']:.3f}: {relation(grid_s['cost'], b_s['cost'])} it.")
+                 f"({pols['b']['policy']['label']}) costs {b_s['cost']:.3f}. Per-length budgets need "
+                 f"{relation(grid_s['cost'], b_s['cost'])} the single ratio.")
     missed = [bk for bk in a["buckets"] if not bk["met"]]
     lines.append(f"- **The searched profile, on held-out data.** `sparsetune search --trials "
                  f"{pols['a']['policy'].get('trials_per_bucket', '?')}` costs {a['cost']:.3f}, {relation(a['cost'], b['cost'])} "
@@ -353,9 +407,9 @@ def readme_section(r: dict[str, Any], t: dict[str, Any] | None, e: dict[str, Any
                     if missed else f"and meets the floor in every bucket: the target is **{'met' if h['target_met'] else 'missed'}**."))
     for k in r.get("extra", []):
         x = pols[k]
-        lines.append(f"- {x['name']}: costs {x['heldout']['cost']:.3f} on held-out data and "
-                     + ("meets the floor in every bucket." if x["heldout"]["all_met"] else
-                        f"misses the floor in {sum(not q['met'] for q in x['heldout']['buckets'])} bucket(s)."))
+        lines.append(f"- {x['name']} (same search settings otherwise): costs {x['heldout']['cost']:.3f} on held-out "
+                     "data and " + ("meets the floor in every bucket." if x["heldout"]["all_met"] else
+                                   f"still misses the floor in {sum(not q['met'] for q in x['heldout']['buckets'])} bucket(s)."))
     lines.append(f"- **A fixed token budget is length-adaptive too.** Keeping {pols['c']['policy']['label'].split(',')[0].split('=')[1]} "
                  f"tokens per query (keep = tokens / length, as Quest and MInference budget) costs {c['cost']:.3f} and "
                  + ("meets the floor everywhere on held-out data." if c["all_met"] else
@@ -363,6 +417,16 @@ def readme_section(r: dict[str, Any], t: dict[str, Any] | None, e: dict[str, Any
     held = [f"{pols[k]['name']} ({pols[k]['heldout']['cost']:.3f})"
             for k in ("a", "b", "c", "b_gated", "a_grid", *r.get("extra", [])) if pols[k]["heldout"]["all_met"]]
     lines.append("- Held the floor in every held-out bucket: " + (", ".join(held) if held else "none") + ".")
+    for o in others:
+        p2 = o["policies"]
+        a2, b2, c2 = (p2[k]["heldout"] for k in ("a", "b", "c"))
+        lines.append(f"- **Second model** ({o['model']}: the demo recipe, `scripts/train_demo.py --seed 1`): the profile "
+                     f"costs {a2['cost']:.3f}, the best fixed ratio {b2['cost']:.3f} ({relation(a2['cost'], b2['cost'])} "
+                     f"it), the best token budget {c2['cost']:.3f}; on held-out data the profile "
+                     + ("meets the floor everywhere" if a2["all_met"] else
+                        f"misses the floor in {sum(not q['met'] for q in a2['buckets'])} of {len(a2['buckets'])} buckets")
+                     + f", the token budget {'meets it everywhere' if c2['all_met'] else 'misses it somewhere'}: "
+                     f"target {'met' if o['headline']['target_met'] else 'missed'}.")
     lines += ["- Caveats: a 2-layer demo model, 32 samples per bucket and split (one sample is 3 points of accuracy), "
               "FLOP cost model rather than GPU time.", "",
               f"![same floor, three policies](benchmarks/out/policies_{r['model']}.png)"]
@@ -378,10 +442,12 @@ def main() -> None:
     if pols:
         B.splice(B.RESULTS, "policies", policies_section(pols))
     if eff:
-        B.splice(B.RESULTS, "search-efficiency", efficiency_section(eff))
+        demo_pol = next((p for p in pols if p["model"] == eff["model"]), None)
+        trials = demo_pol["policies"]["a"]["policy"].get("trials_per_bucket") if demo_pol else None
+        B.splice(B.RESULTS, "search-efficiency", efficiency_section(eff, trials))
     demo = next((p for p in pols if p["model"] == "demo"), None)
     if demo is not None:
-        B.splice(B.README, "why-per-length", readme_section(demo, tol, eff), header="", before="## Development")
+        B.splice(B.README, "why-per-length", readme_section(demo, tol, eff, [p for p in pols if p is not demo]), header="", before="## Development")
     print(f"updated {B.RESULTS} and {B.README}")
 
 

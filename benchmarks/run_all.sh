@@ -2,7 +2,7 @@
 # Every benchmark behind benchmarks/RESULTS.md's "Tolerance map", "Same floor, three policies" and
 # "Search efficiency" sections and README's "Why per-length budgets", then the report.
 #
-#     bash benchmarks/run_all.sh          # ~15 min on 2 CPU cores with a cold cache, ~1-2 min warm
+#     bash benchmarks/run_all.sh          # cold cache: an hour on a busy 2-core machine; warm: a few minutes
 #
 # Evaluations are cached in benchmarks/out/cache/ (delete it to recompute everything); the second
 # model and the profiles are rebuilt only when missing.
@@ -13,15 +13,22 @@ ST=${SPARSETUNE:-.venv/bin/sparsetune}
 OUT=benchmarks/out
 SEEDS=${SEEDS:-10}
 mkdir -p "$OUT"
-step() { echo "== $* ($((SECONDS))s)"; }
+TIMES=$OUT/run_all_times.tsv
+printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" > "$TIMES.tmp"
+last=$SECONDS
+step() {  # close the previous step's timing, announce the next
+  [ -z "${current:-}" ] || printf '%s\t%s\n' "$current" "$((SECONDS - last))" >> "$TIMES.tmp"
+  current=$1; last=$SECONDS
+  echo "== $current (${SECONDS}s)"
+}
 
-step "search efficiency: the exhaustive grid on the search split, then TPE and random replays"
+step "search efficiency (demo): grid scan, TPE and random replays"
 $PY benchmarks/search_efficiency.py --model demo --seeds "$SEEDS"
 
-step "tolerance map"
+step "tolerance map (demo)"
 $PY benchmarks/tolerance.py --model demo
 
-step "demo profile: the committed one, else the README's search command into $OUT"
+step "three policies (demo; profile searched if missing)"
 PROFILE=profiles/demo.yaml
 if [ ! -f "$PROFILE" ]; then
   PROFILE=$OUT/demo_profile.yaml
@@ -32,7 +39,7 @@ fi
 $PY benchmarks/policies.py --model demo --profile "$PROFILE" \
   --also "search with the floor on the 90% lower confidence bound=$OUT/demo_conf90.yaml"
 
-step "second model: the demo recipe with seed 1 (scripts/train_demo.py), its own search, three policies"
+step "second model (train and search if missing), three policies"
 if [ ! -f "$OUT/model2/config.json" ]; then
   $PY scripts/train_demo.py --seed 1 --out "$OUT/model2_run"
   $PY scripts/train_demo.py --seed 1 --out "$OUT/model2_run" --export "$OUT/model2"
@@ -40,6 +47,7 @@ fi
 [ -f "$OUT/model2_profile.yaml" ] || $ST search --model "$OUT/model2" --workload demo --trials 20 -o "$OUT/model2_profile.yaml"
 $PY benchmarks/policies.py --model "$OUT/model2" --profile "$OUT/model2_profile.yaml" --name model2
 
-step "report"
-$PY benchmarks/report.py
 step "done"
+printf 'total\t%s\n' "$SECONDS" >> "$TIMES.tmp"
+mv "$TIMES.tmp" "$TIMES"
+$PY benchmarks/report.py
