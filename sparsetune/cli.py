@@ -89,18 +89,6 @@ def show(profile: ProfileArg, json_output: JsonOpt = False) -> None:
     render_profile(loaded, console, title=str(profile))
 
 
-# Placeholders until their issues land: they accept any arguments and say so, exit 2.
-_PENDING = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True}}
-
-
-class _NotYetAvailable(SparsetuneError):
-    pass
-
-
-def _not_yet(command: str) -> None:
-    raise _NotYetAvailable(f"`sparsetune {command}` is not yet available in this version")
-
-
 BucketsOpt = Annotated[Optional[str], typer.Option(
     "--buckets", help="Bucket upper edges in tokens (512,1024,2048) or 'auto' (length quantiles).")]
 AnswerTokensOpt = Annotated[int, typer.Option(
@@ -251,12 +239,13 @@ def eval_(
     import json
 
     from .budget import Budget
+    from .errors import BudgetError
     from .evaluate import compare
     from .pipeline import load_inputs, parse_edges
     from .profile import load_profile
 
     if (profile is None) == (budget is None):
-        raise _NotYetAvailable("eval: give exactly one of --profile and --budget")
+        raise BudgetError("eval: give exactly one of --profile and --budget")
     policy = load_profile(profile) if profile is not None else Budget.parse(budget)
     loaded, work = load_inputs(model, workload, answer_tokens)
     edges = parse_edges(buckets)
