@@ -533,6 +533,15 @@ def model_label(model: str) -> str:
 # ---------------------------------------------------------------------------------------------- markdown
 
 
+def save_figure(fig: Any, path: Path) -> None:
+    """Lay out, write and close a matplotlib figure (every benchmark plot is saved the same way)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

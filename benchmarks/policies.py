@@ -114,9 +114,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
                  f"(a) needs {B.pct(abs(result['headline']['saving_vs_fixed_keep']))} "
                  f"{'less' if result['headline']['saving_vs_fixed_keep'] >= 0 else 'more'} than (b); target "
                  f"{'met' if result['headline']['target_met'] else 'missed'})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    B.save_figure(fig, path)
 
 
 def main() -> None:

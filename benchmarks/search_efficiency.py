@@ -174,9 +174,7 @@ def plot(result: dict[str, Any], path) -> None:
     axes[0][0].set_ylabel("share of seeds within 5% of grid best")
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"{result['model']}: trials to reach the grid's best feasible cost (+5%), TPE vs random", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    B.save_figure(fig, path)
 
 
 def main() -> None:

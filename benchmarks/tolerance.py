@@ -111,9 +111,7 @@ def plot(data: dict[str, Any], path) -> None:
     s = B.SLICE
     fig.suptitle(f"{data['model']}: accuracy vs sparsity (topk, block {s['block_size']}, sink {s['sink']}, "
                  f"local {s['local']}; keep {min(B.KEEPS)}-1; splits: {'+'.join(data['splits'])})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    B.save_figure(fig, path)
 
 
 def main() -> None:
