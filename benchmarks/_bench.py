@@ -64,7 +64,7 @@ class Fixed:
     local: int
 
     def lookup(self, seq_len: int):
-        from sparsetune.budget import Budget
+        from sparsetune.profile.budget import Budget
 
         if self.keep >= 1.0:
             return None
@@ -95,7 +95,7 @@ class Tokens:
     local: int
 
     def lookup(self, seq_len: int):
-        from sparsetune.budget import Budget
+        from sparsetune.profile.budget import Budget
 
         keep = self.tokens / seq_len
         if keep >= 1.0:
@@ -209,7 +209,7 @@ def _density(seq_len: int, budget_json: str, heads: int, kv_heads: int, head_dim
     import torch
 
     from sparsetune.attention import select_blocks
-    from sparsetune.budget import Budget
+    from sparsetune.profile.budget import Budget
 
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(1, heads, seq_len, head_dim, generator=gen)
@@ -291,7 +291,7 @@ class BucketResult:
         """Paired lower confidence bound of the sparse accuracy (complete results only)."""
         if not self.complete:
             return None
-        from sparsetune.evaluate import paired_lower_bound
+        from sparsetune.stats import paired_lower_bound
 
         dense = self.dense if self.dense is not None else [bool(c) for c in self.correct]
         return max(0.0, paired_lower_bound(dense, [bool(c) for c in self.correct], CONFIDENCE).sparse_lower_bound)
@@ -302,7 +302,7 @@ class BucketResult:
         (dense - sparse). A floor above it is missed beyond noise at CONFIDENCE."""
         if not self.complete:
             return None
-        from sparsetune.evaluate import paired_lower_bound
+        from sparsetune.stats import paired_lower_bound
 
         dense = self.dense if self.dense is not None else [bool(c) for c in self.correct]
         sparse = [bool(c) for c in self.correct]
@@ -315,8 +315,8 @@ class Bench:
     """A model on one split of the demo workload, bucketed at EDGES, with an on-disk evaluation cache."""
 
     def __init__(self, model: str, split: str, cache_dir: Path = CACHE) -> None:
-        from sparsetune.pipeline import load_inputs
-        from sparsetune.workload import bucketize
+        from sparsetune.evaluate import load_inputs
+        from sparsetune.profile.buckets import bucketize
 
         self.model_arg, self.split = model, split
         self.loaded, self.work = load_inputs(model, SPLITS[split])

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 # The config space lives in configs.py (importable without running @triton.jit); re-exported here.
-from .configs import CONFIGS, configs_for, default_config, keep_config
+from .configs import CONFIGS, config_problem, configs_for, default_config, keep_config
 
 __all__ = ["CONFIGS", "INTERPRETED", "block_sparse_attn_fwd", "configs_for", "default_config", "keep_config"]
 
@@ -176,9 +176,9 @@ def block_sparse_attn_fwd(
         raise RuntimeError("the Triton kernel got CPU tensors but was compiled for a GPU: set "
                            "TRITON_INTERPRET=1 before importing sparsetune.kernels.block_sparse_attn")
     conf = dict(config) if config is not None else default_config(block_size, head_dim)
-    if not keep_config(conf, block_size):
-        raise ValueError(f"launch config {conf} is invalid for block_size {block_size}: BLOCK_M and "
-                         "BLOCK_N must divide it (and 8 warps need BLOCK_M >= 64)")
+    problem = config_problem(conf, block_size)
+    if problem is not None:
+        raise ValueError(f"launch config {conf} is invalid for block_size {block_size}: {problem[0]} {problem[1]}")
     q_offset = seq_k - seq_q
     first_block = q_offset // block_size
     num_rows = -(-seq_k // block_size) - first_block

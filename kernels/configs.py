@@ -11,7 +11,11 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-__all__ = ["CONFIGS", "QUICK_CONFIGS", "SMEM_LIMIT_BYTES", "configs_for", "default_config", "keep_config"]
+__all__ = ["CONFIGS", "LAUNCH_KEYS", "QUICK_CONFIGS", "SMEM_LIMIT_BYTES", "config_problem", "configs_for", "default_config",
+           "keep_config"]
+
+# The launch-config keys, as the kernel's constexprs and launch options spell them (and profiles do).
+LAUNCH_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
 
 # Every combination the kernel accepts before the per-block-size filter. BLOCK_M is the query
 # tile, BLOCK_N the key tile; both are UPPER_CASE because they are tl.constexpr in the kernel
@@ -41,8 +45,11 @@ QUICK_CONFIGS: list[dict[str, int]] = [
 SMEM_LIMIT_BYTES = 227 * 1024
 
 
-def keep_config(conf: dict[str, Any], block_size: int, head_dim: int | None = None) -> bool:
-    """True when `conf` is a valid launch config for sparse blocks of `block_size` tokens.
+def config_problem(conf: dict[str, Any], block_size: int, head_dim: int | None = None,
+                   block_name: str = "the sparse block size") -> tuple[str, str] | None:
+    """The first rule `conf` breaks as a launch config for sparse blocks of `block_size` tokens, as
+    (field, "must ..., got ...") with the block size called `block_name`, or None when it is valid. The launcher and profile validation both
+    ask this one predicate (through `keep_config`), so a profile that validates also launches.
 
     Rules, each for a reason:
     - BLOCK_N divides block_size: a key tile never straddles two sparse blocks, so the kernel
@@ -56,15 +63,23 @@ def keep_config(conf: dict[str, Any], block_size: int, head_dim: int | None = No
     """
     bm, bn = int(conf["BLOCK_M"]), int(conf["BLOCK_N"])
     warps, stages = int(conf["num_warps"]), int(conf["num_stages"])
-    if block_size % bn or block_size % bm:
-        return False
+    if block_size % bn:
+        return "BLOCK_N", f"must divide {block_name} ({block_size}), got {bn}"
+    if block_size % bm:
+        return "BLOCK_M", f"must divide {block_name} ({block_size}), got {bm}"
     if warps == 8 and bm < 64:
-        return False
+        return "num_warps", f"must be at most 4 when BLOCK_M < 64 (BLOCK_M is {bm}), got {warps}"
     if head_dim is not None:
         smem = 2 * head_dim * (bm + 2 * bn * max(stages, 1))
         if smem > SMEM_LIMIT_BYTES:
-            return False
-    return True
+            return "num_stages", (f"must keep shared memory ({smem} bytes at head_dim {head_dim}) within "
+                                  f"{SMEM_LIMIT_BYTES}, got {stages}")
+    return None
+
+
+def keep_config(conf: dict[str, Any], block_size: int, head_dim: int | None = None) -> bool:
+    """True when `conf` is a valid launch config for sparse blocks of `block_size` (`config_problem`)."""
+    return config_problem(conf, block_size, head_dim) is None
 
 
 def configs_for(block_size: int, head_dim: int | None = None, quick: bool = False) -> list[dict[str, int]]:

@@ -26,7 +26,7 @@ KEEPS = [1.0, 0.5, 0.3, 0.2, 0.1, 0.05]
 
 
 def samples(loaded, per_length: int, seed: int = CARD_SEED):
-    from sparsetune.tasks import TASKS
+    from sparsetune.workload.tasks import TASKS
     from sparsetune.workload import TokenSample, synth_workload
 
     rows = synth_workload(loaded.tokenizer, list(TASKS), LENGTHS, per_length, seed)
@@ -49,7 +49,7 @@ def dense_table(loaded, data) -> dict[str, dict[int, float]]:
 
 
 def first_look(loaded, data, block: int = 64) -> list[dict]:
-    from sparsetune.budget import Budget
+    from sparsetune.profile.budget import Budget
     from sparsetune.evaluate import compare
 
     rows = []
@@ -61,8 +61,8 @@ def first_look(loaded, data, block: int = 64) -> list[dict]:
 
 
 def render(table: dict, look: list[dict], per_length: int, train_s: float) -> str:
-    from sparsetune.models import DEMO_MODEL
-    from sparsetune.tasks import TASKS, VOCAB
+    from sparsetune.workload.models import DEMO_MODEL
+    from sparsetune.workload.tasks import TASKS, VOCAB
 
     head = "| task | " + " | ".join(f"{n}" for n in LENGTHS) + " |\n|---|" + "---|" * len(LENGTHS) + "\n"
     dense = head + "".join(f"| {t} | " + " | ".join(f"{table[t][n]:.2f}" for n in LENGTHS) + " |\n" for t in TASKS)
@@ -87,7 +87,7 @@ def render(table: dict, look: list[dict], per_length: int, train_s: float) -> st
 def main() -> None:
     import torch
 
-    from sparsetune.models import load_model
+    from sparsetune.workload.models import load_model
 
     torch.set_grad_enabled(False)
     per_length = int(sys.argv[1]) if len(sys.argv) > 1 else 25

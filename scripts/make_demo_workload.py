@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sparsetune.tasks import TASKS, synth  # noqa: E402
+from sparsetune.workload.tasks import TASKS, synth  # noqa: E402
 from sparsetune.workload import write_jsonl  # noqa: E402
 
 LENGTHS = [256, 512, 1024, 2048]

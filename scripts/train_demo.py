@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sparsetune import tasks  # noqa: E402
+from sparsetune.workload import tasks  # noqa: E402
 
 IDS = {w: i for i, w in enumerate(tasks.VOCAB)}
 PAD, BOS = IDS["<pad>"], IDS["<bos>"]

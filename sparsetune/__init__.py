@@ -3,13 +3,13 @@
 The runtime API needs neither typer nor rich: `load_profile`, `Profile.lookup`, `enable`.
 
 Importing sparsetune registers ``attn_implementation="sparsetune"`` with transformers (at once if
-transformers' modeling code is loaded, else when it loads; see `_autoload`), so a folder made by
+transformers' modeling code is loaded, else when it loads; see `runtime.autoload`), so a folder made by
 `sparsetune apply` loads with its profile through plain `from_pretrained` calls.
 """
 
-from . import _autoload
-from .budget import Budget
-from .errors import BudgetError, ModelError, ProfileError, SearchError, SparsetuneError, WorkloadError
+from ._version import __version__
+from .errors import (AttentionError, BudgetError, DeployError, ModelError, ProfileError, SearchError,
+                     SparsetuneError, WorkloadError)
 from .profile import (
     PROFILE_SCHEMA_VERSION,
     Accuracy,
@@ -24,11 +24,11 @@ from .profile import (
     WorkloadInfo,
     load_profile,
 )
-
-__version__ = "0.1.0"
+from .profile.budget import Budget
+from .runtime import autoload as _autoload
 
 # torch and transformers are imported on first use, so `import sparsetune` stays cheap (~40 ms).
-_LAZY = {"enable": "hf_attention", "disable": "hf_attention", "record_sparsity": "hf_attention"}
+_LAZY = {"enable": "runtime.hf_attention", "disable": "runtime.hf_attention", "record_sparsity": "runtime.hf_attention"}
 
 
 def __getattr__(name: str):  # PEP 562: sparsetune.enable imports the transformers integration on first use
@@ -56,7 +56,9 @@ __all__ = [
     "disable",
     "record_sparsity",
     "Budget",
+    "AttentionError",
     "BudgetError",
+    "DeployError",
     "ModelError",
     "ProfileError",
     "SearchError",
@@ -65,4 +67,4 @@ __all__ = [
     "__version__",
 ]
 
-_autoload.install()  # last: registering may import sparsetune.hf_attention, which needs the names above
+_autoload.install()  # last: registering may import sparsetune.runtime.hf_attention, which needs the names above

@@ -13,6 +13,9 @@ __all__ = [
     "WorkloadError",
     "ModelError",
     "SearchError",
+    "DeployError",
+    "AttentionError",
+    "SearchWarning",
 ]
 
 
@@ -38,3 +41,15 @@ class ModelError(SparsetuneError, ValueError):
 
 class SearchError(SparsetuneError, ValueError):
     """Search arguments or storage are unusable."""
+
+
+class DeployError(SparsetuneError, ValueError):
+    """A profile cannot be deployed as asked (wrong model, output folder in the way, bad options)."""
+
+
+class AttentionError(SparsetuneError, ValueError):
+    """Attention inputs or a block mask break a rule (shapes, dtypes, mask layout)."""
+
+
+class SearchWarning(RuntimeWarning):
+    """Something a finished search must say: a bucket it gave up on (its trials kept failing)."""

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .budget import Budget
-from .errors import SparsetuneError
+from .errors import SearchError, SparsetuneError
+from .profile.budget import Budget
 
-__all__ = ["ConfigTiming", "CostEstimate", "TimingResult", "attention_flops", "cost_model", "time_launch_configs"]
+if TYPE_CHECKING:
+    from .profile.profile import Profile
+
+__all__ = ["ConfigTiming", "CostEstimate", "TimingResult", "attention_flops", "cost_model", "retime_profile",
+           "time_launch_configs"]
 
 
 @dataclass(frozen=True)
@@ -212,3 +217,26 @@ def time_launch_configs(seq_len: int, budget: Budget, heads: int, kv_heads: int,
         kv_heads=kv_heads, head_dim=head_dim, dtype=str(dtype).removeprefix("torch."), batch=batch,
         sparsity=mask.sparsity, configs=timings, best_config=best.config if best else None,
         best_ms=best.ms if best else None, selection_ms=selection_ms, dense_ms=dense_ms, notes=notes)
+
+
+def retime_profile(profile: Profile, on_bucket: Callable[[int, TimingResult], None] | None = None) -> Profile:
+    """Time every sparse bucket's launch configs on this machine's GPU and add its device section.
+
+    Budgets and accuracy are untouched: they do not depend on the GPU. Needs CUDA.
+    """
+    from .profile.profile import DeviceSection, KernelConfig
+
+    if not torch.cuda.is_available():
+        raise SearchError("retime: needs a CUDA GPU; this machine has none (kernels are never timed on CPU)")
+    m = profile.model
+    kernels = {}
+    for i, bucket in enumerate(profile.buckets):
+        if bucket.dense or bucket.budget is None:
+            continue
+        t = time_launch_configs(bucket.max_len, bucket.budget, m.heads, m.kv_heads, m.head_dim)
+        if on_bucket is not None:
+            on_bucket(i, t)
+        if t.best_config is not None:
+            kernels[bucket.max_len] = KernelConfig(**t.best_config, ms=t.best_ms, dense_ms=t.dense_ms,
+                                                   selection_ms=t.selection_ms or None)
+    return profile.with_device(torch.cuda.get_device_name(), DeviceSection(timing="measured", kernels=kernels))

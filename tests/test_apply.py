@@ -14,19 +14,10 @@ import pytest
 import torch
 
 from fixtures.tiny_models import save_folder
-from sparsetune import profile as profile_mod
-from sparsetune.apply import (
-    CONFIG_KEY,
-    PROFILE_FILE,
-    TablePolicy,
-    deploy,
-    device_warning,
-    hf_overrides,
-    lookup_table,
-    model_config_sha256,
-    policy_from_config,
-)
-from sparsetune.budget import Budget
+from sparsetune.deploy import deploy, device_warning, model_config_sha256
+from sparsetune.profile import versions
+from sparsetune.runtime import CONFIG_KEY, PROFILE_FILE, TablePolicy, hf_overrides, lookup_table, policy_from_config
+from sparsetune.profile.budget import Budget
 from sparsetune.errors import ProfileError
 from sparsetune.profile import (
     Bucket,
@@ -155,7 +146,7 @@ def test_deployed_folder_generates_with_the_profile_after_import_sparsetune(mode
     assert got["cheap_import"]  # registration waited for transformers; `import sparsetune` stayed light
 
     # Reference: the original folder, enabled by hand with the budget the profile gives that length.
-    from sparsetune.hf_attention import enabled, record_sparsity
+    from sparsetune.runtime.hf_attention import enabled, record_sparsity
     from transformers import AutoModelForCausalLM
 
     ref = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa")
@@ -212,7 +203,7 @@ def test_profile_for_another_model_needs_force(run_cli, profile_path, tmp_path):
 
 
 def test_gpu_without_tuned_configs_warns(model_dir):
-    tuned = {GPU: DeviceSection(timing="measured", kernels={256: KernelConfig(BLOCK_M=64, BLOCK_N=16, num_warps=4,
+    tuned = {GPU: DeviceSection(timing="measured", kernels={256: KernelConfig(BLOCK_M=16, BLOCK_N=16, num_warps=4,
                                                                                num_stages=2, ms=0.1)})}
     profile = make_profile(model_dir, devices=tuned)
     assert device_warning(profile, GPU) is None
@@ -228,7 +219,7 @@ def test_older_schema_is_explained_or_upgraded(run_cli, model_dir, profile_path,
     old.write_text(profile_path.read_text().replace("schema: 1", "schema: 0"))
     r = run_cli("apply", old, "--format", "json")
     assert r.code == 2 and "schema: unknown version 0" in r.err
-    monkeypatch.setitem(profile_mod._UPGRADES, 0, lambda data: data)  # how a real upgrade step plugs in
+    monkeypatch.setitem(versions.UPGRADES, 0, lambda data: data)  # how a real upgrade step plugs in
     r = run_cli("apply", old, "--model", model_dir, "--out", tmp_path / "d")
     assert r.code == 0 and "schema 0 was upgraded to 1" in r.err
     assert "schema: 1" in (tmp_path / "d" / PROFILE_FILE).read_text()
@@ -244,7 +235,7 @@ def test_older_schema_is_explained_or_upgraded(run_cli, model_dir, profile_path,
     (["--model", "MODEL", "--out", "MODEL/inside"], "is inside the model folder"),
 ])
 def test_bad_input_exits_2(run_cli, model_dir, profile_path, tmp_path, args, message):
-    from sparsetune.models import DEMO_MODEL
+    from sparsetune.workload.models import DEMO_MODEL
 
     if "demo" in args and not (DEMO_MODEL / "config.json").is_file():
         pytest.skip("the demo model is not in this checkout yet")
@@ -259,7 +250,7 @@ def test_bad_input_exits_2(run_cli, model_dir, profile_path, tmp_path, args, mes
 
 
 def test_json_table_looks_up_like_the_profile(run_cli, model_dir, profile_path, tmp_path):
-    tuned = {GPU: DeviceSection(timing="measured", kernels={512: KernelConfig(BLOCK_M=64, BLOCK_N=16, num_warps=4,
+    tuned = {GPU: DeviceSection(timing="measured", kernels={512: KernelConfig(BLOCK_M=16, BLOCK_N=16, num_warps=4,
                                                                                num_stages=2, ms=0.1)})}
     profile = make_profile(model_dir, Budget(method="coverage", tau=0.9, block_size=32, sink=0, local=2),
                            devices=tuned)
@@ -271,14 +262,14 @@ def test_json_table_looks_up_like_the_profile(run_cli, model_dir, profile_path, 
     assert table == lookup_table(profile)
     assert [(b["min_len"], b["max_len"], b["dense"]) for b in table["buckets"]] == [
         (8, 64, True), (65, 256, False), (257, None, False)]
-    assert table["buckets"][2]["kernels"] == {GPU: {"BLOCK_M": 64, "BLOCK_N": 16, "num_warps": 4, "num_stages": 2}}
+    assert table["buckets"][2]["kernels"] == {GPU: {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 2}}
     assert table["buckets"][1] == {"min_len": 65, "max_len": 256, "dense": False, "method": "coverage",
                                    "block_size": 32, "tau": 0.9, "sink": 0, "local": 2, "kernels": {}}
     policy = TablePolicy(table)
     for length in range(0, 1500):
         assert policy.lookup(length) == profile.lookup(length), length
         assert policy.kernel_config(length, GPU) == (None if profile.kernel_config(length, GPU) is None else
-                                                     KernelConfig(BLOCK_M=64, BLOCK_N=16, num_warps=4, num_stages=2))
+                                                     KernelConfig(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=2))
 
     out = tmp_path / "overrides.json"
     assert run_cli("apply", profile_path, "--format", "hf-overrides", "-o", out).code == 0
@@ -288,7 +279,7 @@ def test_json_table_looks_up_like_the_profile(run_cli, model_dir, profile_path, 
 
 def test_hf_overrides_entry_drives_transformers_too(model_dir):
     """The table vLLM gets as config.sparsetune also works as the config entry in transformers."""
-    from sparsetune.hf_attention import record_sparsity
+    from sparsetune.runtime.hf_attention import record_sparsity
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sparsetune")

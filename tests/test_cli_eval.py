@@ -72,7 +72,7 @@ def test_workload_synth_sizes_samples_in_model_tokens(tmp_path, run_cli):
     assert result.code == 0, result.err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 12 and {r["task"] for r in rows} == {"niah", "vt", "cwe"}
-    from sparsetune.models import load_tokenizer
+    from sparsetune.workload.models import load_tokenizer
 
     tok = load_tokenizer("demo")
     lengths = sorted({len(tok(r["prompt"] + " " + r["answer"])["input_ids"]) for r in rows})

@@ -23,7 +23,7 @@ def test_show_renders_buckets_tasks_and_devices(run_cli, example_path):
 
 def test_show_measured_device_with_speedup(run_cli, example_path, tmp_path):
     profile = load_profile(example_path).with_device("NVIDIA H100 80GB HBM3", DeviceSection(
-        timing="measured", kernels={2048: KernelConfig(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3,
+        timing="measured", kernels={2048: KernelConfig(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=3,
                                                        ms=0.2, dense_ms=0.5, selection_ms=0.05)}))
     path = tmp_path / "timed.yaml"
     profile.save(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparsetune.models import DEMO_MODEL, load_model
+from sparsetune.workload.models import DEMO_MODEL, load_model
 
 CHANCE = {"niah": 1 / 64, "vt": 1 / 64 / 64, "multikey": 1 / 64, "cwe": 1 / 16}
 THRESHOLD = {"niah": 0.90, "vt": 0.70, "multikey": 0.90, "cwe": 3 * CHANCE["cwe"]}  # cwe: the card's fallback

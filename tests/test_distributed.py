@@ -25,8 +25,13 @@ from optuna.trial import TrialState
 
 from sparsetune import load_profile
 from sparsetune.errors import SearchError
-from sparsetune.search import (SearchSpace, _is_dense_trial, _LaneSeededTPE, _Objective, _redact, _with_driver,
-                               heartbeat_settings, open_storage, profile_from_storage)
+from sparsetune._io import redact_url
+from sparsetune.profile import Floor, ModelInfo, WorkloadInfo
+from sparsetune.search import BucketMeta, SearchSpace, heartbeat_settings, open_storage, profile_from_storage
+from sparsetune.search.objective import Objective
+from sparsetune.search.sampler import LaneSeededTPE
+from sparsetune.search.storage import _with_driver
+from sparsetune.search.study import is_dense_trial, is_skipped, seed_of, worker_of
 
 from conftest import REPO, demo_slice as _slice, sparsetune_command
 
@@ -89,16 +94,16 @@ def _check_bucket(study: optuna.Study, trials: int) -> list:
     """The invariants of a finished bucket; returns its complete trials."""
     all_trials = study.get_trials()
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == trials, [(t.number, t.state.name, t.user_attrs.get("skipped")) for t in all_trials]
-    assert sum(_is_dense_trial(t) for t in complete) == 1  # one dense baseline, computed once
+    assert len(complete) == trials, [(t.number, t.state.name, is_skipped(t)) for t in all_trials]
+    assert sum(is_dense_trial(t) for t in complete) == 1  # one dense baseline, computed once
     assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    sparse = [t for t in complete if not _is_dense_trial(t)]
+    sparse = [t for t in complete if not is_dense_trial(t)]
     budgets = [tuple(sorted(t.params.items())) for t in sparse]
     assert len(set(budgets)) == len(budgets), "two trials evaluated the same budget"
     for a in sparse:  # trials that ran at the same time were drawn with different seeds
         for b in sparse:
             if a.number < b.number and _overlap(a, b) and "failed_trial" not in b.system_attrs | a.system_attrs:
-                assert a.user_attrs["seed"] != b.user_attrs["seed"], (a.number, b.number)
+                assert seed_of(a) != seed_of(b), (a.number, b.number)
     return complete
 
 
@@ -118,7 +123,7 @@ def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url
     workers: dict[str, int] = {}
     for edge in (256, 512):
         for t in _check_bucket(optuna.load_study(study_name=f"duo:{edge}", storage=storage), 10):
-            workers[t.user_attrs["worker"]] = workers.get(t.user_attrs["worker"], 0) + 1
+            workers[worker_of(t)] = workers.get(worker_of(t), 0) + 1
     assert set(workers) == {_worker(p) for p in procs}, workers  # both workers ran trials
     assert sum(workers.values()) == 20
 
@@ -164,9 +169,9 @@ def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path
             trials = study.get_trials(deepcopy=False)
             # Mid-trial: the victim evaluates a sparse budget (all its parameters are drawn), after
             # finishing a trial of its own.
-            mine = [t for t in trials if t.user_attrs.get("worker") == _worker(victim)]
-            running = [t for t in mine if t.state == TrialState.RUNNING and not t.user_attrs.get("dense")
-                       and "skipped" not in t.user_attrs and "keep" in t.params]
+            mine = [t for t in trials if worker_of(t) == _worker(victim)]
+            running = [t for t in mine if t.state == TrialState.RUNNING and not is_dense_trial(t)
+                       and not is_skipped(t) and "keep" in t.params]
             if running and any(t.state == TrialState.COMPLETE for t in mine):
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
@@ -178,7 +183,7 @@ def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path
     assert killed is not None, "never saw the victim mid-trial"
     study = optuna.load_study(study_name="kill:512", storage=storage)
     assert study.trials[killed].state == TrialState.RUNNING, "the trial finished before the kill landed"
-    before = {t.number: (t.value, t.datetime_complete, t.user_attrs["worker"])
+    before = {t.number: (t.value, t.datetime_complete, worker_of(t))
               for t in study.get_trials(states=(TrialState.COMPLETE,))}
 
     report = _finish(survivor, outs[1])
@@ -192,8 +197,8 @@ def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path
         retry = retries[0]
         assert RetryHeartbeatStaleTrialCallback.retry_history(retry) == [killed]
     assert retry.state == TrialState.COMPLETE and retry.params == trials[killed].params  # the same budget
-    assert retry.user_attrs["worker"] == _worker(survivor)
-    now = {t.number: (t.value, t.datetime_complete, t.user_attrs["worker"]) for t in complete}
+    assert worker_of(retry) == _worker(survivor)
+    now = {t.number: (t.value, t.datetime_complete, worker_of(t)) for t in complete}
     assert {n: now.get(n) for n in before} == before  # every finished trial kept as it was
     assert any(w == _worker(victim) for _, _, w in before.values())
     rebuilt = profile_from_storage(storage, "kill")
@@ -205,7 +210,7 @@ def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path
 
 
 def _objective(study: optuna.Study, target: int) -> _Objective:
-    return _Objective(None, [], {}, SearchSpace(), study, None, 8, target)
+    return Objective(None, [], None, SearchSpace(), study, None, 8, target)
 
 
 def _bucket_study() -> optuna.Study:
@@ -218,7 +223,7 @@ def _bucket_study() -> optuna.Study:
 def test_a_trial_beyond_the_target_or_a_second_dense_trial_is_skipped():
     study = _bucket_study()
     dense = study.ask()  # trial 0: the enqueued dense trial, now running
-    assert dense.user_attrs["dense"]
+    assert is_dense_trial(dense)
     a, b = study.ask(), study.ask()  # two sparse starts racing for the last two slots of 3
     obj = _objective(study, 3)
     assert obj._skip(a.number, False) is None
@@ -246,7 +251,7 @@ def test_sparse_trials_leave_a_slot_for_the_dense_trial_until_it_runs():
 
 def test_seeds_follow_complete_trials_alone_and_differ_between_concurrent_trials():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = _LaneSeededTPE(7)
+    sampler = LaneSeededTPE(7)
     study = optuna.create_study(direction="minimize", sampler=sampler)
     seeds = []
     for _ in range(3):  # one worker: seed * 100003 + complete trials, which a resumed run recomputes
@@ -285,8 +290,8 @@ def test_postgres_urls_get_the_installed_driver_and_errors_hide_the_password():
     url = _with_driver("postgresql://u@h/db")
     assert url in ("postgresql://u@h/db", "postgresql+psycopg2://u@h/db")  # psycopg 3 is used when installed
     assert _with_driver("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
-    assert _redact("postgresql://me:secret@db.example:5432/x") == "postgresql://me:***@db.example:5432/x"
-    assert _redact("postgresql://me@db/x") == "postgresql://me@db/x"
+    assert redact_url("postgresql://me:secret@db.example:5432/x") == "postgresql://me:***@db.example:5432/x"
+    assert redact_url("postgresql://me@db/x") == "postgresql://me@db/x"
 
 
 def test_an_unreachable_server_is_one_line(tmp_path, run_cli):
@@ -304,7 +309,12 @@ def test_status_lists_buckets_no_worker_has_reached(tmp_path, run_cli):
     storage = open_storage(str(tmp_path / "s.journal"), "unused")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="s:256", storage=storage)
-    study.set_user_attr("meta", {"bucket": {"max_len": 256}, "trials": 3, "edges": [256, 512]})
+    meta = BucketMeta(
+        identity={}, model=ModelInfo(name="m", config_sha256="0" * 64, layers=1, heads=1, kv_heads=1, head_dim=16),
+        workload=WorkloadInfo(name="w", sha256="0" * 64, samples=4), floor=Floor(value=0.9), method="topk",
+        timing="cost-model", device="cpu", index=0, first_len=1, max_len=256, n=2, rep_len=200, tasks=["t", "t"],
+        edges=[256, 512], min_len=100, trials=3, seed=0, study="s", storage=None)
+    study.set_user_attr("meta", meta.to_attr())
     study.add_trial(optuna.create_trial(value=1.0, user_attrs={"dense": True, "worker": "h:1"}))
     result = run_cli("collect", "--storage", tmp_path / "s.journal", "--study", "s", "--status", "--json")
     assert result.code == 0, result.err

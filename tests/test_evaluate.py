@@ -1,4 +1,4 @@
-"""The evaluator: teacher forcing equals greedy generate, fidelity answers, dense cache, paired bounds."""
+"""The evaluator: teacher forcing equals greedy generate, fidelity answers."""
 
 from __future__ import annotations
 
@@ -9,21 +9,12 @@ import random
 import pytest
 import torch
 
-import sparsetune.evaluate as ev
 from fixtures.tiny_models import save_folder
-from sparsetune.budget import Budget
+from sparsetune.profile.budget import Budget
 from sparsetune.errors import WorkloadError
-from sparsetune.evaluate import (
-    DenseCache,
-    clopper_pearson_lower,
-    dense_baseline,
-    evaluate,
-    fill_answers,
-    paired_lower_bound,
-    relative_lower_bound,
-)
-from sparsetune.hf_attention import enabled
-from sparsetune.models import load_model
+from sparsetune.evaluate import evaluate, fill_answers
+from sparsetune.runtime.hf_attention import enabled
+from sparsetune.workload.models import load_model
 from sparsetune.workload import TokenSample
 
 SPARSE = Budget.parse("keep=0.25,block=16")
@@ -105,55 +96,3 @@ def test_fidelity_answer_stops_at_eos(lm, monkeypatch):
     monkeypatch.setattr(lm.model.generation_config, "eos_token_id", greedy[1])
     [filled] = fill_answers(lm, [sample], answer_tokens=4)
     assert filled.answer_ids == greedy[: greedy.index(greedy[1]) + 1]
-
-
-def test_dense_baseline_is_cached(lm, tmp_path, monkeypatch):
-    samples = _mixed_samples(lm, None, _prompts(4, 30, 60, seed=6))
-    calls = []
-    real = ev.evaluate
-    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
-    cache = DenseCache(tmp_path / "dense")
-    first = dense_baseline(lm, samples, workload_sha256="abc", indices=[0, 1, 2, 3], cache=cache)
-    again = dense_baseline(lm, samples, workload_sha256="abc", indices=[0, 1, 2, 3], cache=cache)
-    from_disk = dense_baseline(lm, samples, workload_sha256="abc", indices=[0, 1, 2, 3],
-                               cache=DenseCache(tmp_path / "dense"))
-    assert len(calls) == 1 and first.correct == again.correct == from_disk.correct
-    assert from_disk.per_task == first.per_task
-    dense_baseline(lm, samples, workload_sha256="abd", indices=[0, 1, 2, 3], cache=cache)
-    dense_baseline(lm, samples, workload_sha256="abc", indices=[4, 5, 6, 7], cache=cache)
-    assert len(calls) == 3  # another workload or other samples: another key
-
-
-def test_clopper_pearson_known_values():
-    assert clopper_pearson_lower(10, 10, 0.9) == pytest.approx(0.1 ** 0.1, abs=1e-9)  # alpha ** (1/n)
-    assert clopper_pearson_lower(5, 10, 0.95) == pytest.approx(0.2224, abs=1e-4)  # Beta(5, 6) 5% quantile
-    assert clopper_pearson_lower(0, 10, 0.9) == 0.0
-
-
-def test_paired_lower_bound_sanity():
-    rng = random.Random(0)
-    same = [rng.random() < 0.7 for _ in range(50)]
-    pd = paired_lower_bound(same, same)
-    assert pd.difference == 0 and -0.05 <= pd.lower_bound <= 0 and pd.n == 50
-    assert relative_lower_bound(same, same) == pytest.approx(1.0)
-
-    dense = [True] * 40 + [False] * 10
-    sparse = [False] * 20 + [True] * 20 + [False] * 10  # 20 lost, none gained
-    worse = paired_lower_bound(dense, sparse, 0.9)
-    assert (worse.dense_only, worse.sparse_only) == (20, 0)
-    # Conditional on the 20 discordant pairs, all of them losses: the bound is -n_d / n itself.
-    assert worse.difference == pytest.approx(-0.4) and worse.lower_bound == pytest.approx(-0.4)
-    assert worse.sparse_lower_bound == pytest.approx(0.8 + worse.lower_bound)
-    assert relative_lower_bound(dense, sparse) == pytest.approx(worse.sparse_lower_bound / 0.8)
-
-    mixed_sparse = list(dense)
-    for i in range(6):
-        mixed_sparse[i] = False  # 6 lost
-    for i in range(40, 43):
-        mixed_sparse[i] = True  # 3 gained
-    bounds = [paired_lower_bound(dense, mixed_sparse, c).lower_bound for c in (0.5, 0.8, 0.9, 0.95, 0.99)]
-    assert bounds == sorted(bounds, reverse=True) and bounds[-1] < bounds[0]  # more confidence, lower bound
-    assert all(b <= -3 / 50 + 1e-9 for b in bounds[1:])  # below the point estimate
-    with pytest.raises(ValueError, match="dense has 2 results, sparse 1"):
-        paired_lower_bound([True, False], [True])
-    assert relative_lower_bound([False] * 3, [False] * 3) == 1.0

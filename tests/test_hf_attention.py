@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from fixtures.tiny_models import tiny_model
-from sparsetune.budget import Budget
+from sparsetune.profile.budget import Budget
 from sparsetune.errors import BudgetError, ModelError
-from sparsetune.hf_attention import (
+from sparsetune.runtime.hf_attention import (
     IMPLEMENTATION,
     disable,
     enable,
@@ -220,7 +220,7 @@ def test_implementation_without_enable_fails_loudly():
 def test_launch_config_comes_from_the_profile_on_gpu_only():
     from types import SimpleNamespace
 
-    from sparsetune.hf_attention import _launch_config
+    from sparsetune.runtime.hf_attention import _launch_config
 
     class Tuned(RecordingPolicy):
         def kernel_config(self, seq_len, device):

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-import sparsetune.models as models
+import sparsetune.workload.models as models
 from fixtures.tiny_models import save_folder
 from sparsetune.errors import ModelError
-from sparsetune.models import config_sha256, load_model
+from sparsetune.workload.models import config_sha256, load_model
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,10 @@ from sparsetune import (
     WorkloadInfo,
     load_profile,
 )
-from sparsetune import profile as profile_module
+from sparsetune import _io
+from sparsetune.profile import profile as profile_module
+from sparsetune.profile import schema as schema_module
+from sparsetune.profile import versions
 
 REPO = Path(__file__).resolve().parents[1]
 SHA = "0" * 63 + "1"
@@ -77,9 +80,11 @@ def buckets(draw: Any, max_len: int, method: str) -> Bucket:
 @st.composite
 def kernel_configs(draw: Any, block_size: int, measured: bool) -> KernelConfig:
     ms = st.none() | st.floats(1e-6, 1e4) if measured else st.none()
-    return KernelConfig(BLOCK_M=draw(st.sampled_from([16, 32, 64, 128, 256])),
-                        BLOCK_N=draw(st.sampled_from([b for b in (16, 32, 64, 128, 256) if block_size % b == 0])),
-                        num_warps=draw(st.sampled_from([1, 2, 4, 8])), num_stages=draw(st.integers(1, 6)),
+    tiles = [b for b in (16, 32, 64, 128, 256) if block_size % b == 0]  # the launcher's rule: both tiles divide
+    block_m = draw(st.sampled_from(tiles))
+    return KernelConfig(BLOCK_M=block_m, BLOCK_N=draw(st.sampled_from(tiles)),
+                        num_warps=draw(st.sampled_from([1, 2, 4] + ([8] if block_m >= 64 else []))),
+                        num_stages=draw(st.integers(1, 6)),
                         ms=draw(ms), dense_ms=draw(ms), selection_ms=draw(ms),
                         timed_at=draw(st.none() | st.integers(1, 10**6)))
 
@@ -248,6 +253,10 @@ def test_built_in_code_is_validated_too(profile):
         if bucket.budget.block_size % 256:
             with pytest.raises(ProfileError, match=r"kernels\[\d+\]\.BLOCK_N: must divide"):
                 profile.with_device("x", DeviceSection(timing="cost-model", kernels={bucket.max_len: bad}))
+        if bucket.budget.block_size < 128:  # BLOCK_M must divide the block size as well (the launcher's rule)
+            tall = KernelConfig(BLOCK_M=128, BLOCK_N=16, num_warps=4, num_stages=2)
+            with pytest.raises(ProfileError, match=r"kernels\[\d+\]\.BLOCK_M: must divide"):
+                profile.with_device("x", DeviceSection(timing="cost-model", kernels={bucket.max_len: tall}))
     with pytest.raises(ProfileError, match=r"^buckets\[0\]\.max_len: must be <= model\.max_positions"):
         dataclasses.replace(profile, model=dataclasses.replace(profile.model, max_positions=profile.edges[-1] + 1),
                             buckets=[dataclasses.replace(profile.buckets[0], max_len=profile.edges[-1] + 2)])
@@ -324,8 +333,8 @@ def test_kernel_config(example_path):
     assert profile.kernel_config(100, "cpu") is None  # dense bucket
     assert profile.kernel_config(700, "NVIDIA H100 80GB HBM3") is None  # not timed on that device
     timed = profile.with_device("NVIDIA H100 80GB HBM3", DeviceSection(timing="measured", kernels={
-        1024: KernelConfig(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3, ms=0.2, dense_ms=0.4)}))
-    assert timed.kernel_config(700, "NVIDIA H100 80GB HBM3").BLOCK_M == 128
+        1024: KernelConfig(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=3, ms=0.2, dense_ms=0.4)}))
+    assert timed.kernel_config(700, "NVIDIA H100 80GB HBM3").num_warps == 8
     assert timed.kernel_config(1500, "NVIDIA H100 80GB HBM3") is None
     assert list(timed.devices) == ["cpu", "NVIDIA H100 80GB HBM3"] and profile.devices.keys() == {"cpu"}
 
@@ -368,10 +377,10 @@ def test_failed_save_keeps_the_old_file(tmp_path, example_path, monkeypatch, fai
         monkeypatch.setattr(profile_module._yaml, "dump", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x")))
         expected: type[BaseException] = RuntimeError
     elif failure == "fsync":
-        monkeypatch.setattr(profile_module.os, "fsync", boom)
+        monkeypatch.setattr(_io.os, "fsync", boom)
         expected = ProfileError
     else:
-        monkeypatch.setattr(profile_module.os, "replace", boom)
+        monkeypatch.setattr(_io.os, "replace", boom)
         expected = KeyboardInterrupt if failure == "interrupt" else ProfileError
     with pytest.raises(expected):
         profile.save(target)
@@ -389,12 +398,12 @@ def test_save_into_a_missing_folder_is_a_profile_error(tmp_path, example_path):
 
 def test_shipped_schema_is_generated_from_the_code():
     shipped = (REPO / "profiles" / "profile.schema.json").read_text(encoding="utf-8")
-    assert shipped == profile_module.json_schema_text(), (
-        "profiles/profile.schema.json is stale: python -m sparsetune.profile_schema > profiles/profile.schema.json")
+    assert shipped == schema_module.json_schema_text(), (
+        "profiles/profile.schema.json is stale: python -m sparsetune.profile.schema > profiles/profile.schema.json")
 
 
 def test_schema_covers_every_field():
-    schema = profile_module.json_schema()
+    schema = schema_module.json_schema()
     classes = {"Profile": Profile, "ModelInfo": ModelInfo, "WorkloadInfo": WorkloadInfo, "Floor": Floor,
                "Provenance": Provenance, "Bucket": Bucket, "Budget": Budget, "Accuracy": Accuracy,
                "TaskAccuracy": TaskAccuracy, "DeviceSection": DeviceSection, "KernelConfig": KernelConfig}
@@ -408,12 +417,12 @@ def test_schema_covers_every_field():
 
 
 def test_schema_module_check(tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "sparsetune.profile_schema", "--check",
+    ok = subprocess.run([sys.executable, "-m", "sparsetune.profile.schema", "--check",
                          str(REPO / "profiles" / "profile.schema.json")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     stale = tmp_path / "s.json"
     stale.write_text("{}\n")
-    bad = subprocess.run([sys.executable, "-m", "sparsetune.profile_schema", "--check", str(stale)],
+    bad = subprocess.run([sys.executable, "-m", "sparsetune.profile.schema", "--check", str(stale)],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "out of date" in bad.stderr
 
@@ -432,7 +441,7 @@ def test_runtime_api_imports_without_typer_or_rich():
 def test_schema_version_constant_and_upgrade_hook(example_dict, monkeypatch):
     assert sparsetune.PROFILE_SCHEMA_VERSION == 1 == Profile.from_dict(example_dict).schema
     # An upgrade step for an older version is applied before validation.
-    monkeypatch.setitem(profile_module._UPGRADES, 0, lambda d: {**{k: v for k, v in d.items() if k != "first_len"}, "min_len": d["first_len"]})
+    monkeypatch.setitem(versions.UPGRADES, 0, lambda d: {**{k: v for k, v in d.items() if k != "first_len"}, "min_len": d["first_len"]})
     old = {**example_dict, "schema": 0, "first_len": 5}
     del old["min_len"]
     assert Profile.from_dict(old).min_len == 5
@@ -445,3 +454,22 @@ def test_floats_survive_yaml_exactly(example_dict):
     again = Profile.from_yaml(profile.to_yaml())
     assert again.buckets[1].accuracy.sparse == 1e-300 and again.buckets[1].cost == 12345.678901234567
     assert not math.isnan(again.buckets[1].cost)
+
+
+@pytest.mark.parametrize("block_size", [16, 32, 64, 128])
+def test_profile_validation_and_the_kernel_launcher_accept_the_same_configs(example_dict, block_size):
+    """One rule (kernels/configs.py): a profile that validates never makes the launcher raise, and back."""
+    from sparsetune.kernels import CONFIGS, keep_config
+
+    for conf in CONFIGS:
+        data = copy.deepcopy(example_dict)
+        data["buckets"][1]["budget"]["block_size"] = block_size
+        edge = data["buckets"][1]["max_len"]
+        data["devices"] = {"gpu": {"timing": "cost-model", "kernels": {edge: dict(conf)}}}
+        try:
+            Profile.from_dict(data)
+            accepted = True
+        except ProfileError as exc:
+            assert "kernels[" in str(exc), exc
+            accepted = False
+        assert accepted == keep_config(conf, block_size), (conf, block_size)

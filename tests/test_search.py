@@ -15,7 +15,9 @@ import pytest
 from optuna.trial import TrialState
 
 from sparsetune import load_profile
-from sparsetune.search import _feasible, _is_dense_trial, open_storage, profile_from_storage
+from sparsetune.search import TrialRecord, profile_from_storage
+from sparsetune.search.storage import default_journal, open_storage
+from sparsetune.search.study import is_dense_trial, is_feasible
 
 from conftest import REPO, demo_slice as _slice, sparsetune_command
 
@@ -34,7 +36,7 @@ def _search_args(workload: Path, out: Path, trials: int = 4, *extra: str) -> lis
 
 
 def _journal(out: Path) -> optuna.storages.BaseStorage:
-    return open_storage(None, out.with_name(out.stem + ".optuna.journal"))
+    return open_storage(None, default_journal(out))
 
 
 @pytest.mark.slow
@@ -52,8 +54,8 @@ def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
         study = optuna.load_study(study_name=f"p:{bucket.max_len}", storage=storage)
         complete = study.get_trials(states=(TrialState.COMPLETE,))
         assert len(complete) == 5
-        assert sum(_is_dense_trial(t) for t in complete) == 1  # the dense baseline, once
-        feasible = [t for t in complete if _feasible(t) and not _is_dense_trial(t) and t.user_attrs["complete"]]
+        assert sum(is_dense_trial(t) for t in complete) == 1  # the dense baseline, once
+        feasible = [t for t in complete if is_feasible(t) and not is_dense_trial(t) and TrialRecord.of(t).complete]
         if bucket.dense:
             assert bucket.reason and (not feasible or min(t.value for t in feasible) >= 1.0)
             continue
@@ -62,7 +64,7 @@ def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
         assert bucket.cost == pytest.approx(best.value, rel=1e-5)
         assert bucket.budget.keep == pytest.approx(best.params["keep"])
         assert bucket.budget.block_size == best.params["block_size"]
-        assert bucket.accuracy.sparse == pytest.approx(best.user_attrs["accuracy"])
+        assert bucket.accuracy.sparse == pytest.approx(TrialRecord.of(best).accuracy)
         assert bucket.accuracy.sparse >= 0.95 * bucket.accuracy.dense
     # Rebuilding from storage alone gives the same profile.
     assert profile_from_storage(storage, "p") == profile

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import sparsetune.workload as workload
+import sparsetune.workload.files as workload
 from fixtures.tiny_models import word_tokenizer
 from sparsetune.errors import WorkloadError
 from sparsetune.workload import (

@@ -9,7 +9,7 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 
-from ..budget import Budget
+from ..profile.budget import Budget
 from .gather import gathered_attention
 from .mask import AttentionError, BlockMask
 from .reference import check_inputs, reference_attention

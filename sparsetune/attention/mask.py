@@ -7,16 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import SparsetuneError
+from ..errors import AttentionError
 
 if TYPE_CHECKING:  # torch's flex BlockMask, only for annotations
     from torch.nn.attention.flex_attention import BlockMask as FlexBlockMask
 
 __all__ = ["AttentionError", "BlockMask"]
-
-
-class AttentionError(SparsetuneError, ValueError):
-    """Attention inputs or a block mask break a rule (shapes, dtypes, mask layout)."""
 
 
 def _cdiv(a: int, b: int) -> int:

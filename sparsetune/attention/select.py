@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..budget import Budget
+from ..profile.budget import Budget
 from .mask import AttentionError, BlockMask
 
 __all__ = ["block_scores", "select_blocks"]

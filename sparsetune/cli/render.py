@@ -1,13 +1,15 @@
-"""Rich rendering of a profile for `sparsetune show` (imported only by the CLI)."""
+"""Rich rendering for the CLI: profiles, eval tables, the gate, search progress (imported only by the CLI)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from .profile import Profile
+from ..profile.profile import Profile
 
-__all__ = ["render_profile"]
+__all__ = ["render_check", "render_comparison", "render_profile", "render_progress"]
 
 _DASH = "-"
 
@@ -122,4 +124,36 @@ def render_comparison(rows: list, console: Console, title: str = "") -> None:
         table.add_row(f"{r.first}-{r.last}", r.task, str(r.n), f"{r.dense:.3f}",
                       f"[{drop}]{r.sparse:.3f}[/{drop}]" if drop else f"{r.sparse:.3f}",
                       f"{r.lower_bound:.3f}", f"{r.sparsity:.0%}", style=style)
+    console.print(table)
+
+
+def render_check(report: Any, console: Console, title: str) -> None:
+    """The gate's table: one row per profile bucket."""
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    colour = {"pass": "green", "fail": "bold red", "dense": "dim", "untested": "yellow"}
+    judged = (f"{report.confidence:.0%} lower bound" if report.judged_on == "lower_bound" else "point estimate")
+    floor = report.floor
+    table = Table(title=f"{title}\nfloor: {floor['kind']} {floor['value']} on the {judged}", title_justify="left")
+    for name in ("bucket", "n", "dense", "sparse", "lower bound", "floor", "sparsity", "verdict"):
+        table.add_column(name, justify="left" if name in ("bucket", "verdict") else "right")
+    for b in report.buckets:
+        span = f"{b.first}+" if b.last is None else f"{b.first}-{b.last}"
+        table.add_row(span, str(b.n), pct(b.dense), pct(b.sparse), pct(b.lower_bound), pct(b.floor),
+                      pct(b.sparsity), f"[{colour[b.verdict.value]}]{b.verdict.value}[/]")
+    console.print(table)
+    console.print("[green]pass[/]: every checked bucket meets the floor" if report.ok
+                  else "[bold red]fail[/]: a bucket misses the floor")
+
+
+def render_progress(progress: list[Any], console: Console, title: str) -> None:
+    """`sparsetune collect`: trials per bucket by state, workers, best cost so far."""
+    table = Table(title=title)
+    for col in ("bucket", "complete", "running", "waiting", "failed", "retried", "workers", "best"):
+        table.add_column(col, justify="left" if col in ("bucket", "workers") else "right")
+    for b in progress:
+        table.add_row(f"<= {b.max_len}", f"{b.complete}/{b.target}", str(b.running), str(b.waiting),
+                      str(b.failed), str(b.retried), str(len(b.workers)),
+                      "-" if b.best_cost is None else f"{b.best_cost:.2f}x dense")
     console.print(table)

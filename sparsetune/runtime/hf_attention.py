@@ -27,7 +27,7 @@ window is kept, dense, rather than lost.
 Deployed folders (`sparsetune apply`): a model loaded with ``attn_implementation="sparsetune"``
 whose config carries a ``sparsetune`` entry was never `enable`d; on its first attention call (or
 `record_sparsity`) the policy that entry names is loaded once and attached as `enable` would
-(`_autoload_state`, the only place this module reads that entry; the format lives in `sparsetune.apply`).
+(`_autoload_state`, the only place this module reads that entry; the format lives in `sparsetune.runtime.policy`).
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .attention import dense_causal_attention, sparse_attention
-from .budget import Budget
-from .errors import BudgetError, ModelError
+from ..attention import dense_causal_attention, sparse_attention
+from ..errors import BudgetError, ModelError
+from ..kernels.configs import LAUNCH_KEYS
+from ..profile.budget import Budget
 
 __all__ = [
     "IMPLEMENTATION",
@@ -241,29 +242,25 @@ def _run(state: _State, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale
     return out
 
 
-_LAUNCH_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
-
-
 def _launch_config(policy: Any, kv_len: int, device: str | None) -> dict[str, int] | None:
     """The profile's tuned kernel launch config for this length on this GPU, if it has one (speed only)."""
     lookup = getattr(policy, "kernel_config", None)
     if device is None or not callable(lookup):
         return None
     found = lookup(kv_len, device)
-    return None if found is None else {name: int(getattr(found, name)) for name in _LAUNCH_KEYS}
+    return None if found is None else {name: int(getattr(found, name)) for name in LAUNCH_KEYS}
 
 
 def _warn_untuned(state: _State, device: str) -> None:
     """Once per state: the profile has kernel configs, but none for this GPU (defaults are used)."""
-    devices = getattr(state.policy, "devices", None) or {}
-    tuned = [name for name, section in devices.items() if getattr(section, "timing", None) != "cost-model"]
+    from .policy import untuned_warning
+
     key = f"untuned:{device}"
-    if not tuned or device in devices or key in state.warned:
+    message = None if key in state.warned else untuned_warning(state.policy, device)
+    if message is None:
         return
     state.warned.add(key)
-    log.warning("sparsetune: the profile's kernel configs were tuned on %s, not on %s; this GPU uses the "
-                "kernel's default launch configs (re-time the profile here for tuned ones)",
-                ", ".join(map(repr, sorted(tuned))), repr(device))
+    log.warning("sparsetune: %s", message)
 
 
 def _block_counts(block_mask: Any) -> tuple[float, float]:
@@ -372,7 +369,7 @@ def _autoload_state(config: Any) -> _State | None:
     """
     if config is None or getattr(config, "sparsetune", None) is None:
         return None
-    from .apply import policy_from_config
+    from .policy import policy_from_config
 
     state = _State(policy=policy_from_config(config), previous="sdpa")
     state.configs.append(weakref.ref(config, lambda _ref, key=id(config): _STATES.pop(key, None)))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 __all__ = [
+    "REGISTRY",
     "TASKS",
     "Sample",
     "VOCAB",
@@ -26,7 +27,6 @@ __all__ = [
     "synth",
 ]
 
-TASKS = ("niah", "multikey", "vt", "cwe")
 
 # A small fixed English filler vocabulary: the haystack.
 FILLER = (
@@ -68,45 +68,71 @@ def _place(filler: list[str], needles: list[list[str]], rng: random.Random) -> l
     return out + filler[prev:]
 
 
-def _parts(task: str, rng: random.Random) -> tuple[list[list[str]], list[str], list[str]]:
-    """(needles, query words, answer words) of one sample, before filler is added."""
-    if task == "cwe":
-        return [], ["?", "common"], []  # the answer depends on the list, drawn in `_context`
-    if task in ("niah", "multikey"):
-        n = 1 if task == "niah" else rng.randint(4, 8)
-        keys = rng.sample(KEYS, n)
-        vals = [rng.choice(VALUES) for _ in keys]
-        needles = [_needle(k, v) for k, v in zip(keys, vals)]
-        i = rng.randrange(n)
-        return needles, ["?", keys[i]], [vals[i]]
-    if task == "vt":
-        chains = rng.randint(1, 3)  # the queried chain plus distractor chains
-        keys = rng.sample(KEYS, 2 * chains)
-        firsts, seconds = [], []
-        for c in range(chains):
-            k1, k2 = keys[2 * c], keys[2 * c + 1]
-            v = rng.choice(VALUES)
-            firsts.append((_needle(k1, v), k2, k1, v))
-            seconds.append(_needle(k2, k1))
-        # First hops all come before second hops, as assignments in a program would.
-        needles = [f[0] for f in firsts] + seconds
-        _, k2, k1, v = firsts[rng.randrange(chains)]
-        return needles, ["?", k2], [k1, v]
-    raise ValueError(f"task: must be one of {', '.join(TASKS)}, got {task!r}")
+def _retrieval(rng: random.Random, n: int) -> tuple[list[list[str]], list[str], list[str]]:
+    """`n` needles with distinct keys; the query names one of them and the answer is its value."""
+    keys = rng.sample(KEYS, n)
+    vals = [rng.choice(VALUES) for _ in keys]
+    needles = [_needle(k, v) for k, v in zip(keys, vals)]
+    i = rng.randrange(n)
+    return needles, ["?", keys[i]], [vals[i]]
 
 
-def _context(task: str, n_words: int, needles: list[list[str]], rng: random.Random) -> tuple[list[str], list[str]]:
-    if task == "cwe":
-        pool = rng.sample(FILLER, 16)
-        weights = [3] + [1] * 15  # the common word is three times as frequent as any other
-        words = rng.choices(pool, weights=weights, k=max(n_words, 1))
-        counts = {w: words.count(w) for w in pool}
-        top = max(pool, key=lambda w: counts[w])
-        if sorted(counts.values())[-2] == counts[top]:  # break ties so the answer is unique
-            words.append(top)
-        return words, [top]
+def _vt_parts(rng: random.Random) -> tuple[list[list[str]], list[str], list[str]]:
+    chains = rng.randint(1, 3)  # the queried chain plus distractor chains
+    keys = rng.sample(KEYS, 2 * chains)
+    firsts, seconds = [], []
+    for c in range(chains):
+        k1, k2 = keys[2 * c], keys[2 * c + 1]
+        v = rng.choice(VALUES)
+        firsts.append((_needle(k1, v), k2, k1, v))
+        seconds.append(_needle(k2, k1))
+    # First hops all come before second hops, as assignments in a program would.
+    needles = [f[0] for f in firsts] + seconds
+    _, k2, k1, v = firsts[rng.randrange(chains)]
+    return needles, ["?", k2], [k1, v]
+
+
+def _filler_context(n_words: int, needles: list[list[str]], rng: random.Random) -> tuple[list[str], list[str]]:
     filler = [rng.choice(FILLER) for _ in range(max(n_words, 0))]
     return _place(filler, needles, rng), []
+
+
+def _cwe_context(n_words: int, needles: list[list[str]], rng: random.Random) -> tuple[list[str], list[str]]:
+    pool = rng.sample(FILLER, 16)
+    weights = [3] + [1] * 15  # the common word is three times as frequent as any other
+    words = rng.choices(pool, weights=weights, k=max(n_words, 1))
+    counts = {w: words.count(w) for w in pool}
+    top = max(pool, key=lambda w: counts[w])
+    if sorted(counts.values())[-2] == counts[top]:  # break ties so the answer is unique
+        words.append(top)
+    return words, [top]
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One generator: `parts` draws (needles, query words, answer words) before the filler; `context`
+    draws the filler around the needles and, for aggregation tasks, the answer."""
+
+    parts: Callable[[random.Random], tuple[list[list[str]], list[str], list[str]]]
+    context: Callable[[int, list[list[str]], random.Random], tuple[list[str], list[str]]] = _filler_context
+
+
+# The task registry: add a task by adding a line here (and a sentence to the module docstring).
+REGISTRY: dict[str, _Task] = {
+    "niah": _Task(parts=lambda rng: _retrieval(rng, 1)),
+    "multikey": _Task(parts=lambda rng: _retrieval(rng, rng.randint(4, 8))),
+    "vt": _Task(parts=_vt_parts),
+    # the answer depends on the list, drawn in the context
+    "cwe": _Task(parts=lambda rng: ([], ["?", "common"], []), context=_cwe_context),
+}
+TASKS = tuple(REGISTRY)
+
+
+def _task(name: str) -> _Task:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"task: must be one of {', '.join(TASKS)}, got {name!r}") from None
 
 
 def make_sample(
@@ -117,14 +143,15 @@ def make_sample(
 ) -> Sample:
     """One sample whose prompt plus answer is about `length` tokens of `count_tokens` (default: words + 1 BOS)."""
     count = count_tokens or (lambda text: len(text.split()) + 1)
+    kind = _task(task)
     state = rng.getstate()
-    needles, query, answer = _parts(task, rng)
+    needles, query, answer = kind.parts(rng)
     fixed = sum(map(len, needles)) + len(query) + max(len(answer), 1) + 1
     n_words = max(length - fixed, 0)
     for _ in range(4):  # resize the filler until the tokenizer's count matches (words != tokens in BPE)
         rng.setstate(state)
-        needles, query, answer = _parts(task, rng)
-        words, cwe_answer = _context(task, n_words, needles, rng)
+        needles, query, answer = kind.parts(rng)
+        words, cwe_answer = kind.context(n_words, needles, rng)
         answer = answer or cwe_answer
         prompt = " ".join(words + query)
         total = count(prompt + " " + " ".join(answer))

@@ -4,7 +4,7 @@ Registering needs transformers' `modeling_utils`, which with torch costs about 2
 (measured on this project's CPU box; `import sparsetune` alone is about 40 ms). Code that only reads
 profiles, and the CLI's `show`, never touch transformers and should not pay that. So:
 
-- `transformers.modeling_utils` already imported: register now (imports `sparsetune.hf_attention`,
+- `transformers.modeling_utils` already imported: register now (imports `sparsetune.runtime.hf_attention`,
   about 10 ms on top);
 - otherwise: a one-shot import hook registers right after `transformers.modeling_utils` finishes
   executing, which is before any `from_pretrained(..., attn_implementation="sparsetune")` can run.

@@ -19,22 +19,22 @@ bucket's budget, since longer inputs tolerate at least as much sparsity.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
-from bisect import bisect_left
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
+from .._io import atomic_write, redact_url
+from ..errors import ProfileError
+from ..kernels.configs import LAUNCH_KEYS, config_problem
 from . import _yaml
-from ._typed import check_fields, convert, rule, schema_of, show, to_plain
-from .budget import METHODS, Budget
-from .errors import ProfileError
+from ._typed import check_fields, convert, rule, show, to_plain
+from .budget import Budget
+from .buckets import bucket_index
+from .versions import PROFILE_SCHEMA_VERSION, inherit_method, upgrade
 
 __all__ = [
     "PROFILE_SCHEMA_VERSION",
@@ -48,12 +48,9 @@ __all__ = [
     "Provenance",
     "TaskAccuracy",
     "WorkloadInfo",
-    "json_schema",
-    "json_schema_text",
     "load_profile",
 ]
 
-PROFILE_SCHEMA_VERSION = 1  # bump on any change old readers would misread; add an upgrade step
 
 _SHA256 = dict(pattern="[0-9a-f]{64}", pattern_doc="64 lowercase hex digits (a sha256)")
 _TILES = (16, 32, 64, 128, 256)  # Triton tile sizes worth trying for attention; tl.dot needs >= 16
@@ -129,20 +126,11 @@ class Provenance:
         A password in `storage` (``postgresql://user:secret@host/db``) is replaced by ``***``:
         profiles get shipped, credentials must not be.
         """
-        from . import __version__
+        from .._version import __version__
 
         created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         return cls(sparsetune=__version__, created=created, study=study, trials_per_bucket=trials_per_bucket,
-                   seed=seed, storage=None if storage is None else _redact(storage))
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+                   seed=seed, storage=None if storage is None else redact_url(storage))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,7 +192,7 @@ class KernelConfig:
     The UPPER_CASE names are the kernel's constexprs, spelled as in Triton.
     """
 
-    BLOCK_M: int = rule("query rows per program", choices=_TILES)
+    BLOCK_M: int = rule("query rows per program; must divide the bucket's block_size", choices=_TILES)
     BLOCK_N: int = rule("key columns per inner step; must divide the bucket's block_size", choices=_TILES)
     num_warps: int = rule("warps per program", choices=_WARPS)
     num_stages: int = rule("software pipelining stages", min=1)
@@ -293,10 +281,11 @@ class Profile:
                 i, bucket = by_edge[length]
                 if bucket.budget is None:
                     raise ProfileError(f"{at}: buckets[{i}] is dense, it has no sparse kernel config")
-                if bucket.budget.block_size % config.BLOCK_N:
-                    raise ProfileError(
-                        f"{at}.BLOCK_N: must divide buckets[{i}].budget.block_size "
-                        f"({bucket.budget.block_size}), got {config.BLOCK_N}")
+                # The kernel launcher's own rule (kernels/configs.py), so a valid profile always launches.
+                launch = {k: getattr(config, k) for k in LAUNCH_KEYS}
+                problem = config_problem(launch, bucket.budget.block_size, block_name=f"buckets[{i}].budget.block_size")
+                if problem is not None:
+                    raise ProfileError(f"{at}.{problem[0]}: {problem[1]}")
 
     # ------------------------------------------------------------ runtime
 
@@ -307,11 +296,7 @@ class Profile:
 
     def bucket_index(self, seq_len: int) -> int | None:
         """Index of the bucket whose budget applies to `seq_len`, or None below `min_len`."""
-        if seq_len < self.min_len:
-            if seq_len < 0:
-                raise ValueError(f"seq_len: must be >= 0, got {seq_len!r}")
-            return None
-        return min(bisect_left(self._edges, seq_len), len(self._edges) - 1)  # type: ignore[attr-defined]
+        return bucket_index(self._edges, seq_len, self.min_len)  # type: ignore[attr-defined]
 
     def lookup(self, seq_len: int) -> Budget | None:
         """The budget for a request whose KV length is `seq_len`; None means dense attention.
@@ -358,7 +343,7 @@ class Profile:
         if not isinstance(data, Mapping):
             what = "an empty document" if data is None else show(data)
             raise ProfileError(f"(top level): must be a mapping of profile fields, got {what}")
-        data = _inherit_method(_upgrade(data))
+        data = inherit_method(upgrade(data))
         return convert(cls, data, "")  # type: ignore[no-any-return]
 
     def to_yaml(self) -> str:
@@ -386,12 +371,7 @@ class Profile:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the profile as YAML atomically: a crash leaves the old file or the new one, never half."""
-        _atomic_write(Path(path), self.to_yaml())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Profile:
-        """Same as `load_profile`."""
-        return load_profile(path)
+        atomic_write(path, self.to_yaml(), ProfileError)
 
 
 def load_profile(path: str | os.PathLike[str]) -> Profile:
@@ -408,115 +388,3 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return Profile.from_yaml(text, source=str(path))
-
-
-# ---------------------------------------------------------------- schema versions
-
-# Upgrade steps, keyed by the version they read: _UPGRADES[1] would turn a schema-1 mapping into
-# a schema-2 one. There are none yet; when the format changes, bump PROFILE_SCHEMA_VERSION and add
-# the step here, so old profiles keep loading.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
-
-
-def _upgrade(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    if "schema" not in data:
-        raise ProfileError(f"schema: required field missing (this sparsetune reads schema {PROFILE_SCHEMA_VERSION})")
-    version = data["schema"]
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise ProfileError(f"schema: must be an integer, got {show(version)}")
-    if version > PROFILE_SCHEMA_VERSION:
-        from . import __version__
-
-        raise ProfileError(f"schema: version {version} is newer than this sparsetune ({__version__}) reads "
-                           f"({PROFILE_SCHEMA_VERSION}); upgrade sparsetune")
-    while version < PROFILE_SCHEMA_VERSION:
-        step = _UPGRADES.get(version)
-        if step is None:
-            known = ", ".join(map(str, [*sorted(_UPGRADES), PROFILE_SCHEMA_VERSION]))
-            raise ProfileError(f"schema: unknown version {version}; this sparsetune reads {known}")
-        data = {**step(dict(data)), "schema": version + 1}
-        version += 1
-    return data
-
-
-def _inherit_method(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A bucket's budget may omit `method`; it then takes the profile's (copies, never mutates)."""
-    method, buckets = data.get("method"), data.get("buckets")
-    if method not in METHODS or not isinstance(buckets, list):
-        return data  # the walk reports the bad method or buckets with their paths
-    filled = []
-    for bucket in buckets:
-        budget = bucket.get("budget") if isinstance(bucket, Mapping) else None
-        if isinstance(budget, Mapping) and "method" not in budget:
-            bucket = {**bucket, "budget": {"method": method, **budget}}
-        filled.append(bucket)
-    return {**data, "buckets": filled}
-
-
-# ---------------------------------------------------------------- atomic write
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, then rename over `path` (atomic on POSIX and Windows)."""
-    folder = path.parent
-    tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like open()
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise ProfileError(f"{path}: cannot write: {exc.strerror or exc}") from exc
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable; not possible everywhere
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-# ---------------------------------------------------------------- JSON Schema
-
-# Budget lives in budget.py without schema metadata; its rules are mirrored here (and tested).
-_BUDGET_SCHEMA: dict[str, dict[str, Any]] = {
-    "method": {"description": "topk or coverage; defaults to the profile's method", "default": None},
-    "block_size": {"description": "tokens per sparse block, for queries and keys; a power of two >= 16",
-                   "minimum": 16},
-    "keep": {"description": "topk only: fraction of causally visible key blocks kept per query block",
-             "exclusiveMinimum": 0, "maximum": 1},
-    "tau": {"description": "coverage only: estimated attention mass the kept blocks must reach",
-            "exclusiveMinimum": 0, "maximum": 1},
-    "sink": {"description": "first key blocks always kept (attention sinks)", "minimum": 0},
-    "local": {"description": "most recent key blocks always kept (the diagonal counts as one)", "minimum": 1},
-}
-
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a profile, generated from the dataclasses."""
-    defs: dict[str, Any] = {}
-    schema_of(Profile, defs, {Budget: _BUDGET_SCHEMA})
-    root = defs.pop("Profile")
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "sparsetune budget profile",
-        **root,
-        "description": (f"{root['description']} Generated from sparsetune/profile.py "
-                        f"(python -m sparsetune.profile_schema); the code is authoritative, e.g. for "
-                        f"block sizes being powers of two and BLOCK_N dividing the bucket's block_size."),
-        "required": ["schema", *root["required"]],  # optional in code (defaulted), required in files
-        "$defs": dict(sorted(defs.items())),
-    }
-
-
-def json_schema_text() -> str:
-    """`json_schema` as the exact text of the shipped profiles/profile.schema.json."""
-    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"

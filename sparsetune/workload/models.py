@@ -14,12 +14,13 @@ from typing import Any
 
 import torch
 
-from .errors import ModelError
+from .._io import canonical_sha256
+from ..errors import ModelError
 
 __all__ = ["DEMO_MODEL", "LoadedModel", "config_sha256", "load_model", "load_tokenizer", "weights_id"]
 
 # The demo model ships inside the package (issue 5); `--model demo` resolves here.
-DEMO_MODEL = Path(__file__).resolve().parent / "demo" / "model"
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "demo" / "model"
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -48,9 +49,7 @@ class LoadedModel:
 
 def config_sha256(config_json: Path) -> str:
     """sha256 of a config.json as canonical JSON, so whitespace and key order do not matter."""
-    data = json.loads(config_json.read_text(encoding="utf-8"))
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return canonical_sha256(json.loads(config_json.read_text(encoding="utf-8")))
 
 
 def weights_id(folder: Path) -> str:

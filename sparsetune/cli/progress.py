@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .search import TrialEvent
+from ..search.run import TrialEvent
 
 __all__ = ["SearchProgress"]
 

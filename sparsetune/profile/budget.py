@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from .errors import BudgetError
+from ..errors import BudgetError
 
 __all__ = ["Budget", "METHODS", "is_power_of_two"]
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from .errors import BudgetError, ProfileError
+from ..errors import BudgetError, ProfileError
 
 __all__ = ["rule", "convert", "check_fields", "to_plain", "schema_of", "join", "show"]
 

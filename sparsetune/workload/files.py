@@ -7,19 +7,17 @@ answer is scored in fidelity mode (`evaluate.fill_answers`). Every error starts 
 
 from __future__ import annotations
 
-import bisect
-import contextlib
 import hashlib
 import json
-import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .._io import atomic_write
+from ..errors import WorkloadError
+from ..profile.buckets import auto_edges, bucketize
 from . import tasks as _tasks
-from .errors import WorkloadError
 
 __all__ = [
     "DEFAULT_ANSWER_TOKENS",
@@ -30,11 +28,13 @@ __all__ = [
     "auto_edges",
     "bucketize",
     "load_workload",
+    "parse_lengths",
+    "parse_tasks",
     "synth_workload",
     "write_jsonl",
 ]
 
-DEMO_WORKLOAD = Path(__file__).resolve().parent / "demo" / "workload.jsonl"
+DEMO_WORKLOAD = Path(__file__).resolve().parents[1] / "demo" / "workload.jsonl"
 DEFAULT_ANSWER_TOKENS = 8  # fidelity mode: greedy tokens that become the reference answer
 DEFAULT_TASK = "default"  # task of a line without "task"
 
@@ -192,75 +192,20 @@ def load_workload(
 
 
 # --------------------------------------------------------------------------------------------------
-# Buckets
-
-
-def _check_edges(edges: Sequence[int]) -> list[int]:
-    if not edges:
-        raise WorkloadError("buckets: need at least one edge, got none")
-    for e in edges:
-        if isinstance(e, bool) or not isinstance(e, int) or e <= 0:
-            raise WorkloadError(f"buckets: edges must be positive integers, got {e!r}")
-    if any(b <= a for a, b in zip(edges, edges[1:])):
-        raise WorkloadError(f"buckets: edges must be strictly increasing, got {list(edges)}")
-    return list(edges)
-
-
-def bucketize(samples: Iterable[TokenSample], edges: Sequence[int]) -> list[list[TokenSample]]:
-    """Bucket i holds lengths in (edges[i-1], edges[i]] (the first from 0); order within a bucket is kept."""
-    edges = _check_edges(edges)
-    buckets: list[list[TokenSample]] = [[] for _ in edges]
-    for s in samples:
-        i = bisect.bisect_left(edges, s.length)
-        if i == len(edges):
-            raise WorkloadError(
-                f"buckets: the sample at line {s.line} has {s.length} tokens, above the last edge {edges[-1]}")
-        buckets[i].append(s)
-    return buckets
-
-
-def auto_edges(
-    lengths: Sequence[int], n_buckets: int | None = None, min_per_bucket: int | None = None,
-) -> list[int]:
-    """Bucket edges at length quantiles: `n_buckets` equal-count buckets, or as many as keep
-    `min_per_bucket` samples in each. Ties can make buckets fewer; the last edge is the longest length."""
-    if (n_buckets is None) == (min_per_bucket is None):
-        raise WorkloadError("buckets: give exactly one of n_buckets and min_per_bucket")
-    if not lengths:
-        raise WorkloadError("buckets: no samples to place")
-    for name, v in (("n_buckets", n_buckets), ("min_per_bucket", min_per_bucket)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise WorkloadError(f"buckets: {name} must be an integer >= 1, got {v!r}")
-    ordered = sorted(lengths)
-    n = len(ordered)
-    # Fewer samples than min_per_bucket still make one bucket.
-    wanted = n_buckets if n_buckets is not None else max(n // min_per_bucket, 1)  # type: ignore[operator]
-    edges: list[int] = []
-    for k in range(1, wanted + 1):
-        edge = ordered[math.ceil(k * n / wanted) - 1]
-        if not edges or edge > edges[-1]:
-            edges.append(edge)
-    if min_per_bucket is not None:  # ties can leave a bucket short: merge it into its neighbour
-        counts = [bisect.bisect_right(ordered, e) for e in edges]
-        sizes = [c - (counts[i - 1] if i else 0) for i, c in enumerate(counts)]
-        merged: list[int] = []
-        carry = 0
-        for edge, size in zip(edges, sizes):
-            carry += size
-            if carry >= min_per_bucket:
-                merged.append(edge)
-                carry = 0
-        if carry:  # the tail is short: extend the previous bucket to the end
-            if merged:
-                merged[-1] = edges[-1]
-            else:
-                merged = [edges[-1]]
-        edges = merged
-    return edges
-
-
-# --------------------------------------------------------------------------------------------------
 # Synthetic workloads
+
+
+def parse_tasks(text: str) -> list[str]:
+    """``niah,vt`` -> task names (checked by `synth_workload`)."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parse_lengths(text: str) -> list[int]:
+    """``256,512`` -> lengths in tokens (checked by `synth_workload`)."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise WorkloadError(f"lengths: must be comma-separated integers, got {text!r}") from None
 
 
 def synth_workload(
@@ -284,16 +229,6 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
     """Write rows one JSON object per line, atomically (a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), WorkloadError)
 
 

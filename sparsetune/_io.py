@@ -1,0 +1,76 @@
+"""Small file and text helpers with one implementation each: atomic writes, URL redaction, hashing.
+
+Nothing here imports anything heavy; every layer may use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import SparsetuneError
+
+__all__ = ["atomic_write", "canonical_sha256", "redact_url", "replacing"]
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str], error: type[SparsetuneError] = SparsetuneError,
+              suffix: str = ".tmp") -> Iterator[Path]:
+    """A temp path beside `path` to write; on success it is fsynced and renamed over `path` (atomic on
+    POSIX and Windows), on failure removed. A crash leaves the old file or the new one, never half.
+
+    Whatever writes the temp file creates it, so its mode is 0o666 less the user's umask, like `open()`.
+    An OSError becomes `error` with the path and the reason.
+    """
+    path = Path(path)
+    folder = path.parent
+    tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:  # durable content before the rename makes it visible
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise error(f"{path}: cannot write: {exc.strerror or exc}") from exc
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable; not possible everywhere
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def atomic_write(path: str | os.PathLike[str], text: str,
+                 error: type[SparsetuneError] = SparsetuneError) -> Path:
+    """Write `text` (UTF-8, ``\\n`` line ends) to `path` atomically; see `replacing`."""
+    path = Path(path)
+    with replacing(path, error) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like open()
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+    return path
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (``postgresql://me:***@host/db``); others unchanged."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+
+
+def canonical_sha256(data: Mapping[str, Any]) -> str:
+    """sha256 of `data` as canonical JSON (sorted keys, no spaces), so key order and whitespace do not matter."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

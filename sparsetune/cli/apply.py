@@ -1,0 +1,90 @@
+"""`sparsetune apply`: deploy a profile with its model, export it for serving engines, or gate it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._app import AnswerTokensOpt, ApplyModelOpt, ApplyOutOpt, JsonOpt, ProfileArg, app, console
+
+
+@app.command()
+def apply(
+    profile: ProfileArg,
+    model: ApplyModelOpt = None,
+    out: ApplyOutOpt = None,
+    in_place: Annotated[bool, typer.Option("--in-place", help="Make the model folder itself the deploy folder.")] = False,
+    link: Annotated[str, typer.Option("--link", help="How the deploy folder holds the model's other files: "
+                                                     "symlink or hardlink (never a copy).")] = "symlink",
+    fmt: Annotated[str, typer.Option("--format", help="folder (deploy folder), json (flat lookup table) or "
+                                                      "hf-overrides (vLLM --hf-overrides, SGLang "
+                                                      "--json-model-override-args).")] = "folder",
+    check: Annotated[bool, typer.Option("--check", help="Gate on held-out samples (--workload): exit 1 when a "
+                                                        "bucket misses the profile's floor; writes nothing then.")] = False,
+    workload: Annotated[Optional[str], typer.Option(
+        "--workload", "-w", help="Held-out samples for --check: a JSONL file, or 'demo-heldout'.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Apply a profile tuned for another model "
+                                                        "(its config hash differs).")] = False,
+    answer_tokens: AnswerTokensOpt = 8,
+    json_output: JsonOpt = False,
+) -> None:
+    """Deploy a profile with its model (links, never copies), export it for serving engines, or gate it.
+
+    Exit codes: 0 done (every checked bucket meets the floor), 1 a bucket misses the floor, 2 bad input.
+    """
+    import json
+
+    from .. import deploy as deploy_lib
+    from ..profile import load_profile
+
+    deploy_lib.check_apply_options(fmt, model, out, in_place, check, workload)
+    loaded_profile = load_profile(profile)
+    warnings = [w for w in [deploy_lib.schema_note(profile)] if w]
+    folder = deploy_lib.model_folder(model) if model is not None else None
+    if folder is not None:
+        warnings += [w for w in [deploy_lib.check_model(loaded_profile, folder, force)] if w]
+    if fmt == "folder" and folder is not None:
+        import torch
+
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+        warnings += [w for w in [deploy_lib.device_warning(loaded_profile, gpu)] if w]
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+    result: dict = {"warnings": warnings}
+    report = None
+    if check:
+        from ..evaluate import check_profile, load_inputs
+        from .render import render_check
+
+        loaded, work = load_inputs(model, deploy_lib.heldout_workload(workload), answer_tokens)  # type: ignore[arg-type]
+        report = check_profile(loaded_profile, loaded, work.samples, workload=work.name)
+        result["check"] = report.to_dict()
+        if not json_output:
+            render_check(report, console(), title=f"check: {profile} with {loaded.name} on {work.name}")
+    if report is None or report.ok:
+        if fmt == "folder" and (out is not None or in_place):
+            done = deploy_lib.deploy(loaded_profile, folder, out, in_place=in_place, link=link)  # type: ignore[arg-type]
+            result["deployed"] = done.to_dict()
+            if not json_output:
+                how = "in place" if in_place else f"{len(done.linked)} files {link}ed"
+                typer.echo(f"deployed {profile} to {done.folder} ({how}); load it with: import sparsetune; "
+                           f"AutoModelForCausalLM.from_pretrained({str(done.folder)!r}, "
+                           f"attn_implementation='sparsetune')")
+        elif fmt != "folder":
+            text = deploy_lib.export_table(loaded_profile, fmt, out)
+            if out is None:
+                sys.stdout.write(text)
+                return
+            result["exported"] = {"format": fmt, "path": str(out)}
+            if not json_output:
+                typer.echo(f"wrote {fmt} table of {profile} to {out}")
+    elif not json_output and (out is not None or in_place):
+        typer.echo("not deployed: a bucket misses the floor", err=True)
+    if json_output:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    if report is not None and not report.ok:
+        raise typer.Exit(1)

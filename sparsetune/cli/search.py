@@ -1,0 +1,75 @@
+"""`sparsetune search`: search per-bucket budgets and write a profile (resumable)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._app import (AnswerTokensOpt, BucketsOpt, ConfidenceOpt, JsonOpt, ModelOpt, OutOpt, SeedOpt, StorageOpt,
+                   StudyOpt, WorkloadOpt, app, console)
+
+
+@app.command()
+def search(
+    model: ModelOpt,
+    workload: WorkloadOpt,
+    out: OutOpt = Path("profile.yaml"),
+    floor: Annotated[float, typer.Option("--floor", help="Accuracy floor in (0, 1].")] = 0.95,
+    floor_kind: Annotated[str, typer.Option("--floor-kind", help="relative (x dense) or absolute.")] = "relative",
+    confidence: ConfidenceOpt = None,
+    buckets: BucketsOpt = "auto",
+    method: Annotated[str, typer.Option("--method", help="Block selection: topk or coverage.")] = "topk",
+    trials: Annotated[int, typer.Option("--trials", help="Complete trials per bucket.")] = 40,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop after this many seconds.")] = None,
+    storage: StorageOpt = None,
+    study: StudyOpt = None,
+    seed: SeedOpt = 0,
+    answer_tokens: AnswerTokensOpt = 8,
+    json_output: JsonOpt = False,
+) -> None:
+    """Search per-bucket budgets under an accuracy floor and write a profile (resumes from its storage)."""
+    import json
+    import time
+    import warnings
+
+    from ..profile.buckets import parse_edges
+    from ..errors import SearchWarning
+    from ..search import BucketStatus, SearchSettings, SearchSpace, run_search
+    from ..search.run import failing_message
+
+    settings = SearchSettings(floor=floor, floor_kind=floor_kind, confidence=confidence, edges=parse_edges(buckets),
+                              trials=trials, timeout=timeout, study=study or out.stem, seed=seed,
+                              space=SearchSpace(method=method))
+    out_console = console()
+    start = time.monotonic()
+    resume = f"sparsetune search {' '.join(sys.argv[2:])}" if len(sys.argv) > 2 else "the same command"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SearchWarning)  # said below, once, from the outcomes
+            if json_output:
+                run = run_search(model, workload, settings, out, storage, answer_tokens)
+            else:
+                from .progress import SearchProgress
+
+                with SearchProgress(out_console) as progress:
+                    run = run_search(model, workload, settings, out, storage, answer_tokens,
+                                     on_event=progress.update)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished trials are kept; rerun `{resume}` to resume", file=sys.stderr)
+        raise typer.Exit(130) from None
+    seconds = time.monotonic() - start
+    for o in run.outcomes:
+        if o.status is BucketStatus.FAILING:
+            print(f"warning: {failing_message(o.bucket.max_len)}", file=sys.stderr)
+    if json_output:
+        sys.stdout.write(json.dumps({"profile": run.profile.to_dict(), "path": str(run.profile_path),
+                                     "plot": str(run.plot_path) if run.plot_path else None,
+                                     "storage": run.storage, "seconds": round(seconds, 1)}, indent=2) + "\n")
+        return
+    from .render import render_profile
+
+    render_profile(run.profile, out_console, title=str(out))
+    out_console.print(f"wrote {out} and {run.plot_path} in {seconds:.0f} s; trials are in {run.storage}")

@@ -1,0 +1,104 @@
+"""The pre-deployment gate: a profile on held-out samples, per bucket, against its own floor."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from ..profile.floor import measure_floor
+from ..profile.profile import Profile
+from .decode import DEFAULT_BATCH_SIZE, evaluate
+
+__all__ = ["BucketCheck", "CheckReport", "Verdict", "check_profile"]
+
+
+class Verdict(str, enum.Enum):
+    """A profile bucket's verdict on held-out samples."""
+
+    PASS = "pass"  # meets the floor
+    FAIL = "fail"  # misses it: the gate fails
+    DENSE = "dense"  # the profile runs this range dense: nothing to check
+    UNTESTED = "untested"  # sparse, but no held-out sample falls in it (does not fail the gate)
+
+
+@dataclass(frozen=True)
+class BucketCheck:
+    """One profile bucket on held-out samples: dense vs the profile, against the profile's floor."""
+
+    first: int  # shortest length of the bucket's range
+    last: int | None  # longest (None: the last bucket, open-ended)
+    n: int
+    dense_bucket: bool  # the profile runs this range dense: nothing to check
+    dense: float | None = None
+    sparse: float | None = None
+    lower_bound: float | None = None  # of the sparse accuracy, paired with dense, at CheckReport.confidence
+    floor: float | None = None  # the accuracy this bucket had to reach (absolute)
+    measured: float | None = None  # what was compared with `floor`: lower_bound or sparse
+    sparsity: float | None = None
+    verdict: Verdict = Verdict.UNTESTED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict.value}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    buckets: list[BucketCheck]
+    floor: dict[str, Any]  # the profile's floor
+    confidence: float  # level of the lower bounds shown
+    judged_on: str  # "lower_bound" or "sparse"
+    workload: str
+    samples: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(b.verdict is not Verdict.FAIL for b in self.buckets)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "floor": self.floor, "confidence": self.confidence, "judged_on": self.judged_on,
+                "workload": self.workload, "samples": self.samples, "warnings": self.warnings,
+                "buckets": [b.to_dict() for b in self.buckets]}
+
+
+def check_profile(profile: Profile, loaded: Any, samples: Sequence[Any], workload: str = "",
+                  batch_size: int | None = None) -> CheckReport:
+    """Per profile bucket: dense and profile accuracy on `samples` (with answers), judged against the floor.
+
+    The profile itself is the policy, so every attention call looks its budget up by KV length exactly
+    as in serving. The floor is judged on the paired lower bound when the profile's floor has a
+    confidence level, else on the point estimate. Dense buckets are not run (nothing changes there);
+    a sparse bucket without samples is "untested", which does not fail the gate.
+    """
+    floor = profile.floor
+    confidence = floor.confidence if floor.confidence is not None else 0.9
+    groups: dict[int | None, list[Any]] = {}
+    for s in samples:
+        groups.setdefault(profile.bucket_index(s.length), []).append(s)
+    rows = []
+    if None in groups:  # shorter than min_len: dense by the profile's rule
+        rows.append(BucketCheck(first=1, last=profile.min_len - 1, n=len(groups[None]), dense_bucket=True,
+                                verdict=Verdict.DENSE))
+    last = len(profile.buckets) - 1
+    for i, bucket in enumerate(profile.buckets):
+        first, upto = profile.bucket_range(i)
+        part = groups.get(i, [])
+        head = dict(first=first, last=None if i == last else upto, n=len(part), dense_bucket=bucket.dense)
+        if bucket.dense:
+            rows.append(BucketCheck(**head, verdict=Verdict.DENSE))
+            continue
+        if not part:
+            rows.append(BucketCheck(**head, verdict=Verdict.UNTESTED))
+            continue
+        size = batch_size or DEFAULT_BATCH_SIZE
+        dense = evaluate(loaded, part, None, batch_size=size)
+        sparse = evaluate(loaded, part, profile, batch_size=size)
+        m = measure_floor(floor, dense.correct, sparse.correct, confidence)
+        rows.append(BucketCheck(**head, dense=m.dense, sparse=m.sparse, lower_bound=m.lower_bound,
+                                floor=m.target, measured=m.measured, sparsity=sparse.sparsity,
+                                verdict=Verdict.PASS if m.met else Verdict.FAIL))
+    return CheckReport(buckets=rows, floor=asdict(floor), confidence=confidence,
+                       judged_on="lower_bound" if floor.confidence is not None else "sparse",
+                       workload=workload, samples=len(samples))
+

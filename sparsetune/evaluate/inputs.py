@@ -1,0 +1,25 @@
+"""The step every command that runs a model shares: load model and workload, fill fidelity answers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..workload.files import DEFAULT_ANSWER_TOKENS, Workload, load_workload
+from ..workload.models import LoadedModel, load_model
+
+__all__ = ["load_inputs"]
+
+
+def load_inputs(model: str, workload: str, answer_tokens: int = DEFAULT_ANSWER_TOKENS) -> tuple[LoadedModel, Workload]:
+    """The model and its workload; unlabelled samples get the dense model's greedy answer (fidelity mode)."""
+    import torch
+
+    from .decode import fill_answers
+
+    torch.set_grad_enabled(False)
+    loaded = load_model(model)
+    work = load_workload(workload, loaded.tokenizer, loaded.max_positions, answer_tokens=answer_tokens,
+                         vocab_size=loaded.vocab_size)
+    if any(s.answer_ids is None for s in work.samples):
+        work = dataclasses.replace(work, samples=fill_answers(loaded, work.samples, answer_tokens))
+    return loaded, work

@@ -1,0 +1,157 @@
+"""The trial objective: evaluate one budget on a bucket, stop early once the floor is out of reach,
+and report the attention cost (objective) and the floor shortfall (constraint).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from ..errors import SearchError, SparsetuneError
+from ..evaluate.decode import EvalResult, evaluate
+from ..profile.budget import Budget
+from ..profile.floor import measure_floor, out_of_reach
+from ..runtime.hf_attention import AttentionStats
+from ..timing import cost_model
+from ..workload.files import TokenSample
+from ..workload.models import LoadedModel
+from .space import SearchSpace
+from .storage import reap, worker_id
+from .study import (LIVE, BucketMeta, TrialRecord, is_dense_requested, is_dense_trial, mark_dense, mark_skipped,
+                    mark_started)
+
+__all__ = ["EXPECTED_TRIAL_ERRORS", "Objective", "SkippedTrial"]
+
+POLL_S = 1.0  # how often a worker waiting on another worker's dense trial looks at the storage again
+
+
+class SkippedTrial(Exception):
+    """A trial that another trial makes unnecessary: recorded as FAIL with a `skipped` user attr."""
+
+
+# What a trial may fail with and the search go on: bad input found while evaluating (sparsetune's own
+# errors), a surplus trial, and a budget too large for the GPU. Anything else is a bug and surfaces.
+EXPECTED_TRIAL_ERRORS: tuple[type[BaseException], ...] = (SparsetuneError, SkippedTrial, torch.OutOfMemoryError)
+
+
+def dense_baseline(study: optuna.Study, storage: optuna.storages.BaseStorage,
+                   wait_s: float = 600.0) -> list[bool] | None:
+    """Per-sample dense correctness from the bucket's dense trial, waiting while another worker runs it.
+
+    None when no dense trial is complete or running (the caller then computes the baseline itself).
+    The other worker may be on another host: polling the shared storage is the only signal there is.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        done = [t for t in trials if is_dense_trial(t) and t.state == TrialState.COMPLETE]
+        if done:
+            record = TrialRecord.of(min(done, key=lambda t: t.number))
+            if record is not None:
+                return record.correct
+        running = [t for t in trials if is_dense_trial(t) and t.state == TrialState.RUNNING]
+        if not running or time.monotonic() > deadline:
+            return None
+        time.sleep(POLL_S)
+        reap(study, storage)
+
+
+class Objective:
+    """Evaluates one trial's budget on a bucket; stops early once the floor is out of reach."""
+
+    def __init__(self, loaded: LoadedModel | None, samples: list[TokenSample], meta: BucketMeta | None,
+                 space: SearchSpace, study: optuna.Study, storage: optuna.storages.BaseStorage | None,
+                 batch_size: int, target: int) -> None:
+        self.loaded, self.samples, self.meta, self.space = loaded, samples, meta, space
+        self.study, self.storage, self.batch_size, self.target = study, storage, batch_size, target
+        self.timings: dict[tuple, dict[str, Any]] = {}  # launch-config timings per (bucket, budget)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        assert self.meta is not None and self.loaded is not None
+        mark_started(trial, worker_id(), getattr(self.study.sampler, "last_seed", None))
+        budget = self.space.suggest(trial)  # the enqueued dense trial gets its fixed parameters back
+        is_dense = budget.is_dense or is_dense_requested(trial)
+        reason = self._skip(trial.number, is_dense)
+        if reason is not None:
+            mark_skipped(trial, reason)
+            raise SkippedTrial(f"skipped: {reason}")
+        if is_dense:  # the dense trial: its own baseline, at dense SDPA's cost
+            mark_dense(trial)
+            result = self._run(None, None)
+            dense = result.correct
+            cost: dict[str, Any] = {"relative": 1.0, "label": self.meta.timing}
+        else:
+            dense = dense_baseline(self.study, self.storage)  # type: ignore[arg-type]
+            if dense is None:  # the dense trial failed: compute the baseline here
+                dense = self._run(None, None).correct
+            result = self._run(budget, dense)
+            cost = self._cost(budget, 1.0 - result.sparsity)
+        # An early-stopped trial is judged on its best case (the rest all right), which still misses.
+        m = measure_floor(self.meta.floor, dense, result.correct + [True] * (len(self.samples) - result.n))
+        TrialRecord(correct=result.correct, accuracy=sum(result.correct) / max(result.n, 1),
+                    complete=result.n == len(self.samples), sparsity=result.sparsity, cost=cost,
+                    seconds=round(result.seconds, 3), lower_bound=m.lower_bound, dense=is_dense).store(trial)
+        trial.set_constraint("floor", m.shortfall)  # feasible when <= 0
+        return float(cost["relative"])
+
+    def _skip(self, number: int, is_dense: bool) -> str | None:
+        """Why trial `number` is not needed (before any work), or None.
+
+        Trial numbers order the starts of all workers (the storage assigns them atomically), so
+        when two workers race for the last slot, or both re-queue the dense trial, the later
+        start sees the earlier one and steps aside.
+        """
+        trials = [t for t in self.study.get_trials(deepcopy=False) if t.number != number]
+        if is_dense:
+            first = [t.number for t in trials if is_dense_trial(t) and t.state in LIVE and t.number < number]
+            return f"dense trial {first[0]} is this bucket's baseline" if first else None
+        ahead = sum(t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING and t.number < number)
+                    for t in trials)
+        # The dense trial needs a slot of its own until it runs.
+        ahead += not any(is_dense_trial(t) and t.state in (TrialState.COMPLETE, TrialState.RUNNING) for t in trials)
+        if ahead >= self.target:
+            return f"the bucket already has its {self.target} trials complete or running"
+        return None
+
+    def _run(self, budget: Budget | None, dense: list[bool] | None) -> EvalResult:
+        """Evaluate in chunks; with a baseline, stop once even all-correct remaining samples miss the floor."""
+        assert self.meta is not None and self.loaded is not None
+        n = len(self.samples)
+        correct: list[bool] = []
+        visible = skipped = seconds = 0.0
+        calls: dict[str, int] = {}
+        for start in range(0, n, self.batch_size * 2):
+            chunk = self.samples[start:start + self.batch_size * 2]
+            r = evaluate(self.loaded, chunk, budget, batch_size=self.batch_size)
+            correct += r.correct
+            visible += r.stats.visible_blocks
+            skipped += r.stats.skipped_blocks
+            seconds += r.seconds
+            for k in ("sparse_calls", "dense_calls", "fallback_calls"):
+                calls[k] = calls.get(k, 0) + getattr(r.stats, k)
+            if dense is not None and len(correct) < n and out_of_reach(self.meta.floor, dense, correct):
+                break
+        stats = AttentionStats(visible_blocks=visible, skipped_blocks=skipped, **calls)
+        return EvalResult(correct=correct, per_task={}, stats=stats, seconds=seconds)
+
+    def _cost(self, budget: Budget, density: float) -> dict[str, Any]:
+        m = self.meta
+        assert m is not None
+        if m.timing == "cost-model":
+            est = cost_model(m.rep_len, budget.block_size, density, m.model.head_dim, m.model.heads, m.model.kv_heads)
+            return {"relative": est.relative, "label": "cost-model"}
+        key = (m.max_len, budget)
+        if key not in self.timings:
+            from ..timing import time_launch_configs
+
+            t = time_launch_configs(m.rep_len, budget, m.model.heads, m.model.kv_heads, m.model.head_dim,
+                                    dtype=torch.bfloat16)
+            if t.total_ms is None or not t.dense_ms:
+                raise SearchError(f"timing: no launch config ran for {budget.to_dict()}: {t.notes}")
+            self.timings[key] = {"relative": t.total_ms / t.dense_ms, "label": "measured", "ms": t.best_ms,
+                                 "selection_ms": t.selection_ms, "dense_ms": t.dense_ms, "config": t.best_config}
+        return self.timings[key]

@@ -1,0 +1,210 @@
+"""What the studies in a storage amount to: each bucket's choice (`BucketOutcome`), its progress
+(`BucketProgress`), and the profile, built from the storage alone (whoever ran the trials).
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ..errors import SearchError
+from ..profile.budget import Budget
+from ..profile.floor import floor_target
+from ..profile.profile import (Accuracy, Bucket, DeviceSection, KernelConfig, Profile, Provenance, TaskAccuracy)
+from .study import BucketMeta, TrialRecord, bucket_studies, is_dense_trial, is_feasible, meta_of, worker_of
+
+__all__ = ["BucketOutcome", "BucketProgress", "BucketStatus", "bucket_outcomes", "profile_from_storage",
+           "study_progress"]
+
+
+class BucketStatus(str, enum.Enum):
+    """How one worker left a bucket."""
+
+    DONE = "done"  # the bucket has all its complete trials
+    BUSY = "busy"  # the rest of its trials run elsewhere (or its dense baseline does)
+    TIMEOUT = "timeout"  # this worker's share of --timeout is spent
+    FAILING = "failing"  # more trials failed here than the bucket has trials: the search gave up on it
+
+
+@dataclass(frozen=True)
+class BucketOutcome:
+    """A bucket's chosen point plus every trial, for the final table and the plot."""
+
+    bucket: Bucket
+    first_len: int
+    trials: list[FrozenTrial]
+    chosen: FrozenTrial | None
+    floor_accuracy: float  # the accuracy the constraint compared with (absolute value)
+    kernel: KernelConfig | None
+    status: BucketStatus | None = None  # how this worker's search left it (None: read from storage only)
+
+
+def _per_task(tasks: list[str], dense: list[bool], sparse: list[bool]) -> dict[str, TaskAccuracy]:
+    out = {}
+    for task in sorted(set(tasks)):
+        idx = [i for i, t in enumerate(tasks) if t == task]
+        out[task] = TaskAccuracy(sparse=sum(sparse[i] for i in idx) / len(idx),
+                                 dense=sum(dense[i] for i in idx) / len(idx), n=len(idx))
+    return out
+
+
+def _outcome(study: optuna.Study) -> BucketOutcome:
+    """The bucket's choice: the cheapest feasible sparse trial; dense, with the reason, when none is."""
+    meta = meta_of(study)
+    floor = meta.floor
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    records = {t.number: TrialRecord.of(t) for t in complete}
+    dense_trials = [t for t in complete if is_dense_trial(t) and records[t.number] is not None]
+    base = min(dense_trials, key=lambda t: t.number) if dense_trials else None
+    if base is None:
+        raise SearchError(f"study {study.study_name!r}: the dense baseline trial has not completed; "
+                          f"run the search (it resumes) before writing the profile")
+    dense = records[base.number].correct  # type: ignore[union-attr]
+    dense_acc = sum(dense) / len(dense)
+    target = floor_target(floor, dense_acc)
+    sparse = [t for t in complete if not is_dense_trial(t) and records[t.number] is not None
+              and records[t.number].complete]  # type: ignore[union-attr]
+    feasible = [t for t in sparse if is_feasible(t)]
+    chosen = min(feasible, key=lambda t: (t.value, -records[t.number].accuracy, t.number),  # type: ignore[union-attr]
+                 default=None)
+    ratio = "keep" if meta.method == "topk" else "tau"
+    kernel = None
+    if chosen is not None and chosen.value < 1.0:
+        p, rec = chosen.params, records[chosen.number]
+        assert rec is not None
+        budget = Budget(method=meta.method, block_size=p["block_size"], sink=p["sink"], local=p["local"],  # type: ignore[arg-type]
+                        **{ratio: p[ratio]})
+        bucket = Bucket(
+            max_len=meta.max_len, budget=budget,
+            reason=f"cheapest of {len(feasible)} feasible budgets in {len(complete)} trials",
+            accuracy=Accuracy(sparse=rec.accuracy, dense=dense_acc, lower_bound=rec.lower_bound, n=len(dense),
+                              per_task=_per_task(meta.tasks, dense, rec.correct)),
+            sparsity=round(rec.sparsity, 6), cost=round(chosen.value, 6))
+        kernel = _kernel_config(rec.cost, budget)
+    else:
+        if floor.kind == "absolute" and dense_acc < floor.value:
+            reason = f"dense accuracy {dense_acc:.3f} is itself below the absolute floor {floor.value}"
+        elif feasible:
+            reason = f"no feasible sparse budget was cheaper than dense ({len(feasible)} feasible)"
+        else:
+            reason = f"no sparse budget met the floor ({target:.3f}) in {len(sparse)} sparse trials"
+        bucket = Bucket(max_len=meta.max_len, dense=True, reason=reason,
+                        accuracy=Accuracy(sparse=dense_acc, dense=dense_acc, n=len(dense),
+                                          per_task=_per_task(meta.tasks, dense, dense)),
+                        sparsity=0.0, cost=1.0)
+        chosen = base
+    return BucketOutcome(bucket=bucket, first_len=meta.first_len, trials=trials, chosen=chosen,
+                         floor_accuracy=target, kernel=kernel)
+
+
+def _kernel_config(cost: dict[str, Any], budget: Budget) -> KernelConfig:
+    from ..kernels.configs import default_config
+
+    if cost.get("label") == "measured" and cost.get("config"):
+        return KernelConfig(**cost["config"], ms=cost["ms"], dense_ms=cost["dense_ms"],
+                            selection_ms=cost["selection_ms"] or None)
+    return KernelConfig(**default_config(budget.block_size))
+
+
+def bucket_outcomes(storage: optuna.storages.BaseStorage, prefix: str) -> list[BucketOutcome]:
+    return [_outcome(s) for s in bucket_studies(storage, prefix)]
+
+
+@dataclass(frozen=True)
+class BucketProgress:
+    """Where one bucket's study stands, from the storage (for `sparsetune collect` and dashboards)."""
+
+    max_len: int
+    target: int  # complete trials the search that created the study asked for
+    complete: int
+    running: int
+    waiting: int  # queued: the dense trial, or a dead worker's trial to retry
+    failed: int  # including skipped ones
+    retried: int  # trials that re-run a dead worker's trial
+    workers: tuple[str, ...]  # `host:pid` of every worker with a complete trial here
+    baseline: bool  # the dense trial is complete
+    best_cost: float | None  # cheapest feasible sparse cost so far (relative to dense)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_len": self.max_len, "complete": self.complete, "target": self.target, "running": self.running,
+                "waiting": self.waiting, "failed": self.failed, "retried": self.retried, "workers": list(self.workers),
+                "baseline": self.baseline, "best_cost": self.best_cost}
+
+
+def _retried_trial_number(t: FrozenTrial) -> int | None:
+    with warnings.catch_warnings():  # experimental since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+
+
+def study_progress(storage: optuna.storages.BaseStorage, prefix: str) -> list[BucketProgress]:
+    """Per bucket of the studies `<prefix>:<max_len>`: trial counts by state, workers, best cost so far.
+
+    Buckets no worker has reached yet are listed with zero trials.
+    """
+    rows = []
+    studies = bucket_studies(storage, prefix)
+    metas: list[BucketMeta] = []
+    for study in studies:
+        meta = meta_of(study)
+        metas.append(meta)
+        trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        records = [(t, TrialRecord.of(t)) for t in complete]
+        sparse = [t for t, r in records if not is_dense_trial(t) and r is not None and r.complete and is_feasible(t)]
+        rows.append(BucketProgress(
+            max_len=meta.max_len, target=meta.trials, complete=len(complete),
+            running=sum(t.state == TrialState.RUNNING for t in trials),
+            waiting=sum(t.state == TrialState.WAITING for t in trials),
+            failed=sum(t.state == TrialState.FAIL for t in trials),
+            retried=sum(_retried_trial_number(t) is not None for t in trials),
+            workers=tuple(sorted({w for t in complete if (w := worker_of(t)) is not None})),
+            baseline=any(is_dense_trial(t) for t in complete),
+            best_cost=min((t.value for t in sparse), default=None)))
+    last = metas[-1]
+    started = {r.max_len for r in rows}
+    rows += [BucketProgress(max_len=e, target=last.trials, complete=0, running=0, waiting=0, failed=0,
+                            retried=0, workers=(), baseline=False, best_cost=None)
+             for e in last.edges if e not in started]
+    return sorted(rows, key=lambda r: r.max_len)
+
+
+def profile_from_storage(storage: optuna.storages.BaseStorage, prefix: str) -> Profile:
+    """The profile of everything the studies `<prefix>:<max_len>` hold, whoever ran their trials.
+
+    Deterministic for given storage contents: `created` is the last complete trial's completion time.
+    """
+    from .._version import __version__
+
+    studies = bucket_studies(storage, prefix)
+    outcomes = [_outcome(s) for s in studies]
+    meta = meta_of(studies[-1])
+    missing = [e for e in meta.edges if e not in {o.bucket.max_len for o in outcomes}]
+    if missing:
+        raise SearchError(f"study {prefix!r}: buckets ending at {', '.join(map(str, missing))} were never "
+                          f"started; run the search (it resumes) before writing the profile")
+    # Complete trials only: skipped or failed ones may still end after the last trial that counts.
+    finished = [t.datetime_complete for s in studies for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    created = max(finished).astimezone().replace(microsecond=0)  # type: ignore[type-var]
+    kernels = {o.bucket.max_len: o.kernel for o in outcomes if o.kernel is not None}
+    return Profile(
+        model=meta.model,
+        workload=meta.workload,
+        floor=meta.floor,
+        method=meta.method,  # type: ignore[arg-type]
+        provenance=Provenance(
+            sparsetune=__version__, created=created.isoformat().replace("+00:00", "Z"), study=prefix,
+            trials_per_bucket=max(sum(t.state == TrialState.COMPLETE for t in s.get_trials(deepcopy=False))
+                                  for s in studies),
+            seed=meta.seed, storage=Provenance.create(study=prefix, trials_per_bucket=0, seed=0,
+                                                      storage=meta.storage).storage),
+        min_len=meta.min_len,
+        buckets=tuple(o.bucket for o in outcomes),
+        devices={meta.device: DeviceSection(timing=meta.timing, kernels=kernels)} if kernels else {},  # type: ignore[arg-type]
+    )

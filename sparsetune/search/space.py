@@ -1,0 +1,75 @@
+"""What a search may choose (`SearchSpace`) and how it runs (`SearchSettings`); validated on creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from ..errors import SearchError
+from ..profile.budget import METHODS, Budget
+from ..profile.profile import Floor
+
+__all__ = ["SearchSettings", "SearchSpace"]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What Optuna may choose per bucket. Ranges are wide; TPE narrows them."""
+
+    method: str = "topk"
+    block_sizes: tuple[int, ...] = (32, 64, 128)
+    keep: tuple[float, float] = (0.02, 1.0)  # topk keep ratio, sampled on a log scale
+    tau: tuple[float, float] = (0.5, 1.0)  # coverage mass
+    max_sink: int = 2
+    max_local: int = 2
+
+    def suggest(self, trial: optuna.Trial) -> Budget:
+        block = trial.suggest_categorical("block_size", list(self.block_sizes))
+        sink = trial.suggest_int("sink", 0, self.max_sink)
+        local = trial.suggest_int("local", 1, self.max_local)
+        if self.method == "topk":
+            keep = trial.suggest_float("keep", *self.keep, log=True)
+            return Budget(method="topk", block_size=block, keep=keep, sink=sink, local=local)
+        tau = trial.suggest_float("tau", *self.tau)
+        return Budget(method="coverage", block_size=block, tau=tau, sink=sink, local=local)
+
+    def dense_params(self) -> dict[str, Any]:
+        """Parameters of the dense-equivalent trial (keep or tau of 1 keeps every visible block)."""
+        ratio = "keep" if self.method == "topk" else "tau"
+        return {"block_size": self.block_sizes[len(self.block_sizes) // 2], "sink": 0, "local": 1, ratio: 1.0}
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    floor: float = 0.95
+    floor_kind: str = "relative"  # relative: sparse >= floor * dense; absolute: sparse >= floor
+    confidence: float | None = None  # apply the floor to a lower confidence bound at this level
+    edges: tuple[int, ...] | None = None  # bucket upper edges; None = automatic quantiles
+    min_per_bucket: int = 16  # automatic buckets and the "tiny bucket" warning
+    trials: int = 40  # complete trials per bucket (shared by all workers)
+    timeout: float | None = None  # seconds for the whole search
+    study: str = "sparsetune"
+    seed: int = 0
+    space: SearchSpace = field(default_factory=SearchSpace)
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if isinstance(self.floor, bool) or not isinstance(self.floor, (int, float)) or not 0 < self.floor <= 1:
+            raise SearchError(f"floor: must be in (0, 1], got {self.floor!r}")
+        if self.floor_kind not in ("relative", "absolute"):
+            raise SearchError(f"floor-kind: must be relative or absolute, got {self.floor_kind!r}")
+        if self.confidence is not None and not 0 < self.confidence < 1:
+            raise SearchError(f"confidence: must be in (0, 1), got {self.confidence!r}")
+        if self.space.method not in METHODS:
+            raise SearchError(f"method: must be one of {', '.join(METHODS)}, got {self.space.method!r}")
+        if self.trials < 1:
+            raise SearchError(f"trials: must be >= 1, got {self.trials}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise SearchError(f"timeout: must be > 0 seconds, got {self.timeout}")
+
+    @property
+    def floor_rule(self) -> Floor:
+        """The floor as the profile records it (and `profile.floor` judges it)."""
+        return Floor(kind=self.floor_kind, value=float(self.floor), confidence=self.confidence)  # type: ignore[arg-type]

@@ -1,0 +1,230 @@
+"""The search's data model in storage, typed: one Optuna study per bucket, described by `BucketMeta`
+(the study's ``meta`` user attr), with one `TrialRecord` per measured trial (trial user attrs).
+
+Storage holds plain JSON; the conversion to and from it lives here and only here, so no other module
+reads a user attr by its string key. The stored layout is unchanged from earlier versions, so
+existing storages resume.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ..errors import SearchError
+from ..profile.profile import Floor, ModelInfo, WorkloadInfo
+
+__all__ = [
+    "LIVE",
+    "BucketMeta",
+    "TrialRecord",
+    "bucket_studies",
+    "create_or_load",
+    "ensure_dense_trial",
+    "is_dense_trial",
+    "is_feasible",
+    "is_skipped",
+    "mark_dense",
+    "mark_skipped",
+    "mark_started",
+    "meta_of",
+    "seed_of",
+    "study_name",
+    "worker_of",
+]
+
+_META = "meta"  # study user attr: BucketMeta
+_DENSE = "dense"  # trial user attr: the bucket's dense baseline trial
+_SKIPPED = "skipped"  # trial user attr: why a trial was not needed
+_WORKER = "worker"  # trial user attr: host:pid of the worker that ran it
+_SEED = "seed"  # trial user attr: the TPE seed it was sampled with
+
+
+@dataclass(frozen=True)
+class BucketMeta:
+    """What one bucket's study is about: written once by the worker that creates the study."""
+
+    identity: dict[str, Any]  # model, workload, floor, method, edges: a resumed run must match it
+    model: ModelInfo
+    workload: WorkloadInfo
+    floor: Floor
+    method: str
+    timing: str  # measured | cost-model
+    device: str  # device key of the kernel configs (GPU name, or "cpu")
+    index: int  # bucket index
+    first_len: int  # shortest sample length in the bucket's range
+    max_len: int  # the bucket's edge
+    n: int  # samples in the bucket
+    rep_len: int  # representative KV length, for the attention cost
+    tasks: list[str]  # the bucket's samples' tasks, in order
+    edges: list[int]  # every bucket's edge
+    min_len: int  # the shortest KV length any sample's forward sees (the profile's min_len)
+    trials: int  # complete trials per bucket
+    seed: int
+    study: str  # study name prefix
+    storage: str | None  # the storage URL as given (redacted when written into a profile)
+
+    def to_attr(self) -> dict[str, Any]:
+        """The JSON the study stores (the layout earlier versions wrote)."""
+        return {
+            "identity": self.identity, "model": _plain(self.model), "workload": _plain(self.workload),
+            "floor": {"kind": self.floor.kind, "value": self.floor.value, "confidence": self.floor.confidence},
+            "method": self.method, "timing": self.timing, "device": self.device,
+            "bucket": {"index": self.index, "min_len": self.first_len, "max_len": self.max_len, "n": self.n},
+            "rep_len": self.rep_len, "tasks": list(self.tasks), "edges": list(self.edges), "min_len": self.min_len,
+            "trials": self.trials, "seed": self.seed, "study": self.study, "storage": self.storage,
+        }
+
+    @classmethod
+    def from_attr(cls, d: dict[str, Any]) -> BucketMeta:
+        b, f = d["bucket"], d["floor"]
+        return cls(identity=d["identity"], model=ModelInfo(**d["model"]), workload=WorkloadInfo(**d["workload"]),
+                   floor=Floor(kind=f["kind"], value=f["value"], confidence=f["confidence"]), method=d["method"],
+                   timing=d["timing"], device=d["device"], index=b["index"], first_len=b["min_len"],
+                   max_len=b["max_len"], n=b["n"], rep_len=d["rep_len"], tasks=list(d["tasks"]),
+                   edges=list(d["edges"]), min_len=d["min_len"], trials=d["trials"], seed=d["seed"],
+                   study=d["study"], storage=d["storage"])
+
+
+def _plain(info: Any) -> dict[str, Any]:
+    return {k: getattr(info, k) for k in info.__dataclass_fields__}
+
+
+def meta_of(study: optuna.Study) -> BucketMeta:
+    return BucketMeta.from_attr(study.user_attrs[_META])
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What a measured trial found (complete trials; a skipped or crashed trial has none)."""
+
+    correct: list[bool]  # per evaluated sample; shorter than the bucket when stopped early
+    accuracy: float  # over the evaluated samples
+    complete: bool  # every sample evaluated (not stopped early)
+    sparsity: float  # achieved: skipped / visible key blocks
+    cost: dict[str, Any] = field(default_factory=dict)  # relative, label (measured | cost-model), timings
+    seconds: float = 0.0
+    lower_bound: float | None = None  # with a floor confidence: the paired lower bound judged
+    dense: bool = False  # the bucket's dense baseline trial
+
+    def store(self, trial: optuna.Trial) -> None:
+        if self.dense:
+            trial.set_user_attr(_DENSE, True)
+        trial.set_user_attr("correct", "".join("1" if c else "0" for c in self.correct))
+        trial.set_user_attr("accuracy", self.accuracy)
+        trial.set_user_attr("complete", self.complete)
+        trial.set_user_attr("sparsity", self.sparsity)
+        trial.set_user_attr("cost", self.cost)
+        if self.lower_bound is not None:
+            trial.set_user_attr("lower_bound", self.lower_bound)
+        trial.set_user_attr("seconds", self.seconds)
+
+    @classmethod
+    def of(cls, t: FrozenTrial) -> TrialRecord | None:
+        a = t.user_attrs
+        if "correct" not in a or "accuracy" not in a:
+            return None
+        return cls(correct=[c == "1" for c in a["correct"]], accuracy=a["accuracy"],
+                   complete=bool(a.get("complete")), sparsity=a.get("sparsity", 0.0), cost=a.get("cost", {}),
+                   seconds=a.get("seconds", 0.0), lower_bound=a.get("lower_bound"), dense=is_dense_trial(t))
+
+
+def mark_started(trial: optuna.Trial, worker: str, seed: int | None) -> None:
+    trial.set_user_attr(_WORKER, worker)
+    trial.set_user_attr(_SEED, seed)
+
+
+def mark_skipped(trial: optuna.Trial, reason: str) -> None:
+    trial.set_user_attr(_SKIPPED, reason)
+
+
+def is_skipped(t: FrozenTrial) -> bool:
+    return _SKIPPED in t.user_attrs
+
+
+def worker_of(t: FrozenTrial) -> str | None:
+    return t.user_attrs.get(_WORKER)
+
+
+def seed_of(t: FrozenTrial) -> int | None:
+    return t.user_attrs.get(_SEED)
+
+
+def mark_dense(trial: optuna.Trial) -> None:
+    trial.set_user_attr(_DENSE, True)
+
+
+def is_dense_requested(trial: optuna.Trial) -> bool:
+    """The trial was enqueued as the dense baseline."""
+    return bool(trial.user_attrs.get(_DENSE))
+
+
+def is_dense_trial(t: FrozenTrial) -> bool:
+    return bool(t.user_attrs.get(_DENSE)) or t.params.get("keep", t.params.get("tau")) == 1.0
+
+
+def is_feasible(t: FrozenTrial) -> bool:
+    return t.state == TrialState.COMPLETE and bool(t.constraints) and all(v <= 0 for v in t.constraints.values())
+
+
+def study_name(prefix: str, max_len: int) -> str:
+    return f"{prefix}:{max_len}"
+
+
+def create_or_load(storage: optuna.storages.BaseStorage, name: str, meta: BucketMeta,
+                   dense_params: dict[str, Any], wait_s: float = 30.0) -> tuple[optuna.Study, BucketMeta]:
+    """Create the bucket's study and enqueue its dense trial, or load it if another worker made it.
+
+    Creation is atomic in every Optuna storage, so exactly one worker enqueues the dense trial. It
+    does so before writing the study's `meta`, and a loader waits for `meta`: a worker that loads
+    a study in the instant after its creation therefore never sees it without its dense trial.
+    Returns the study and the meta it holds (the creator's, which a resumed run reads back).
+    """
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+        deadline = time.monotonic() + wait_s
+        # Another process is creating it: polling the shared storage is the only signal there is.
+        while _META not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.2)
+        old = study.user_attrs.get(_META)
+        if old is None:  # its creator died between creating and describing it
+            study.set_user_attr(_META, meta.to_attr())
+            return study, meta
+        if old.get("identity") != meta.identity:
+            raise SearchError(
+                f"study {name!r}: exists with another model, workload, floor or method; "
+                f"use another --study or storage") from None
+        return study, BucketMeta.from_attr(old)
+    study.enqueue_trial(dense_params, user_attrs={_DENSE: True})
+    study.set_user_attr(_META, meta.to_attr())
+    return study, meta
+
+
+LIVE = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+
+
+def ensure_dense_trial(study: optuna.Study, space: Any) -> None:
+    """Re-enqueue the dense trial when it failed (e.g. its worker was killed) and none is pending.
+
+    Two workers may both re-enqueue it; the later copy is skipped when it starts (`_Objective._skip`).
+    """
+    trials = study.get_trials(deepcopy=False)
+    if not any(is_dense_trial(t) and t.state in LIVE for t in trials):
+        study.enqueue_trial(space.dense_params(), user_attrs={_DENSE: True})
+
+
+def bucket_studies(storage: optuna.storages.BaseStorage, prefix: str) -> list[optuna.Study]:
+    """The bucket studies ``<prefix>:<max_len>`` that have their meta, by bucket edge."""
+    names = [n for n in optuna.get_all_study_names(storage) if n.rsplit(":", 1)[0] == prefix
+             and n.rsplit(":", 1)[-1].isdigit()]
+    if not names:
+        raise SearchError(f"study {prefix!r}: no bucket studies in this storage (nothing searched yet?)")
+    studies = [optuna.load_study(study_name=n, storage=storage) for n in names]
+    studies = [s for s in studies if _META in s.user_attrs]
+    return sorted(studies, key=lambda s: s.user_attrs[_META]["bucket"]["max_len"])
