@@ -24,13 +24,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from sparsetune import load_profile
-from sparsetune.errors import SearchError
-from sparsetune._io import redact_url
 from sparsetune.profile import Floor, ModelInfo, WorkloadInfo
-from sparsetune.search import BucketMeta, SearchSpace, heartbeat_settings, open_storage, profile_from_storage
-from sparsetune.search.objective import Objective
-from sparsetune.search.sampler import LaneSeededTPE
-from sparsetune.search.storage import _with_driver
+from sparsetune.search import BucketMeta, open_storage, profile_from_storage
 from sparsetune.search.study import is_dense_trial, is_skipped, seed_of, worker_of
 
 from conftest import REPO, demo_slice as _slice, sparsetune_command
@@ -206,92 +201,7 @@ def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path
     assert not outs[0].exists()
 
 
-# ---------------------------------------------------------------------------------------- no server needed
-
-
-def _objective(study: optuna.Study, target: int) -> _Objective:
-    return Objective(None, [], None, SearchSpace(), study, None, 8, target)
-
-
-def _bucket_study() -> optuna.Study:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize")
-    study.enqueue_trial(SearchSpace().dense_params(), user_attrs={"dense": True})
-    return study
-
-
-def test_a_trial_beyond_the_target_or_a_second_dense_trial_is_skipped():
-    study = _bucket_study()
-    dense = study.ask()  # trial 0: the enqueued dense trial, now running
-    assert is_dense_trial(dense)
-    a, b = study.ask(), study.ask()  # two sparse starts racing for the last two slots of 3
-    obj = _objective(study, 3)
-    assert obj._skip(a.number, False) is None
-    assert obj._skip(b.number, False) is None
-    c = study.ask()
-    assert "already has its 3 trials" in obj._skip(c.number, False)  # 0, 1, 2 are running
-    study.tell(a, state=TrialState.FAIL)  # a failed: its slot is free again, for the earliest start
-    assert obj._skip(c.number, False) is None
-    # A second dense trial (two workers re-queued it) steps aside for the earlier one.
-    study.enqueue_trial(SearchSpace().dense_params(), user_attrs={"dense": True})
-    dup = study.ask()
-    assert obj._skip(dup.number, True) == "dense trial 0 is this bucket's baseline"
-    assert obj._skip(dense.number, True) is None
-
-
-def test_sparse_trials_leave_a_slot_for_the_dense_trial_until_it_runs():
-    study = _bucket_study()  # the dense trial waits (its worker died before starting it, say)
-    for x in (0.2, 0.4):  # while two sparse trials completed, on a baseline computed by themselves
-        study.add_trial(optuna.create_trial(value=x, params={"x": x},
-                                            distributions={"x": optuna.distributions.FloatDistribution(0, 1)}))
-    assert "already has its 3 trials" in _objective(study, 3)._skip(99, False)
-    assert _objective(study, 4)._skip(99, False) is None
-    assert _objective(study, 3)._skip(0, True) is None  # the dense trial itself is never surplus
-
-
-def test_seeds_follow_complete_trials_alone_and_differ_between_concurrent_trials():
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = LaneSeededTPE(7)
-    study = optuna.create_study(direction="minimize", sampler=sampler)
-    seeds = []
-    for _ in range(3):  # one worker: seed * 100003 + complete trials, which a resumed run recomputes
-        t = study.ask()
-        seeds.append(sampler.last_seed)
-        study.tell(t, t.suggest_float("x", 0, 1))
-    assert seeds == [700_021, 700_022, 700_023]
-    # Three trials started before any finishes (three workers): lanes 0, 1, 2, different budgets.
-    started, seeds = [], []
-    for _ in range(3):
-        started.append(study.ask())
-        seeds.append(sampler.last_seed)
-    assert seeds == [700_024, 700_024 + 1_000_003, 700_024 + 2_000_006]
-    assert len({t.suggest_float("x", 0, 1) for t in started}) == 3
-
-
-def test_heartbeat_settings_come_from_the_environment(monkeypatch):
-    monkeypatch.delenv("SPARSETUNE_HEARTBEAT_S", raising=False)
-    monkeypatch.delenv("SPARSETUNE_GRACE_S", raising=False)
-    assert heartbeat_settings() == (15, 60)
-    monkeypatch.setenv("SPARSETUNE_HEARTBEAT_S", "2")
-    assert heartbeat_settings() == (2, 8)  # four beats of grace unless told
-    monkeypatch.setenv("SPARSETUNE_GRACE_S", "5")
-    assert heartbeat_settings() == (2, 5)
-    for name, value, message in [("SPARSETUNE_GRACE_S", "2", "must be longer than the heartbeat (2 s), got 2"),
-                                 ("SPARSETUNE_GRACE_S", "1.5", "positive whole number of seconds, got '1.5'"),
-                                 ("SPARSETUNE_HEARTBEAT_S", "0", "positive whole number of seconds, got '0'")]:
-        monkeypatch.setenv(name, value)
-        with pytest.raises(SearchError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            heartbeat_settings()
-        monkeypatch.setenv(name, {"SPARSETUNE_GRACE_S": "5", "SPARSETUNE_HEARTBEAT_S": "2"}[name])
-
-
-def test_postgres_urls_get_the_installed_driver_and_errors_hide_the_password():
-    pytest.importorskip("psycopg2")
-    url = _with_driver("postgresql://u@h/db")
-    assert url in ("postgresql://u@h/db", "postgresql+psycopg2://u@h/db")  # psycopg 3 is used when installed
-    assert _with_driver("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
-    assert redact_url("postgresql://me:secret@db.example:5432/x") == "postgresql://me:***@db.example:5432/x"
-    assert redact_url("postgresql://me@db/x") == "postgresql://me@db/x"
+# ---------------------------------------------------------------------------------------- CLI, no server
 
 
 def test_an_unreachable_server_is_one_line(tmp_path, run_cli):

@@ -16,7 +16,6 @@ from typing import Any, Iterable, Sequence
 
 from .._io import atomic_write
 from ..errors import WorkloadError
-from ..profile.buckets import auto_edges, bucketize
 from . import tasks as _tasks
 
 __all__ = [
@@ -25,8 +24,6 @@ __all__ = [
     "DEMO_WORKLOAD",
     "TokenSample",
     "Workload",
-    "auto_edges",
-    "bucketize",
     "load_workload",
     "parse_lengths",
     "parse_tasks",

@@ -1,0 +1,191 @@
+"""Search pieces without a model or a server: trial slots, seeds, storage settings, typed records,
+which errors fail a trial, and how a bucket the search gives up on is reported."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sparsetune._io import redact_url
+from sparsetune.errors import SearchError, SearchWarning, WorkloadError
+from sparsetune.profile import Floor, ModelInfo, WorkloadInfo
+from sparsetune.search import BucketMeta, BucketStatus, SearchSettings, SearchSpace, TrialRecord, heartbeat_settings
+from sparsetune.search.objective import Objective
+from sparsetune.search.run import _BucketRun, _work
+from sparsetune.search.sampler import LaneSeededTPE
+from sparsetune.search.storage import _with_driver
+from sparsetune.search.study import is_dense_trial
+
+
+def _objective(study: optuna.Study, target: int) -> _Objective:
+    return Objective(None, [], None, SearchSpace(), study, None, 8, target)
+
+
+def _bucket_study() -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+    study.enqueue_trial(SearchSpace().dense_params(), user_attrs={"dense": True})
+    return study
+
+
+def test_a_trial_beyond_the_target_or_a_second_dense_trial_is_skipped():
+    study = _bucket_study()
+    dense = study.ask()  # trial 0: the enqueued dense trial, now running
+    assert is_dense_trial(dense)
+    a, b = study.ask(), study.ask()  # two sparse starts racing for the last two slots of 3
+    obj = _objective(study, 3)
+    assert obj._skip(a.number, False) is None
+    assert obj._skip(b.number, False) is None
+    c = study.ask()
+    assert "already has its 3 trials" in obj._skip(c.number, False)  # 0, 1, 2 are running
+    study.tell(a, state=TrialState.FAIL)  # a failed: its slot is free again, for the earliest start
+    assert obj._skip(c.number, False) is None
+    # A second dense trial (two workers re-queued it) steps aside for the earlier one.
+    study.enqueue_trial(SearchSpace().dense_params(), user_attrs={"dense": True})
+    dup = study.ask()
+    assert obj._skip(dup.number, True) == "dense trial 0 is this bucket's baseline"
+    assert obj._skip(dense.number, True) is None
+
+
+def test_sparse_trials_leave_a_slot_for_the_dense_trial_until_it_runs():
+    study = _bucket_study()  # the dense trial waits (its worker died before starting it, say)
+    for x in (0.2, 0.4):  # while two sparse trials completed, on a baseline computed by themselves
+        study.add_trial(optuna.create_trial(value=x, params={"x": x},
+                                            distributions={"x": optuna.distributions.FloatDistribution(0, 1)}))
+    assert "already has its 3 trials" in _objective(study, 3)._skip(99, False)
+    assert _objective(study, 4)._skip(99, False) is None
+    assert _objective(study, 3)._skip(0, True) is None  # the dense trial itself is never surplus
+
+
+def test_seeds_follow_complete_trials_alone_and_differ_between_concurrent_trials():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = LaneSeededTPE(7)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    seeds = []
+    for _ in range(3):  # one worker: seed * 100003 + complete trials, which a resumed run recomputes
+        t = study.ask()
+        seeds.append(sampler.last_seed)
+        study.tell(t, t.suggest_float("x", 0, 1))
+    assert seeds == [700_021, 700_022, 700_023]
+    # Three trials started before any finishes (three workers): lanes 0, 1, 2, different budgets.
+    started, seeds = [], []
+    for _ in range(3):
+        started.append(study.ask())
+        seeds.append(sampler.last_seed)
+    assert seeds == [700_024, 700_024 + 1_000_003, 700_024 + 2_000_006]
+    assert len({t.suggest_float("x", 0, 1) for t in started}) == 3
+
+
+def test_heartbeat_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.delenv("SPARSETUNE_HEARTBEAT_S", raising=False)
+    monkeypatch.delenv("SPARSETUNE_GRACE_S", raising=False)
+    assert heartbeat_settings() == (15, 60)
+    monkeypatch.setenv("SPARSETUNE_HEARTBEAT_S", "2")
+    assert heartbeat_settings() == (2, 8)  # four beats of grace unless told
+    monkeypatch.setenv("SPARSETUNE_GRACE_S", "5")
+    assert heartbeat_settings() == (2, 5)
+    for name, value, message in [("SPARSETUNE_GRACE_S", "2", "must be longer than the heartbeat (2 s), got 2"),
+                                 ("SPARSETUNE_GRACE_S", "1.5", "positive whole number of seconds, got '1.5'"),
+                                 ("SPARSETUNE_HEARTBEAT_S", "0", "positive whole number of seconds, got '0'")]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SearchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            heartbeat_settings()
+        monkeypatch.setenv(name, {"SPARSETUNE_GRACE_S": "5", "SPARSETUNE_HEARTBEAT_S": "2"}[name])
+
+
+def test_postgres_urls_get_the_installed_driver_and_errors_hide_the_password():
+    pytest.importorskip("psycopg2")
+    url = _with_driver("postgresql://u@h/db")
+    assert url in ("postgresql://u@h/db", "postgresql+psycopg2://u@h/db")  # psycopg 3 is used when installed
+    assert _with_driver("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert redact_url("postgresql://me:secret@db.example:5432/x") == "postgresql://me:***@db.example:5432/x"
+    assert redact_url("postgresql://me@db/x") == "postgresql://me@db/x"
+
+
+def _meta(**change) -> BucketMeta:
+    fields = dict(
+        identity={}, model=ModelInfo(name="m", config_sha256="0" * 64, layers=1, heads=1, kv_heads=1, head_dim=16),
+        workload=WorkloadInfo(name="w", sha256="0" * 64, samples=4), floor=Floor(value=0.9, confidence=0.8),
+        method="topk", timing="cost-model", device="cpu", index=0, first_len=1, max_len=256, n=2, rep_len=200,
+        tasks=["t", "t"], edges=[256, 512], min_len=100, trials=3, seed=0, study="s", storage=None)
+    return BucketMeta(**{**fields, **change})
+
+
+def test_bucket_meta_round_trips_through_the_stored_layout():
+    meta = _meta()
+    stored = meta.to_attr()
+    assert stored["bucket"] == {"index": 0, "min_len": 1, "max_len": 256, "n": 2}  # the layout old storages hold
+    assert stored["floor"] == {"kind": "relative", "value": 0.9, "confidence": 0.8}
+    assert BucketMeta.from_attr(stored) == meta
+
+
+def test_trial_record_round_trips_through_user_attrs():
+    study = optuna.create_study(direction="minimize")
+    trial = study.ask()
+    record = TrialRecord(correct=[True, False, True], accuracy=2 / 3, complete=True, sparsity=0.4,
+                         cost={"relative": 0.5, "label": "cost-model"}, seconds=1.5, lower_bound=0.2)
+    record.store(trial)
+    study.tell(trial, 0.5)
+    [frozen] = study.get_trials()
+    assert TrialRecord.of(frozen) == record and not is_dense_trial(frozen)
+
+
+class _Raising:
+    """An objective that raises `error` in every trial."""
+
+    space = SearchSpace()
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.suggest_float("keep", 0.01, 1.0)
+        raise self.error
+
+
+def _bucket_run(objective) -> tuple[_BucketRun, optuna.storages.BaseStorage]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    run = _BucketRun(0, 256, [], _meta())
+    run.study = optuna.create_study(storage=storage, direction="minimize")
+    run.objective = objective
+    return run, storage
+
+
+def test_a_bug_in_a_trial_surfaces_instead_of_failing_the_trial():
+    run, storage = _bucket_run(_Raising(TypeError("a bug")))
+    with pytest.raises(TypeError, match="a bug"):
+        _work(run, storage, SearchSettings(trials=3), None)
+
+
+def test_a_bucket_whose_trials_keep_failing_is_reported_failing():
+    run, storage = _bucket_run(_Raising(WorkloadError("bad sample")))  # an expected error: the trial fails
+    status, ran = _work(run, storage, SearchSettings(trials=2), None)
+    assert status is BucketStatus.FAILING and ran and run.failures == 3
+    assert {t.state for t in run.study.get_trials()} <= {TrialState.FAIL, TrialState.WAITING}  # dense re-queued
+
+
+def test_a_failing_bucket_is_a_search_warning(monkeypatch):
+    import sparsetune.search.run as run_mod
+
+    def fake_run_buckets(runs, *args):
+        for r in runs:
+            r.status = BucketStatus.FAILING
+
+    monkeypatch.setattr(run_mod, "_run_buckets", fake_run_buckets)
+    monkeypatch.setattr(run_mod, "profile_from_storage", lambda *a: None)
+    monkeypatch.setattr(run_mod, "bucket_outcomes", lambda *a: [])
+    from sparsetune.workload import TokenSample, Workload
+
+    samples = [TokenSample([2] * 10, [5], "t", i + 1) for i in range(4)]
+
+    class Loaded:
+        name, config_sha256, layers, heads, kv_heads, head_dim, max_positions = "m", "0" * 64, 1, 1, 1, 16, 64
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_mod.search(Loaded(), Workload("w", "0" * 64, samples), SearchSettings(edges=(64,), trials=2), None)
+    assert [str(w.message) for w in caught if w.category is SearchWarning] == [run_mod.failing_message(64)]
