@@ -21,6 +21,8 @@ from typing import Any
 
 import _bench as B
 
+from sparsetune.profile.floor import TOLERANCE, floor_target
+
 
 def collect(model: str, splits: list[str]) -> dict[str, Any]:
     buckets: list[dict[str, Any]] = []
@@ -67,12 +69,12 @@ def summarize(data: dict[str, Any], grid_rows: list[dict[str, Any]] | None) -> N
                 return sum(tasks_dict[t]["correct"] for t in sel), sum(tasks_dict[t]["n"] for t in sel)
 
             dc, n = counts(bk["dense"])
-            target = B.FLOOR * dc / n
+            target = floor_target(B.FLOOR_RULE, dc / n)
             ok = []
             for row in bk["rows"]:
                 c, _ = counts(row["tasks"])
                 row.setdefault("accuracy", {})[task] = c / n
-                ok.append((row["sparsity"], row["keep"], c / n >= target - 1e-12))
+                ok.append((row["sparsity"], row["keep"], c / n >= target - TOLERANCE))
             ok.sort()
             feasible = [(s, k) for s, k, f in ok if f]
             best = max(feasible) if feasible else (0.0, 1.0)

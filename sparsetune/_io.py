@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import SparsetuneError
 
-__all__ = ["atomic_write", "canonical_sha256", "redact_url", "replacing"]
+__all__ = ["atomic_write", "canonical_sha256", "redact_url", "replacing", "splice_block"]
 
 
 @contextlib.contextmanager
@@ -74,3 +74,26 @@ def canonical_sha256(data: Mapping[str, Any]) -> str:
     """sha256 of `data` as canonical JSON (sorted keys, no spaces), so key order and whitespace do not matter."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def splice_block(path: str | os.PathLike[str], name: str, body: str, owner: str = "a script", header: str = "",
+                 before: str | None = None) -> Path:
+    """Replace (or add) the block between this name's markers in a text file, atomically.
+
+    The file is re-read first, so sections others write are kept exactly. A new block goes above the
+    line `before` when the file has it, else at the end; a missing file starts as `header`.
+    """
+    path = Path(path)
+    begin, end = f"<!-- {name} begin (written by {owner}) -->", f"<!-- {name} end -->"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    text = path.read_text(encoding="utf-8") if path.is_file() else header
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    elif before is not None and f"\n{before}" in text:  # first time: insert above this line
+        head, tail = text.split(f"\n{before}", 1)
+        text = head.rstrip("\n") + "\n\n" + block + "\n\n" + before + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    return atomic_write(path, text)
