@@ -349,7 +349,7 @@ def efficiency_section(e: dict[str, Any], search_trials: int | None = None) -> s
               "- How hard the goal is depends on how many points lie within 5% of the best: adjacent grid keeps differ "
               "by about 1.5x in cost, so a bucket with one point within 5% asks the sampler to find that exact cell "
               f"among {cells} (random: {cells} trials expected).",
-              "- A trial counts as one evaluation even when the sampler repeats a point (search.py would evaluate it "
+              "- A trial counts as one evaluation even when the sampler repeats a point (the search would evaluate it "
               f"again); the enqueued dense trial is trial 1. `>N`: the seed did not get there within N trials (TPE "
               f"runs up to the grid's size, {size}).",
               "- keep is suggested as an index into the keep grid (ordered, like search's log-scale float keep), "
@@ -362,7 +362,7 @@ def efficiency_section(e: dict[str, Any], search_trials: int | None = None) -> s
               + f" of {size}; {e['chunks_evaluated']} chunks of 8 samples were evaluated in this run (the rest came "
               "from the cache).",
               "- Cost = relative attention FLOPs of the bucket's prefills (cost model, no GPU); feasible = accuracy >= "
-              f"{B.FLOOR} x dense on the bucket's samples, with search.py's early stop.", "",
+              f"{B.FLOOR} x dense on the bucket's samples, with the search's early stop.", "",
               provenance(e["meta"])]
     times = run_times()
     if times:

@@ -3,35 +3,8 @@
 Imports nothing of the tuner (workload, evaluate, search, deploy, cli) and nothing heavy.
 """
 
+from . import profile as _profile
 from .budget import METHODS, Budget
-from .profile import (
-    PROFILE_SCHEMA_VERSION,
-    Accuracy,
-    Bucket,
-    DeviceSection,
-    Floor,
-    KernelConfig,
-    ModelInfo,
-    Profile,
-    Provenance,
-    TaskAccuracy,
-    WorkloadInfo,
-    load_profile,
-)
+from .profile import *  # noqa: F403 - the contract's names, listed once in profile.py's __all__
 
-__all__ = [
-    "METHODS",
-    "PROFILE_SCHEMA_VERSION",
-    "Accuracy",
-    "Budget",
-    "Bucket",
-    "DeviceSection",
-    "Floor",
-    "KernelConfig",
-    "ModelInfo",
-    "Profile",
-    "Provenance",
-    "TaskAccuracy",
-    "WorkloadInfo",
-    "load_profile",
-]
+__all__ = ["METHODS", "Budget", *_profile.__all__]

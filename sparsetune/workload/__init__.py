@@ -3,26 +3,7 @@ generators, and model loading. Heavy imports (torch, transformers) stay inside `
 """
 
 from ..profile.buckets import auto_edges, bucketize
-from .files import (
-    DEFAULT_ANSWER_TOKENS,
-    DEFAULT_TASK,
-    DEMO_WORKLOAD,
-    TokenSample,
-    Workload,
-    load_workload,
-    synth_workload,
-    write_jsonl,
-)
+from . import files as _files
+from .files import *  # noqa: F403 - listed once in files.py's __all__
 
-__all__ = [
-    "DEFAULT_ANSWER_TOKENS",
-    "DEFAULT_TASK",
-    "DEMO_WORKLOAD",
-    "TokenSample",
-    "Workload",
-    "auto_edges",
-    "bucketize",
-    "load_workload",
-    "synth_workload",
-    "write_jsonl",
-]
+__all__ = [*_files.__all__, "auto_edges", "bucketize"]
