@@ -47,7 +47,3 @@ def main(argv: list[str] | None = None) -> None:
         message = " ".join(str(exc).split()) or type(exc).__name__  # always exactly one line
         print(f"error: {message}", file=sys.stderr)
         sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()

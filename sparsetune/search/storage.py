@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from .._io import redact_url
 from ..errors import SearchError
+from .study import worker_of
 
 __all__ = ["GRACE_MULTIPLE", "HEARTBEAT_S", "MAX_RETRY", "default_journal", "fail_orphans", "has_heartbeat", "heartbeat_settings", "open_storage",
            "reap", "storage_for", "worker_id"]
@@ -168,7 +169,7 @@ def fail_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> N
     host = socket.gethostname()
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        name, _, pid = t.user_attrs.get("worker", "").rpartition(":")
+        name, _, pid = (worker_of(t) or "").rpartition(":")
         if name == host and pid.isdigit() and not _alive(int(pid)):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             try:

@@ -1,0 +1,5 @@
+"""`python -m sparsetune.cli`: the same as the `sparsetune` console script."""
+
+from . import main
+
+main()
