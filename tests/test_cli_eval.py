@@ -29,15 +29,16 @@ def test_eval_json_reports_dense_sparse_and_sparsity(tmp_path, run_cli):
     assert 0 <= whole[0]["lower_bound"] <= whole[0]["sparse"] <= 1
 
 
-def _per_length(tmp_path, lengths=(256, 1024)):
-    """One demo sample per task at each length (prompt + answer + BOS tokens)."""
+def _per_length(tmp_path, lengths=(256, 1024), tasks=("niah", "vt"), longest: int = 600):
+    """One demo sample per task at each length (prompt + answer + BOS tokens), prompts cut to their last
+    `longest` words (the query stays at the end) to keep the test quick."""
     rows, seen = [], set()
     for line in DEMO_WORKLOAD.read_text().splitlines():
         row = json.loads(line)
         key = (len(row["prompt"].split()) + len(row["answer"].split()) + 1, row["task"])
-        if key[0] in lengths and key not in seen:
+        if key[0] in lengths and key[1] in tasks and key not in seen:
             seen.add(key)
-            rows.append(row)
+            rows.append({**row, "prompt": " ".join(row["prompt"].split()[-longest:])})
     path = tmp_path / "per_length.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -51,11 +52,11 @@ def test_eval_table_with_the_example_profile(tmp_path, run_cli, example_path):
     cells = [[c.strip() for c in line.split("│")[1:-1]] for line in result.out.splitlines() if line.startswith("│")]
     rows = {(c[0], c[1]): dict(n=int(c[2]), dense=float(c[3]), sparse=float(c[4]), lower=float(c[5]),
                                 sparsity=float(c[6].rstrip("%")) / 100) for c in cells}
-    # The example's edges 512 and 1024 bucket the 256- and 1024-token samples; every task has a row.
+    # The example's edges 512 and 1024 bucket the 256- and ~600-token samples; every task has a row.
     assert {span for span, _ in rows} == {"256-512", "513-1024"}
-    assert {task for _, task in rows} == {"all", "cwe", "multikey", "niah", "vt"}
+    assert {task for _, task in rows} == {"all", "niah", "vt"}
     short, long = rows[("256-512", "all")], rows[("513-1024", "all")]
-    assert short["n"] == long["n"] == 4
+    assert short["n"] == long["n"] == 2 and rows[("513-1024", "vt")]["n"] == 1
     # <= 512 tokens is a dense bucket in the example: nothing skipped, sparse is dense.
     assert short["sparsity"] == 0 and short["sparse"] == short["dense"] == short["lower"]
     # 513..1024 keeps 45% of the visible blocks (plus sink and local): about half is skipped.
