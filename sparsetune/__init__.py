@@ -7,7 +7,6 @@ transformers' modeling code is loaded, else when it loads; see `runtime.autoload
 `sparsetune apply` loads with its profile through plain `from_pretrained` calls.
 """
 
-from ._version import __version__
 from .errors import (AttentionError, BudgetError, DeployError, ModelError, ProfileError, SearchError,
                      SparsetuneError, WorkloadError)
 from .profile import (
@@ -32,6 +31,10 @@ _LAZY = {"enable": "runtime.hf_attention", "disable": "runtime.hf_attention", "r
 
 
 def __getattr__(name: str):  # PEP 562: sparsetune.enable imports the transformers integration on first use
+    if name == "__version__":  # read from the package metadata on first use (_version.py)
+        from ._version import version
+
+        return version()
     if name in _LAZY:
         import importlib
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._version import __version__
 from ..errors import ProfileError
 from ._typed import show
 from .budget import METHODS
@@ -27,6 +26,8 @@ def upgrade(data: Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int):
         raise ProfileError(f"schema: must be an integer, got {show(version)}")
     if version > PROFILE_SCHEMA_VERSION:
+        from .._version import __version__
+
         raise ProfileError(f"schema: version {version} is newer than this sparsetune ({__version__}) reads "
                            f"({PROFILE_SCHEMA_VERSION}); upgrade sparsetune")
     while version < PROFILE_SCHEMA_VERSION:

@@ -38,7 +38,7 @@ class SkippedTrial(Exception):
 EXPECTED_TRIAL_ERRORS: tuple[type[BaseException], ...] = (SparsetuneError, SkippedTrial, torch.OutOfMemoryError)
 
 
-def dense_baseline(study: optuna.Study, storage: optuna.storages.BaseStorage,
+def baseline_from_storage(study: optuna.Study, storage: optuna.storages.BaseStorage,
                    wait_s: float = 600.0) -> list[bool] | None:
     """Per-sample dense correctness from the bucket's dense trial, waiting while another worker runs it.
 
@@ -85,7 +85,7 @@ class Objective:
             dense = result.correct
             cost: dict[str, Any] = {"relative": 1.0, "label": self.meta.timing}
         else:
-            dense = dense_baseline(self.study, self.storage)  # type: ignore[arg-type]
+            dense = baseline_from_storage(self.study, self.storage)  # type: ignore[arg-type]
             if dense is None:  # the dense trial failed: compute the baseline here
                 dense = self._run(None, None).correct
             result = self._run(budget, dense)
