@@ -62,12 +62,12 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bl
     `scale` defaults to 1/sqrt(D). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) tunes the
     kernel's speed, never its result; None picks a default for the block size. On CPU a torch
     path runs unless ``SPARSETUNE_TRITON_INTERPRET=1``: `gathered_attention` (work scales with
-    the kept blocks) for sparse masks, the masked-SDPA reference for nearly dense ones.
+    the kept blocks) for prefill and chunks, the masked-SDPA reference for a single query block
+    (decode), where one masked row costs no more than gathering it.
     """
     check_inputs(q, k, v, block_mask)
     if not uses_triton(q):
-        # Gathering kept blocks pays off when rows are sparse; near dense, masked SDPA is faster.
-        if 2 * int(block_mask.kv_num_blocks.max().item()) <= block_mask.num_kv_blocks:
+        if block_mask.num_q_blocks > 1:
             return gathered_attention(q, k, v, block_mask, scale=scale)
         return reference_attention(q, k, v, block_mask, scale=scale)
     _check_kernel_inputs(q, k, v)
