@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sparsetune.workload.tasks import TASKS, synth  # noqa: E402
-from sparsetune.workload import write_jsonl  # noqa: E402
+from sparsetune.workload.files import write_jsonl  # noqa: E402
 
 LENGTHS = [256, 512, 1024, 2048]
-SPLITS = {"workload.jsonl": (10_001, 8), "heldout.jsonl": (20_002, 8)}  # file: (seed, samples per task and length)
+SPLITS = {"workload.jsonl": (10_001, 40), "heldout.jsonl": (20_002, 40)}  # file: (seed, samples per task and length)
 
 
 def main() -> None:

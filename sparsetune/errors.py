@@ -16,6 +16,7 @@ __all__ = [
     "DeployError",
     "AttentionError",
     "SearchWarning",
+    "FailingBucketWarning",
 ]
 
 
@@ -52,4 +53,8 @@ class AttentionError(SparsetuneError, ValueError):
 
 
 class SearchWarning(RuntimeWarning):
-    """Something a finished search must say: a bucket it gave up on (its trials kept failing)."""
+    """Something a search must say: too few samples to show the floor, a single sample deciding it."""
+
+
+class FailingBucketWarning(SearchWarning):
+    """A bucket the search gave up on (its trials kept failing)."""

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PairedDifference", "clopper_pearson_lower", "paired_lower_bound"]
+__all__ = ["PairedDifference", "Retention", "base_needed", "clopper_pearson_lower", "clopper_pearson_upper",
+           "losses_allowed", "paired_lower_bound", "retention"]
 
 
 def _binom_sf(k: int, n: int, p: float) -> float:
@@ -100,3 +101,61 @@ def paired_lower_bound(dense: Sequence[bool], sparse: Sequence[bool], confidence
         dense_accuracy=sum(map(bool, dense)) / n if n else 0.0,
         sparse_accuracy=sum(map(bool, sparse)) / n if n else 0.0,
         difference=diff, lower_bound=lower, confidence=confidence)
+
+
+def clopper_pearson_upper(successes: int, trials: int, confidence: float) -> float:
+    """One-sided Clopper–Pearson upper bound for a binomial proportion (1 when all trials succeed)."""
+    return 1.0 - clopper_pearson_lower(trials - successes, trials, confidence)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many of the samples dense gets right sparse keeps right, with exact one-sided bounds.
+
+    Retention r = P(sparse right | dense right). Sparse accuracy is at least r x dense accuracy
+    (sparse may also fix some of dense's misses), so ``lower >= f`` shows a relative floor f holds
+    and ``upper < f`` shows it is broken, at `confidence`, whether or not sparse ever beats dense.
+    """
+
+    kept: int  # dense right and sparse right
+    base: int  # dense right
+    gained: int  # dense wrong, sparse right (not credited by the bounds)
+    lower: float
+    upper: float
+    confidence: float
+
+    @property
+    def point(self) -> float:
+        return self.kept / self.base if self.base else 1.0
+
+
+def retention(dense: Sequence[bool], sparse: Sequence[bool], confidence: float) -> Retention:
+    """Exact Clopper–Pearson bounds on retention from paired per-sample results."""
+    if len(dense) != len(sparse):
+        raise ValueError(f"paired samples: dense has {len(dense)} results, sparse {len(sparse)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: must be in (0, 1), got {confidence!r}")
+    base = sum(1 for d in dense if d)
+    kept = sum(1 for d, s in zip(dense, sparse) if d and s)
+    gained = sum(1 for d, s in zip(dense, sparse) if s and not d)
+    if base == 0:
+        return Retention(kept, base, gained, 1.0, 1.0, confidence)  # nothing to lose
+    return Retention(kept, base, gained, clopper_pearson_lower(kept, base, confidence),
+                     clopper_pearson_upper(kept, base, confidence), confidence)
+
+
+def losses_allowed(base: int, ratio: float, confidence: float) -> int:
+    """The most of `base` dense-right samples sparse may lose with the lower bound of retention still
+    >= `ratio`; -1 when even losing none cannot show it (too few samples)."""
+    lost = -1
+    while lost + 1 < base and clopper_pearson_lower(base - lost - 1, base, confidence) >= ratio:
+        lost += 1
+    return lost
+
+
+def base_needed(ratio: float, confidence: float) -> int:
+    """The fewest dense-right samples with which losing none shows retention >= `ratio`:
+    ``confidence``-level lower bound of n/n is (1 - confidence)^(1/n)."""
+    if ratio >= 1.0:
+        raise ValueError("ratio: a floor of 1 can never be shown on finite samples")
+    return math.ceil(math.log(1.0 - confidence) / math.log(ratio) - 1e-9)

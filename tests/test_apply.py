@@ -215,14 +215,20 @@ def test_gpu_without_tuned_configs_warns(model_dir):
 
 
 def test_older_schema_is_explained_or_upgraded(run_cli, model_dir, profile_path, tmp_path, monkeypatch):
+    now = versions.PROFILE_SCHEMA_VERSION
     old = tmp_path / "old.yaml"
-    old.write_text(profile_path.read_text().replace("schema: 1", "schema: 0"))
+    old.write_text(profile_path.read_text().replace(f"schema: {now}", "schema: 0"))
     r = run_cli("apply", old, "--format", "json")
     assert r.code == 2 and "schema: unknown version 0" in r.err
     monkeypatch.setitem(versions.UPGRADES, 0, lambda data: data)  # how a real upgrade step plugs in
     r = run_cli("apply", old, "--model", model_dir, "--out", tmp_path / "d")
-    assert r.code == 0 and "schema 0 was upgraded to 1" in r.err
-    assert "schema: 1" in (tmp_path / "d" / PROFILE_FILE).read_text()
+    assert r.code == 0 and f"schema 0 was upgraded to {now}" in r.err
+    assert f"schema: {now}" in (tmp_path / "d" / PROFILE_FILE).read_text()
+    # A real step: schema 1 (no confirmation records) loads as the current schema.
+    v1 = tmp_path / "v1.yaml"
+    v1.write_text(profile_path.read_text().replace(f"schema: {now}", "schema: 1"))
+    r = run_cli("apply", v1, "--model", model_dir, "--out", tmp_path / "d1")
+    assert r.code == 0 and f"schema 1 was upgraded to {now}" in r.err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -340,7 +346,7 @@ def test_check_gate_exit_codes(run_cli, model_dir, tmp_path, budget, code):
     assert sparse["dense"] == 1.0 and sparse["measured"] == sparse["sparse"]  # fidelity mode; no confidence set
     if code:
         r = run_cli("apply", profile, "-m", model_dir, "--check", "-w", work, "--answer-tokens", "4")
-        assert r.code == 1 and "fail" in r.out and "lower bound" in r.out
+        assert r.code == 1 and "fail" in r.out and "lower" in r.out and "upper" in r.out
 
 
 @pytest.mark.slow

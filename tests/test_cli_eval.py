@@ -57,8 +57,8 @@ def test_eval_table_with_the_example_profile(tmp_path, run_cli, example_path):
     assert {task for _, task in rows} == {"all", "niah", "vt"}
     short, long = rows[("256-512", "all")], rows[("513-1024", "all")]
     assert short["n"] == long["n"] == 2 and rows[("513-1024", "vt")]["n"] == 1
-    # <= 512 tokens is a dense bucket in the example: nothing skipped, sparse is dense.
-    assert short["sparsity"] == 0 and short["sparse"] == short["dense"] == short["lower"]
+    # <= 512 tokens is a dense bucket in the example: nothing skipped, sparse is dense; 2 samples bound little.
+    assert short["sparsity"] == 0 and short["sparse"] == short["dense"] and short["lower"] < short["sparse"]
     # 513..1024 keeps 45% of the visible blocks (plus sink and local): about half is skipped.
     assert 0.3 < long["sparsity"] < 0.7
     assert long["lower"] <= long["sparse"] <= 1

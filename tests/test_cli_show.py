@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import sparsetune
 from sparsetune import DeviceSection, KernelConfig, Profile, load_profile
 
 
@@ -60,6 +61,6 @@ def test_real_command_shows_example(run_cli_process, example_path):
     table = run_cli_process("show", example_path)
     assert table.code == 0 and "keep 0.45" in table.out, table.err
     as_json = run_cli_process("show", "--json", example_path)
-    assert as_json.code == 0 and json.loads(as_json.out)["schema"] == 1
+    assert as_json.code == 0 and json.loads(as_json.out)["schema"] == sparsetune.PROFILE_SCHEMA_VERSION
     missing = run_cli_process("show", "missing.yaml")
     assert missing.code == 2 and missing.err == "error: missing.yaml: no such file\n"

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from sparsetune import PROFILE_SCHEMA_VERSION
+
 Mutation = Callable[[dict[str, Any]], Any]
 
 
@@ -59,8 +61,8 @@ CASES: list[tuple[str, Mutation | str, str]] = [
     ("yaml-tab-indent", "schema: 1\nmodel:\n\tname: demo\n", ":3:1: invalid YAML:"),
     ("empty-file", "", "(top level): must be a mapping of profile fields, got an empty document"),
     ("top-level-list", "- schema: 1\n", "(top level): must be a mapping of profile fields, got [{'schema': 1}]"),
-    ("schema-missing", delp("schema"), "schema: required field missing (this sparsetune reads schema 1)"),
-    ("schema-newer", setp("schema", 2), "schema: version 2 is newer than this sparsetune"),
+    ("schema-missing", delp("schema"), f"schema: required field missing (this sparsetune reads schema {PROFILE_SCHEMA_VERSION})"),
+    ("schema-newer", setp("schema", PROFILE_SCHEMA_VERSION + 1), f"schema: version {PROFILE_SCHEMA_VERSION + 1} is newer than this sparsetune"),
     ("schema-unknown", setp("schema", 0), "schema: unknown version 0; this sparsetune reads 1"),
     ("schema-text", setp("schema", "1"), "schema: must be an integer, got '1'"),
     ("unknown-top-key", setp("bukets", []), "bukets: unknown field (did you mean 'buckets'?); expected one of"),

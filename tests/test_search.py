@@ -16,8 +16,9 @@ from optuna.trial import TrialState
 
 from sparsetune import load_profile
 from sparsetune.search import TrialRecord, profile_from_storage
+from sparsetune.search.results import candidates, confirmation_verdicts
 from sparsetune.search.storage import default_journal, open_storage
-from sparsetune.search.study import is_dense_trial, is_feasible
+from sparsetune.search.study import is_dense_trial, meta_of
 
 from conftest import REPO, demo_slice as _slice, sparsetune_command
 
@@ -42,7 +43,8 @@ def _journal(out: Path) -> optuna.storages.BaseStorage:
 @pytest.mark.slow
 def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
     out = tmp_path / "p.yaml"
-    r = _run(*_search_args(_slice(tmp_path), out, 5, "--json"))
+    # The point-estimate floor (--confidence 0): 8 samples per bucket cannot show one at any confidence.
+    r = _run(*_search_args(_slice(tmp_path), out, 5, "--json", "--confidence", "0"))
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     profile = load_profile(out)
@@ -55,16 +57,25 @@ def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
         complete = study.get_trials(states=(TrialState.COMPLETE,))
         assert len(complete) == 5
         assert sum(is_dense_trial(t) for t in complete) == 1  # the dense baseline, once
-        feasible = [t for t in complete if is_feasible(t) and not is_dense_trial(t) and TrialRecord.of(t).complete]
+        # Candidates: sparse trials that met the floor on every search sample; each one the walk evaluated
+        # is stored with its verdict on the confirmation samples, which the search never explored.
+        found = sorted(candidates(study), key=lambda c: (c.cost, c.number))
+        verdicts = confirmation_verdicts(study)
+        meta = meta_of(study)
+        assert meta.n + meta.confirm_n == 8 and meta.confirm_n >= 1
         if bucket.dense:
-            assert bucket.reason and (not feasible or min(t.value for t in feasible) >= 1.0)
+            assert bucket.reason and not any(verdicts.values())
             continue
-        best = min(feasible, key=lambda t: t.value)
-        # The profile's budget is the cheapest feasible trial, with that trial's measurements.
-        assert bucket.cost == pytest.approx(best.value, rel=1e-5)
-        assert bucket.budget.keep == pytest.approx(best.params["keep"])
-        assert bucket.budget.block_size == best.params["block_size"]
-        assert bucket.accuracy.sparse == pytest.approx(TrialRecord.of(best).accuracy)
+        chosen = next(c for c in found if verdicts.get(c.number))
+        # The profile's budget is the cheapest candidate that held on confirmation; every cheaper one that
+        # was not pruned by monotonicity failed there.
+        assert bucket.budget == chosen.budget and bucket.cost == pytest.approx(chosen.cost, rel=1e-5)
+        cheaper = [c for c in found if c.cost < chosen.cost]
+        assert all(verdicts.get(c.number) is not True for c in cheaper)
+        trial = next(t for t in complete if t.number == chosen.number)
+        assert bucket.accuracy.sparse == pytest.approx(TrialRecord.of(trial).accuracy)
+        assert bucket.accuracy.n == meta.n and bucket.confirmation.n == meta.confirm_n
+        assert bucket.confirmation.sparse >= 0.95 * bucket.confirmation.dense  # the point floor, on confirmation
         assert bucket.accuracy.sparse >= 0.95 * bucket.accuracy.dense
     # Rebuilding from storage alone gives the same profile.
     assert profile_from_storage(storage, "p") == profile
@@ -128,6 +139,22 @@ def test_impossible_floor_gives_dense_buckets_with_reasons(tmp_path):
     assert all(b.dense and "below the absolute floor" in b.reason for b in profile.buckets), \
         [b.reason for b in profile.buckets]
     assert profile.lookup(300) is None and profile.lookup(10_000) is None
+
+
+@pytest.mark.slow
+def test_answers_that_never_match_exit_2_and_write_nothing(tmp_path):
+    # A broken set-up (wrong prompt format, wrong answers): dense is ~never right, so every budget would
+    # "meet" a floor relative to it. The search must refuse it, not deploy the most aggressive budget.
+    workload = _slice(tmp_path, per_task=2)
+    rows = [json.loads(line) for line in workload.read_text().splitlines()]
+    workload.write_text("".join(json.dumps({**r, "answer": "water water water"}) + "\n" for r in rows))
+    out = tmp_path / "p.yaml"
+    r = _run("search", "--model", "demo", "--workload", workload, "--buckets", "300,600", "--trials", "3", "-o", out)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "bucket <= 300 tokens: dense accuracy is 0.000" in last and "fidelity mode" in last, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists() and not out.with_suffix(".png").exists()
 
 
 @pytest.mark.slow

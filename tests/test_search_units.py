@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sparsetune._io import redact_url
-from sparsetune.errors import SearchError, SearchWarning, WorkloadError
+from sparsetune.errors import FailingBucketWarning, SearchError, WorkloadError
 from sparsetune.profile import Floor, ModelInfo, WorkloadInfo
 from sparsetune.search import BucketMeta, BucketStatus, SearchSettings, SearchSpace, TrialRecord, heartbeat_settings
 from sparsetune.search.objective import Objective
@@ -118,7 +118,7 @@ def test_bucket_meta_round_trips_through_the_stored_layout():
     meta = _meta()
     stored = meta.to_attr()
     assert stored["bucket"] == {"index": 0, "min_len": 1, "max_len": 256, "n": 2}  # the layout old storages hold
-    assert stored["floor"] == {"kind": "relative", "value": 0.9, "confidence": 0.8}
+    assert stored["floor"] == {"kind": "relative", "value": 0.9, "confidence": 0.8, "per_task": False}
     assert BucketMeta.from_attr(stored) == meta
 
 
@@ -188,4 +188,4 @@ def test_a_failing_bucket_is_a_search_warning(monkeypatch):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run_mod.search(Loaded(), Workload("w", "0" * 64, samples), SearchSettings(edges=(64,), trials=2), None)
-    assert [str(w.message) for w in caught if w.category is SearchWarning] == [run_mod.failing_message(64)]
+    assert [str(w.message) for w in caught if w.category is FailingBucketWarning] == [run_mod.failing_message(64)]

@@ -1,4 +1,5 @@
-"""Pure statistics and the floor rule: exact binomial bounds, the paired difference, floor judgement."""
+"""Pure statistics and the floor rule: exact binomial bounds, retention, floor judgement per bucket and task,
+and whether n can resolve a floor."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import random
 import pytest
 
 from sparsetune.profile import Floor
-from sparsetune.profile.floor import floor_target, measure_floor, out_of_reach
-from sparsetune.stats import clopper_pearson_lower, paired_lower_bound
+from sparsetune.profile.floor import floor_target, judge_floor, measure_floor, out_of_reach, resolution
+from sparsetune.stats import (base_needed, clopper_pearson_lower, clopper_pearson_upper, losses_allowed,
+                              paired_lower_bound, retention)
 
 
 def test_clopper_pearson_known_values():
@@ -22,7 +24,6 @@ def test_paired_lower_bound_sanity():
     same = [rng.random() < 0.7 for _ in range(50)]
     pd = paired_lower_bound(same, same)
     assert pd.difference == 0 and -0.05 <= pd.lower_bound <= 0 and pd.n == 50
-    assert measure_floor(Floor(value=1.0, confidence=0.9), same, same).met  # nothing lost: even a floor of 1
 
     dense = [True] * 40 + [False] * 10
     sparse = [False] * 20 + [True] * 20 + [False] * 10  # 20 lost, none gained
@@ -31,9 +32,10 @@ def test_paired_lower_bound_sanity():
     # Conditional on the 20 discordant pairs, all of them losses: the bound is -n_d / n itself.
     assert worse.difference == pytest.approx(-0.4) and worse.lower_bound == pytest.approx(-0.4)
     assert worse.sparse_lower_bound == pytest.approx(0.8 + worse.lower_bound)
-    judged = measure_floor(Floor(value=0.5, confidence=0.9), dense, sparse)
-    assert judged.lower_bound == judged.measured == pytest.approx(worse.sparse_lower_bound)
-    assert judged.target == pytest.approx(0.4) and judged.met  # 0.4 >= 0.5 x 0.8
+    # The floor's bound is on retention (20 of 40 kept), not on the paired difference.
+    judged = measure_floor(Floor(value=0.35, confidence=0.9), dense, sparse)
+    assert judged.lower_bound == judged.measured == pytest.approx(0.8 * clopper_pearson_lower(20, 40, 0.9))
+    assert judged.target == pytest.approx(0.28) and judged.met  # retention >= 0.35 shown (0.5 observed, 40 samples)
 
     mixed_sparse = list(dense)
     for i in range(6):
@@ -46,6 +48,7 @@ def test_paired_lower_bound_sanity():
     with pytest.raises(ValueError, match="dense has 2 results, sparse 1"):
         paired_lower_bound([True, False], [True])
     assert measure_floor(Floor(value=1.0, confidence=0.9), [False] * 3, [False] * 3).met  # nothing to lose
+    assert not measure_floor(Floor(value=1.0, confidence=0.9), same, same).met  # a floor of 1 is never shown
 
 
 def test_floor_target_relative_and_absolute():
@@ -57,12 +60,12 @@ def test_point_floor_is_judged_on_the_point_estimate_with_float_slack():
     dense = [True] * 20
     sparse = [True] * 19 + [False]
     m = measure_floor(Floor(value=0.95), dense, sparse)
-    assert m.lower_bound is None and m.measured == m.sparse == pytest.approx(0.95) and m.met  # 0.95 >= 0.95 x 1.0
+    assert m.measured == m.sparse == pytest.approx(0.95) and m.met  # 0.95 >= 0.95 x 1.0
     assert m.shortfall == pytest.approx(0.0)
-    shown = measure_floor(Floor(value=0.95), dense, sparse, confidence=0.9)
-    assert shown.lower_bound is not None and shown.measured == m.measured  # the bound is for display only
+    assert m.confidence == 0.9 and m.lower_bound < m.sparse  # bounds for display (and "broken") only
     bounded = measure_floor(Floor(value=0.95, confidence=0.9), dense, sparse)
-    assert bounded.measured == bounded.lower_bound == shown.lower_bound <= m.sparse  # judged on the bound
+    assert bounded.measured == bounded.lower_bound == m.lower_bound < m.sparse  # judged on the bound
+    assert not bounded.met
 
 
 def test_early_stop_only_when_even_all_remaining_right_misses():
@@ -70,3 +73,66 @@ def test_early_stop_only_when_even_all_remaining_right_misses():
     floor = Floor(value=0.8)
     assert not out_of_reach(floor, dense, [False, False])  # 8/10 still reachable
     assert out_of_reach(floor, dense, [False, False, False])  # at most 7/10
+
+
+def test_clopper_pearson_bounds_match_the_closed_forms_at_the_edges():
+    # All successes: the lower bound is (1 - confidence)^(1/n); none: the upper bound is 1 - that.
+    assert clopper_pearson_lower(45, 45, 0.9) == pytest.approx(0.1 ** (1 / 45), abs=1e-9)
+    assert clopper_pearson_upper(0, 45, 0.9) == pytest.approx(1 - 0.1 ** (1 / 45), abs=1e-9)
+    assert clopper_pearson_upper(45, 45, 0.9) == 1.0
+
+
+def test_retention_bound_does_not_collapse_to_the_point_estimate_when_sparse_never_wins():
+    dense = [True] * 60 + [False] * 4
+    sparse = [True] * 59 + [False] * 5  # one loss, no gain
+    r = retention(dense, sparse, 0.9)
+    assert (r.kept, r.base, r.gained) == (59, 60, 0)
+    assert r.lower < r.point < r.upper
+    assert r.lower == pytest.approx(clopper_pearson_lower(59, 60, 0.9))
+
+
+def test_n_needed_to_show_a_relative_floor():
+    assert base_needed(0.95, 0.9) == 45  # 0.1 ** (1/45) >= 0.95 > 0.1 ** (1/44)
+    assert losses_allowed(44, 0.95, 0.9) == -1
+    assert losses_allowed(45, 0.95, 0.9) == 0
+    assert losses_allowed(90, 0.95, 0.9) == 1
+
+
+def test_relative_floor_with_confidence_needs_enough_samples():
+    floor = Floor(kind="relative", value=0.95, confidence=0.9)
+    perfect_small = measure_floor(floor, [True] * 32, [True] * 32)
+    assert not perfect_small.met and not perfect_small.broken  # 32 perfect samples cannot show 0.95
+    perfect = measure_floor(floor, [True] * 50, [True] * 50)
+    assert perfect.met
+    res = resolution(floor, [True] * 30 + [False] * 2)
+    assert not res.resolvable and res.samples_needed == 48  # ceil(45 * 32 / 30)
+
+
+def test_point_estimate_without_confidence():
+    floor = Floor(kind="relative", value=0.95)
+    m = measure_floor(floor, [True] * 20, [True] * 19 + [False])
+    assert m.measured == m.sparse == 0.95 and m.met
+
+
+def test_a_collapsed_task_fails_the_aggregate_floor():
+    # 4 tasks of 16: the aggregate keeps 58/64 (0.906 of dense), but task "vt" keeps 10/16.
+    floor = Floor(kind="relative", value=0.9)
+    tasks = ["niah"] * 16 + ["mk"] * 16 + ["cwe"] * 16 + ["vt"] * 16
+    dense = [True] * 64
+    sparse = [True] * 54 + [False] * 6 + [True] * 4
+    sparse = [True] * 48 + [True] * 4 + [False] * 6 + [True] * 6  # vt: 10 of 16 right
+    v = judge_floor(floor, dense, sparse, tasks)
+    assert v.overall.met
+    assert v.tasks["vt"].broken
+    assert not v.met and v.binding == "vt" and v.shortfall > 0
+
+
+def test_per_task_floor_judges_every_task_on_its_own():
+    floor = Floor(kind="relative", value=0.95, confidence=0.9, per_task=True)
+    tasks = ["a"] * 60 + ["b"] * 20
+    dense = [True] * 80
+    v = judge_floor(floor, dense, [True] * 80, tasks)
+    assert v.overall.met and v.tasks["a"].met and not v.tasks["b"].met  # 20 samples cannot show 0.95
+    assert not v.met and v.binding == "b"
+    v_agg = judge_floor(Floor(kind="relative", value=0.95, confidence=0.9), dense, [True] * 80, tasks)
+    assert v_agg.met

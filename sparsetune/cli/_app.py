@@ -41,8 +41,9 @@ BucketsOpt = Annotated[Optional[str], typer.Option(
 AnswerTokensOpt = Annotated[int, typer.Option(
     "--answer-tokens", help="Fidelity mode: greedy tokens of the dense model that become the answer "
                             "of samples without one.")]
-ConfidenceOpt = Annotated[Optional[float], typer.Option(
-    "--confidence", help="Judge the floor on a lower confidence bound at this level (e.g. 0.9).")]
+ConfidenceOpt = Annotated[float, typer.Option(
+    "--confidence", help="Judge the floor on a one-sided lower confidence bound at this level; 0 judges the point "
+                         "estimate (not recommended: the cheapest budget then passes by luck).")]
 
 
 ApplyModelOpt = Annotated[Optional[str], typer.Option(

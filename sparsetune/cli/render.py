@@ -24,6 +24,7 @@ def render_profile(profile: Profile, console: Console, title: str = "") -> None:
     floor = f"{f.metric} >= {f.value:g}" + (" x dense" if f.kind == "relative" else "")
     if f.confidence is not None:
         floor += f", judged on the {f.confidence:.0%} lower confidence bound"
+    floor += ", every task" if f.per_task else ", the bucket (no task below it beyond noise)"
     kv = f" ({m.kv_heads} kv)" if m.kv_heads != m.heads else ""
     positions = f", {m.max_positions} positions" if m.max_positions else ""
     head = [
@@ -53,29 +54,31 @@ def _range(profile: Profile, i: int) -> str:
     return f"{first}-{last}" + ("+" if i == len(profile.buckets) - 1 else "")
 
 
+def _budget_text(budget: Any) -> str:
+    if budget is None:
+        return "dense"
+    ratio = "keep" if budget.method == "topk" else "tau"
+    return f"{ratio} {budget.ratio:.3g} b{budget.block_size} s{budget.sink} l{budget.local}"
+
+
 def _buckets_table(profile: Profile) -> Table:
+    """One row per bucket, 80 columns wide: accuracy on the search and confirmation samples, the bound judged
+    (confirmation), n of each, achieved sparsity, attention cost relative to dense, the task that bound it."""
     notes = ["+ longer inputs use the last bucket's budget"]
     if profile.min_len > 1:
         notes.append(f"inputs shorter than {profile.min_len} run dense")
+    notes.append("acc: search samples; conf, lower: confirmation samples; n: search+confirmation")
     table = Table(title="buckets", caption="; ".join(notes), title_justify="left")
-    for name in ("tokens", "budget", "block", "sink", "local", "acc", "dense", "lower", "n", "sparsity", "cost",
-                 "speed-up"):
-        table.add_column(name, justify="left" if name in ("tokens", "budget") else "right", no_wrap=True)
+    for name in ("tokens", "budget", "acc", "conf", "lower", "n", "sparsity", "cost", "bound by"):
+        table.add_column(name, justify="left" if name in ("tokens", "budget", "bound by") else "right", no_wrap=True)
     reasons = []
     for i, b in enumerate(profile.buckets):
-        a, budget = b.accuracy, b.budget
-        if budget is None:
-            spec, block, sink, local = "dense", _DASH, _DASH, _DASH
-        else:
-            ratio = "keep" if budget.method == "topk" else "tau"
-            spec, block, sink, local = f"{ratio} {budget.ratio:g}", str(budget.block_size), str(budget.sink), str(budget.local)
+        a, c = b.accuracy, b.confirmation
+        n = _DASH if a is None else str(a.n) + (f"+{c.n}" if c is not None else "")
+        lower = (c or a) and (c or a).lower_bound  # type: ignore[union-attr]
         table.add_row(
-            _range(profile, i), spec, block, sink, local,
-            _num(a and a.sparse), _num(a and a.dense), _num(a and a.lower_bound),
-            _DASH if a is None else str(a.n),
-            _num(b.sparsity, ".0%"), _DASH if b.cost is None else f"{b.cost:.2f}x",
-            _DASH if not b.cost else f"{1 / b.cost:.1f}x",  # attention speed-up over dense at this length
-        )
+            _range(profile, i), _budget_text(b.budget), _num(a and a.sparse), _num(c and c.sparse), _num(lower), n,
+            _num(b.sparsity, ".0%"), _DASH if b.cost is None else f"{b.cost:.2f}x", b.bound_by or _DASH)
         if b.reason:
             reasons.append(f"{_range(profile, i)}: {b.reason}")
     if reasons:
@@ -115,7 +118,7 @@ def _device_table(profile: Profile, name: str) -> Table:
 def render_comparison(rows: list, console: Console, title: str = "") -> None:
     """`sparsetune eval`: per bucket and task, dense vs sparse accuracy, lower bound and sparsity."""
     table = Table(title=title or None, title_justify="left",
-                  caption="lower: lower confidence bound of the sparse accuracy, paired with dense")
+                  caption="lower: lower confidence bound of the sparse accuracy (of the share of dense-right samples it keeps, x dense)")
     for name in ("tokens", "task", "n", "dense", "sparse", "lower", "sparsity"):
         table.add_column(name, justify="left" if name in ("tokens", "task") else "right", no_wrap=True)
     for r in rows:
@@ -133,15 +136,18 @@ def render_check(report: Any, console: Console, title: str) -> None:
         return "-" if x is None else f"{x:.3f}"
 
     colour = {"pass": "green", "fail": "bold red", "dense": "dim", "untested": "yellow"}
-    judged = (f"{report.confidence:.0%} lower bound" if report.judged_on == "lower_bound" else "point estimate")
     floor = report.floor
-    table = Table(title=f"{title}\nfloor: {floor['kind']} {floor['value']} on the {judged}", title_justify="left")
-    for name in ("bucket", "n", "dense", "sparse", "lower bound", "floor", "sparsity", "verdict"):
-        table.add_column(name, justify="left" if name in ("bucket", "verdict") else "right")
+    per_task = ", every task" if floor.get("per_task") else ""
+    table = Table(title=f"{title}\nfloor: {floor['kind']} {floor['value']} on the point estimate{per_task}",
+                  caption=f"lower, upper: {report.confidence:.0%} confidence bounds of the sparse accuracy; "
+                          "noise: a miss even the upper bound confirms", title_justify="left")
+    for name in ("bucket", "n", "dense", "sparse", "floor", "lower", "upper", "sparsity", "bound by", "verdict"):
+        table.add_column(name, justify="left" if name in ("bucket", "verdict", "bound by") else "right")
     for b in report.buckets:
         span = f"{b.first}+" if b.last is None else f"{b.first}-{b.last}"
-        table.add_row(span, str(b.n), pct(b.dense), pct(b.sparse), pct(b.lower_bound), pct(b.floor),
-                      pct(b.sparsity), f"[{colour[b.verdict.value]}]{b.verdict.value}[/]")
+        verdict = f"[{colour[b.verdict.value]}]{b.verdict.value}[/]" + (" beyond noise" if b.beyond_noise else "")
+        table.add_row(span, str(b.n), pct(b.dense), pct(b.sparse), pct(b.floor), pct(b.lower_bound),
+                      pct(b.upper_bound), _num(b.sparsity, ".0%"), b.bound_by or _DASH, verdict)
     console.print(table)
     console.print("[green]pass[/]: every checked bucket meets the floor" if report.ok
                   else "[bold red]fail[/]: a bucket misses the floor")

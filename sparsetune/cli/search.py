@@ -19,7 +19,15 @@ def search(
     out: OutOpt = Path("profile.yaml"),
     floor: Annotated[float, typer.Option("--floor", help="Accuracy floor in (0, 1].")] = 0.95,
     floor_kind: Annotated[str, typer.Option("--floor-kind", help="relative (x dense) or absolute.")] = "relative",
-    confidence: ConfidenceOpt = None,
+    confidence: ConfidenceOpt = 0.9,
+    per_task: Annotated[bool, typer.Option(
+        "--per-task/--aggregate", help="Every task must hold the floor on its own samples (default: the bucket's "
+                                       "aggregate must, and no task may miss it beyond noise).")] = False,
+    confirm: Annotated[Optional[str], typer.Option(
+        "--confirm", help="JSONL samples to confirm candidates on (default: a third of each bucket, per task).",
+        show_default=False)] = None,
+    min_dense: Annotated[float, typer.Option(
+        "--min-dense", help="Refuse a bucket whose dense accuracy is below this (a broken prompt format).")] = 0.2,
     buckets: BucketsOpt = "auto",
     method: Annotated[str, typer.Option("--method", help="Block selection: topk or coverage.")] = "topk",
     trials: Annotated[int, typer.Option("--trials", help="Complete trials per bucket.")] = 40,
@@ -36,11 +44,12 @@ def search(
     import warnings
 
     from ..profile.buckets import parse_edges
-    from ..errors import SearchWarning
+    from ..errors import FailingBucketWarning, SearchWarning
     from ..search import BucketStatus, SearchSettings, SearchSpace, run_search
     from ..search.run import failing_message
 
-    settings = SearchSettings(floor=floor, floor_kind=floor_kind, confidence=confidence, edges=parse_edges(buckets),
+    settings = SearchSettings(floor=floor, floor_kind=floor_kind, confidence=confidence or None,
+                              per_task=per_task, min_dense=min_dense, edges=parse_edges(buckets),
                               trials=trials, timeout=timeout, study=study or out.stem, seed=seed,
                               space=SearchSpace(method=method))
     out_console = console()
@@ -48,15 +57,17 @@ def search(
     resume = f"sparsetune search {' '.join(sys.argv[2:])}" if len(sys.argv) > 2 else "the same command"
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SearchWarning)  # said below, once, from the outcomes
+            warnings.simplefilter("always", SearchWarning)
+            warnings.simplefilter("ignore", FailingBucketWarning)  # said below, once, from the outcomes
+            warnings.showwarning = lambda message, *_a, **_k: print(f"warning: {message}", file=sys.stderr)
             if json_output:
-                run = run_search(model, workload, settings, out, storage, answer_tokens)
+                run = run_search(model, workload, settings, out, storage, answer_tokens, confirm=confirm)
             else:
                 from .progress import SearchProgress
 
                 with SearchProgress(out_console) as progress:
                     run = run_search(model, workload, settings, out, storage, answer_tokens,
-                                     on_event=progress.update)
+                                     on_event=progress.update, confirm=confirm)
     except KeyboardInterrupt:
         print(f"interrupted: finished trials are kept; rerun `{resume}` to resume", file=sys.stderr)
         raise typer.Exit(130) from None

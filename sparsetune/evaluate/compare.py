@@ -12,7 +12,8 @@ from ..profile.budget import Budget
 from ..profile.profile import Profile, load_profile
 from ..profile.buckets import bucket_index
 from ..runtime.hf_attention import Policy
-from ..stats import paired_lower_bound
+from ..profile.floor import measure_floor
+from ..profile.profile import Floor
 from ..workload.files import TokenSample
 from ..workload.models import LoadedModel
 from .decode import DEFAULT_BATCH_SIZE, evaluate
@@ -42,7 +43,7 @@ class BucketComparison:
     n: int
     dense: float
     sparse: float
-    lower_bound: float  # lower confidence bound of the sparse accuracy (paired with dense)
+    lower_bound: float  # lower confidence bound of the sparse accuracy (retention bound x dense, as the floor)
     sparsity: float  # achieved: skipped / visible key blocks (whole bucket)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,8 +81,9 @@ def compare(
             sel = [j for j, s in enumerate(part) if task == "all" or s.task == task]
             d = [dense[j] for j in sel]
             s_ = [result.correct[j] for j in sel]
-            pd = paired_lower_bound(d, s_, confidence)
+            # The floor's bound (profile.floor): retention's lower bound x dense accuracy.
+            m = measure_floor(Floor(value=1.0), d, s_, confidence)
             rows.append(BucketComparison(first=first, last=last, task=task if len(tasks) > 1 else tasks[0],
-                                         n=len(sel), dense=pd.dense_accuracy, sparse=pd.sparse_accuracy,
-                                         lower_bound=max(0.0, pd.sparse_lower_bound), sparsity=result.sparsity))
+                                         n=len(sel), dense=m.dense, sparse=m.sparse, lower_bound=m.lower_bound,
+                                         sparsity=result.sparsity))
     return rows

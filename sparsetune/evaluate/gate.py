@@ -1,12 +1,20 @@
-"""The pre-deployment gate: a profile on held-out samples, per bucket, against its own floor."""
+"""The pre-deployment gate: a profile on held-out samples, per bucket, against its own floor.
+
+The search chose each budget on a lower confidence bound, on samples it never selected on; the gate
+asks the plainer question of fresh data: does the point estimate hold the floor (and, with a
+per-task floor, every task's)? Each row also says whether a miss is beyond noise (the upper bound
+is below the floor too) and which task bound the bucket. A gate judged on a lower bound instead
+would fail good profiles whenever held-out n is small.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from ..profile.floor import measure_floor
+from ..profile.floor import DEFAULT_CONFIDENCE, judge_floor
 from ..profile.profile import Profile
 from .decode import DEFAULT_BATCH_SIZE, evaluate
 
@@ -32,10 +40,13 @@ class BucketCheck:
     dense_bucket: bool  # the profile runs this range dense: nothing to check
     dense: float | None = None
     sparse: float | None = None
-    lower_bound: float | None = None  # of the sparse accuracy, paired with dense, at CheckReport.confidence
+    lower_bound: float | None = None  # of the sparse accuracy, at CheckReport.confidence (`profile.floor`)
+    upper_bound: float | None = None
     floor: float | None = None  # the accuracy this bucket had to reach (absolute)
-    measured: float | None = None  # what was compared with `floor`: lower_bound or sparse
+    measured: float | None = None  # what was compared with `floor`: the point estimate
     sparsity: float | None = None
+    beyond_noise: bool = False  # a miss (of the bucket or a task) that even the upper bound confirms
+    bound_by: str | None = None  # the task furthest below (or closest to) its floor
     verdict: Verdict = Verdict.UNTESTED
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,12 +78,12 @@ def check_profile(profile: Profile, loaded: Any, samples: Sequence[Any], workloa
     """Per profile bucket: dense and profile accuracy on `samples` (with answers), judged against the floor.
 
     The profile itself is the policy, so every attention call looks its budget up by KV length exactly
-    as in serving. The floor is judged on the paired lower bound when the profile's floor has a
-    confidence level, else on the point estimate. Dense buckets are not run (nothing changes there);
-    a sparse bucket without samples is "untested", which does not fail the gate.
+    as in serving. Each bucket is judged on the point estimate, and, with a per-task floor, every task
+    (see the module docstring); bounds are at the floor's confidence. Dense buckets are not run
+    (nothing changes there); a sparse bucket without samples is "untested", which does not fail the gate.
     """
-    floor = profile.floor
-    confidence = floor.confidence if floor.confidence is not None else 0.9
+    confidence = profile.floor.confidence if profile.floor.confidence is not None else DEFAULT_CONFIDENCE
+    floor = dataclasses.replace(profile.floor, confidence=None)  # the verdict on point estimates
     groups: dict[int | None, list[Any]] = {}
     for s in samples:
         groups.setdefault(profile.bucket_index(s.length), []).append(s)
@@ -94,11 +105,13 @@ def check_profile(profile: Profile, loaded: Any, samples: Sequence[Any], workloa
         size = batch_size or DEFAULT_BATCH_SIZE
         dense = evaluate(loaded, part, None, batch_size=size)
         sparse = evaluate(loaded, part, profile, batch_size=size)
-        m = measure_floor(floor, dense.correct, sparse.correct, confidence)
+        v = judge_floor(floor, dense.correct, sparse.correct, [s.task for s in part], confidence=confidence)
+        m = v.overall
         rows.append(BucketCheck(**head, dense=m.dense, sparse=m.sparse, lower_bound=m.lower_bound,
-                                floor=m.target, measured=m.measured, sparsity=sparse.sparsity,
-                                verdict=Verdict.PASS if m.met else Verdict.FAIL))
-    return CheckReport(buckets=rows, floor=asdict(floor), confidence=confidence,
-                       judged_on="lower_bound" if floor.confidence is not None else "sparse",
+                                upper_bound=m.upper_bound, floor=m.target, measured=m.measured,
+                                sparsity=sparse.sparsity, bound_by=v.binding,
+                                beyond_noise=not v.met and (m.broken or any(t.broken for t in v.tasks.values())),
+                                verdict=Verdict.PASS if v.met else Verdict.FAIL))
+    return CheckReport(buckets=rows, floor=asdict(profile.floor), confidence=confidence, judged_on="sparse",
                        workload=workload, samples=len(samples))
 

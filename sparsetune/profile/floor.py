@@ -1,23 +1,38 @@
 """THE floor rule: the accuracy a bucket must reach, and how a measurement is judged against it.
 
 `floor_target` turns a floor and the bucket's dense accuracy into an absolute target (relative:
-``value x dense``; absolute: ``value``). `measure_floor` judges paired per-sample results against it:
-on the point estimate, or, when the floor has a confidence level, on the paired lower bound of the
-sparse accuracy (`stats.paired_lower_bound`). Search (the trial constraint and its early stop), the
-deploy gate and the benchmarks all judge through these two functions.
+``value x dense``; absolute: ``value``). `judge_floor` judges paired per-sample results against it,
+for the bucket and for each task in it. Search (the trial constraint, its early stop and the
+confirmation), the deploy gate and the benchmarks all judge through it.
+
+The bounds (exact, one-sided Clopper–Pearson at the floor's confidence):
+- relative floors: on *retention*, the share of the samples dense gets right that sparse keeps
+  right. Sparse accuracy >= retention x dense accuracy, so a retention lower bound >= value shows
+  the floor holds. Unlike a bound on the paired difference, it does not collapse to the point
+  estimate when sparse never beats dense (the usual case), and it never credits sparse for fixing
+  dense's misses by chance.
+- absolute floors: on the sparse accuracy itself.
+A floor *holds* when the bound (or, without a confidence, the point estimate) reaches the target;
+it is *broken* when the upper bound is below the target: a shortfall beyond noise.
+
+Per task: with `floor.per_task` every task must hold the floor on its own samples; without it the
+bucket's aggregate must hold and no task may be broken (an aggregate that hides a collapsed task
+is refused either way).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..stats import paired_lower_bound
+from ..stats import base_needed, clopper_pearson_lower, clopper_pearson_upper, losses_allowed, retention
 from .profile import Floor
 
-__all__ = ["FloorMeasure", "TOLERANCE", "floor_target", "measure_floor", "out_of_reach"]
+__all__ = ["DEFAULT_CONFIDENCE", "FloorMeasure", "FloorVerdict", "Resolution", "TOLERANCE", "floor_target",
+           "judge_floor", "measure_floor", "out_of_reach", "resolution"]
 
 TOLERANCE = 1e-12  # float slack when comparing with the target (0.95 x 0.8 is not exactly 0.76)
+DEFAULT_CONFIDENCE = 0.9  # bounds shown beside point estimates when the floor has no confidence
 
 
 def floor_target(floor: Floor, dense_accuracy: float) -> float:
@@ -27,11 +42,14 @@ def floor_target(floor: Floor, dense_accuracy: float) -> float:
 
 @dataclass(frozen=True)
 class FloorMeasure:
-    """Paired dense/sparse results judged against a floor."""
+    """Paired dense/sparse results of one group of samples judged against a floor."""
 
+    n: int
     dense: float  # dense accuracy
     sparse: float  # sparse accuracy (point estimate)
-    lower_bound: float | None  # paired lower bound of the sparse accuracy (>= 0), when a level was given
+    lower_bound: float  # of the sparse accuracy, at `confidence` (see the module docstring)
+    upper_bound: float
+    confidence: float
     target: float  # floor_target
     measured: float  # what is compared with the target: lower_bound with a floor confidence, else sparse
 
@@ -40,8 +58,13 @@ class FloorMeasure:
         return self.measured >= self.target - TOLERANCE
 
     @property
+    def broken(self) -> bool:
+        """The shortfall is beyond noise: even the upper bound misses the target."""
+        return self.upper_bound < self.target - TOLERANCE
+
+    @property
     def shortfall(self) -> float:
-        """``target - measured``: the search's constraint value (feasible when <= 0)."""
+        """``target - measured``: feasible when <= 0."""
         return self.target - self.measured
 
 
@@ -49,23 +72,106 @@ def measure_floor(floor: Floor, dense: Sequence[bool], sparse: Sequence[bool],
                   confidence: float | None = None) -> FloorMeasure:
     """Judge `sparse` against `floor`, paired with `dense` on the same samples.
 
-    The lower bound is computed at the floor's confidence, else at `confidence` (for display only);
-    without either it is None and the point estimate is judged.
+    Bounds are at the floor's confidence; without one, at `confidence` (default `DEFAULT_CONFIDENCE`),
+    for display and the "broken" test only: the point estimate is judged then.
     """
-    level = floor.confidence if floor.confidence is not None else confidence
+    if len(dense) != len(sparse):
+        raise ValueError(f"paired samples: dense has {len(dense)} results, sparse {len(sparse)}")
+    level = floor.confidence if floor.confidence is not None else confidence or DEFAULT_CONFIDENCE
     n = len(dense)
     dense_acc = sum(map(bool, dense)) / n if n else 0.0
-    sparse_acc = sum(map(bool, sparse)) / len(sparse) if len(sparse) else 0.0
-    lower = None
-    if level is not None:
-        lower = max(0.0, paired_lower_bound(dense, sparse, level).sparse_lower_bound)
+    right = sum(map(bool, sparse))
+    sparse_acc = right / n if n else 0.0
+    if n == 0:
+        lower = upper = 0.0
+    elif floor.kind == "relative":
+        r = retention(dense, sparse, level)
+        lower = r.lower * dense_acc if r.base else sparse_acc
+        upper = min(1.0, r.upper * dense_acc + r.gained / n) if r.base else 1.0
+    else:
+        lower, upper = clopper_pearson_lower(right, n, level), clopper_pearson_upper(right, n, level)
+    target = floor_target(floor, dense_acc)
     measured = lower if floor.confidence is not None else sparse_acc
-    return FloorMeasure(dense=dense_acc, sparse=sparse_acc, lower_bound=lower,
-                        target=floor_target(floor, dense_acc), measured=measured)  # type: ignore[arg-type]
+    return FloorMeasure(n=n, dense=dense_acc, sparse=sparse_acc, lower_bound=lower, upper_bound=upper,
+                        confidence=level, target=target, measured=measured)
 
 
-def out_of_reach(floor: Floor, dense: Sequence[bool], partial: Sequence[bool]) -> bool:
+@dataclass(frozen=True)
+class FloorVerdict:
+    """A bucket judged against the floor: the aggregate and each task."""
+
+    overall: FloorMeasure
+    tasks: dict[str, FloorMeasure] = field(default_factory=dict)
+    per_task: bool = False
+
+    @property
+    def met(self) -> bool:
+        if not self.overall.met:
+            return False
+        if self.per_task:
+            return all(m.met for m in self.tasks.values())
+        return not any(m.broken for m in self.tasks.values())
+
+    @property
+    def binding(self) -> str | None:
+        """The task that decides: the one furthest below its target (or closest to it), if tasks differ."""
+        if len(self.tasks) < 2:
+            return None
+        return min(self.tasks, key=lambda t: (self.tasks[t].measured - self.tasks[t].target, t))
+
+    @property
+    def shortfall(self) -> float:
+        """The search constraint (feasible when <= 0): the worst shortfall that counts."""
+        worst = self.overall.shortfall
+        for m in self.tasks.values():
+            if self.per_task:
+                worst = max(worst, m.shortfall)
+            elif m.broken:  # a collapsed task: infeasible by how far its upper bound misses
+                worst = max(worst, m.target - m.upper_bound)
+        return worst
+
+
+def judge_floor(floor: Floor, dense: Sequence[bool], sparse: Sequence[bool],
+                tasks: Sequence[str] | None = None, confidence: float | None = None) -> FloorVerdict:
+    """`sparse` against `floor`, for the whole group and, given each sample's task, for every task."""
+    overall = measure_floor(floor, dense, sparse, confidence)
+    per: dict[str, FloorMeasure] = {}
+    if tasks is not None and len(set(tasks)) > 1:
+        if len(tasks) != len(dense):
+            raise ValueError(f"tasks: need one per sample ({len(dense)}), got {len(tasks)}")
+        for task in sorted(set(tasks)):
+            idx = [i for i, t in enumerate(tasks) if t == task]
+            per[task] = measure_floor(floor, [dense[i] for i in idx], [sparse[i] for i in idx], confidence)
+    return FloorVerdict(overall, per, floor.per_task)
+
+
+def out_of_reach(floor: Floor, dense: Sequence[bool], partial: Sequence[bool],
+                 tasks: Sequence[str] | None = None) -> bool:
     """The early stop: True when even all remaining samples right (`partial` covers the first ones)
     would miss the floor, so evaluating the rest cannot change the verdict."""
     rest = len(dense) - len(partial)
-    return not measure_floor(floor, dense, list(partial) + [True] * rest).met
+    return not judge_floor(floor, dense, list(partial) + [True] * rest, tasks).met
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Whether n samples can show the floor at its confidence at all (before spending trials)."""
+
+    n: int
+    dense_right: int
+    losses_allowed: int  # -1: not even a perfect budget could be shown to hold
+    samples_needed: int  # samples (at this dense accuracy) with which losing none would show it
+
+    @property
+    def resolvable(self) -> bool:
+        return self.losses_allowed >= 0
+
+
+def resolution(floor: Floor, dense: Sequence[bool]) -> Resolution:
+    """For a relative floor with a confidence: how many of the dense-right samples sparse may lose with the
+    floor still shown, and how many samples (at this dense accuracy) would let it lose none."""
+    n, right = len(dense), sum(map(bool, dense))
+    if floor.kind != "relative" or floor.confidence is None or right == 0 or floor.value >= 1:
+        return Resolution(n, right, right, n)
+    need = -(-base_needed(floor.value, floor.confidence) * n // right)
+    return Resolution(n, right, losses_allowed(right, floor.value, floor.confidence), need)

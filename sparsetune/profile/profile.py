@@ -98,8 +98,11 @@ class Floor:
         "relative: sparse >= value * dense; absolute: sparse >= value", default="relative")
     value: float = rule("the floor", min=0, min_open=True, max=1)
     confidence: float | None = rule(
-        "if set, the floor applies to a lower confidence bound at this level, not the point estimate",
+        "if set, the floor applies to a one-sided lower confidence bound at this level (relative floors: "
+        "on retention, the share of dense-right samples sparse keeps right), not the point estimate",
         default=None, min=0, max=1, max_open=True)
+    per_task: bool = rule("every task in a bucket must hold the floor on its own samples (else the bucket's "
+                          "aggregate must, and no task may miss it beyond noise)", default=False, omit_default=True)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -152,8 +155,8 @@ class Accuracy:
     sparse: float = rule("accuracy with the bucket's budget (dense buckets: same as dense)", min=0, max=1)
     dense: float = rule("accuracy with dense attention on the same samples", min=0, max=1)
     lower_bound: float | None = rule(
-        "lower confidence bound on the sparse accuracy at floor.confidence, from the paired "
-        "difference with dense; absent when the floor has no confidence level", default=None, min=0, max=1)
+        "lower confidence bound on the sparse accuracy at floor.confidence (relative floors: retention's "
+        "bound x dense accuracy); absent when the floor has no confidence level", default=None, min=0, max=1)
     n: int = rule("samples in the bucket", min=1)
     per_task: dict[str, TaskAccuracy] | None = rule("the same, per task", default=None)
 
@@ -169,7 +172,12 @@ class Bucket:
     dense: bool = rule("true when the bucket runs dense attention", default=False, omit_default=True)
     reason: str | None = rule("why this choice was made; required when dense", default=None)
     budget: Budget | None = rule("the sparse budget; required unless dense", default=None)
-    accuracy: Accuracy | None = rule("measured accuracy of the choice", default=None)
+    accuracy: Accuracy | None = rule("measured accuracy of the choice on the samples the search explored",
+                                     default=None)
+    confirmation: Accuracy | None = rule(
+        "accuracy of the choice on the confirmation samples, which the search never selected on", default=None)
+    bound_by: str | None = rule("the task closest to (or furthest below) the floor: the one that bound the choice",
+                                default=None)
     sparsity: float | None = rule("achieved sparsity: skipped visible blocks / visible blocks",
                                   default=None, min=0, max=1)
     cost: float | None = rule("attention cost relative to dense at this length (timed or cost model)",

@@ -11,12 +11,18 @@ from .budget import METHODS
 
 __all__ = ["PROFILE_SCHEMA_VERSION", "UPGRADES", "inherit_method", "upgrade"]
 
-PROFILE_SCHEMA_VERSION = 1  # bump on any change old readers would misread; add an upgrade step
+PROFILE_SCHEMA_VERSION = 2  # bump on any change old readers would misread; add an upgrade step
 
-# Upgrade steps, keyed by the version they read: UPGRADES[1] would turn a schema-1 mapping into
-# a schema-2 one. There are none yet; when the format changes, bump PROFILE_SCHEMA_VERSION and add
-# the step here, so old profiles keep loading.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 added `floor.per_task`, `buckets[].confirmation` and `buckets[].bound_by`, all optional:
+    a schema-1 profile is a valid schema-2 one (its budgets were chosen without confirmation)."""
+    return data
+
+
+# Upgrade steps, keyed by the version they read: UPGRADES[1] turns a schema-1 mapping into a schema-2
+# one. When the format changes, bump PROFILE_SCHEMA_VERSION and add the step here, so old profiles load.
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
 def upgrade(data: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from ..errors import SearchError, SparsetuneError
 from ..evaluate.decode import EvalResult, evaluate
 from ..profile.budget import Budget
-from ..profile.floor import measure_floor, out_of_reach
+from ..profile.floor import judge_floor, out_of_reach
 from ..runtime.hf_attention import AttentionStats
 from ..timing import cost_model
 from ..workload.files import TokenSample
@@ -65,8 +65,9 @@ class Objective:
 
     def __init__(self, loaded: LoadedModel | None, samples: list[TokenSample], meta: BucketMeta | None,
                  space: SearchSpace, study: optuna.Study, storage: optuna.storages.BaseStorage | None,
-                 batch_size: int, target: int) -> None:
+                 batch_size: int, target: int, confirm_samples: list[TokenSample] | None = None) -> None:
         self.loaded, self.samples, self.meta, self.space = loaded, samples, meta, space
+        self.confirm_samples = confirm_samples or []
         self.study, self.storage, self.batch_size, self.target = study, storage, batch_size, target
         self.timings: dict[tuple, dict[str, Any]] = {}  # launch-config timings per (bucket, budget)
 
@@ -79,10 +80,12 @@ class Objective:
         if reason is not None:
             mark_skipped(trial, reason)
             raise SkippedTrial(f"skipped: {reason}")
-        if is_dense:  # the dense trial: its own baseline, at dense SDPA's cost
+        confirm_dense = None
+        if is_dense:  # the dense trial: its own baseline (and the confirmation part's), at dense SDPA's cost
             mark_dense(trial)
             result = self._run(None, None)
             dense = result.correct
+            confirm_dense = self.evaluate(self.confirm_samples, None) if self.confirm_samples else []
             cost: dict[str, Any] = {"relative": 1.0, "label": self.meta.timing}
         else:
             dense = baseline_from_storage(self.study, self.storage)  # type: ignore[arg-type]
@@ -91,12 +94,21 @@ class Objective:
             result = self._run(budget, dense)
             cost = self._cost(budget, 1.0 - result.sparsity)
         # An early-stopped trial is judged on its best case (the rest all right), which still misses.
-        m = measure_floor(self.meta.floor, dense, result.correct + [True] * (len(self.samples) - result.n))
+        v = judge_floor(self.meta.floor, dense, result.correct + [True] * (len(self.samples) - result.n),
+                        self.meta.tasks)
         TrialRecord(correct=result.correct, accuracy=sum(result.correct) / max(result.n, 1),
                     complete=result.n == len(self.samples), sparsity=result.sparsity, cost=cost,
-                    seconds=round(result.seconds, 3), lower_bound=m.lower_bound, dense=is_dense).store(trial)
-        trial.set_constraint("floor", m.shortfall)  # feasible when <= 0
+                    seconds=round(result.seconds, 3),
+                    lower_bound=v.overall.lower_bound if self.meta.floor.confidence is not None else None,
+                    dense=is_dense, confirm_correct=confirm_dense).store(trial)
+        trial.set_constraint("floor", v.shortfall)  # feasible when <= 0
         return float(cost["relative"])
+
+    def evaluate(self, samples: list[TokenSample], budget: Budget | None,
+                 dense: list[bool] | None = None, tasks: list[str] | None = None) -> list[bool]:
+        """Per-sample results of `budget` (None: dense) on `samples`; with `dense`, stopped early once the
+        floor is out of reach (the list is then shorter than `samples`)."""
+        return self._run(budget, dense, samples, tasks).correct
 
     def _skip(self, number: int, is_dense: bool) -> str | None:
         """Why trial `number` is not needed (before any work), or None.
@@ -117,15 +129,18 @@ class Objective:
             return f"the bucket already has its {self.target} trials complete or running"
         return None
 
-    def _run(self, budget: Budget | None, dense: list[bool] | None) -> EvalResult:
+    def _run(self, budget: Budget | None, dense: list[bool] | None, samples: list[TokenSample] | None = None,
+             tasks: list[str] | None = None) -> EvalResult:
         """Evaluate in chunks; with a baseline, stop once even all-correct remaining samples miss the floor."""
         assert self.meta is not None and self.loaded is not None
-        n = len(self.samples)
+        if samples is None:
+            samples, tasks = self.samples, self.meta.tasks
+        n = len(samples)
         correct: list[bool] = []
         visible = skipped = seconds = 0.0
         calls: dict[str, int] = {}
         for start in range(0, n, self.batch_size * 2):
-            chunk = self.samples[start:start + self.batch_size * 2]
+            chunk = samples[start:start + self.batch_size * 2]
             r = evaluate(self.loaded, chunk, budget, batch_size=self.batch_size)
             correct += r.correct
             visible += r.stats.visible_blocks
@@ -133,7 +148,7 @@ class Objective:
             seconds += r.seconds
             for k in ("sparse_calls", "dense_calls", "fallback_calls"):
                 calls[k] = calls.get(k, 0) + getattr(r.stats, k)
-            if dense is not None and len(correct) < n and out_of_reach(self.meta.floor, dense, correct):
+            if dense is not None and len(correct) < n and out_of_reach(self.meta.floor, dense, correct, tasks):
                 break
         stats = AttentionStats(visible_blocks=visible, skipped_blocks=skipped, **calls)
         return EvalResult(correct=correct, per_task={}, stats=stats, seconds=seconds)

@@ -14,12 +14,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import SearchError
 from ..profile.budget import Budget
-from ..profile.floor import floor_target
-from ..profile.profile import (Accuracy, Bucket, DeviceSection, KernelConfig, Profile, Provenance, TaskAccuracy)
-from .study import BucketMeta, TrialRecord, bucket_studies, is_dense_trial, is_feasible, meta_of, worker_of
+from ..profile.floor import floor_target, judge_floor
+from ..profile.profile import (Accuracy, Bucket, DeviceSection, Floor, KernelConfig, Profile, Provenance, TaskAccuracy)
+from .confirm import Candidate, walk
+from .study import (BucketMeta, TrialRecord, bucket_studies, confirmations, is_dense_trial, is_feasible, meta_of,
+                    worker_of)
 
-__all__ = ["BucketOutcome", "BucketProgress", "BucketStatus", "bucket_outcomes", "profile_from_storage",
-           "study_progress"]
+__all__ = ["BucketOutcome", "BucketProgress", "BucketStatus", "bucket_outcomes", "candidates",
+           "confirmation_verdicts", "dense_record", "profile_from_storage", "study_progress"]
 
 
 class BucketStatus(str, enum.Enum):
@@ -42,6 +44,7 @@ class BucketOutcome:
     floor_accuracy: float  # the accuracy the constraint compared with (absolute value)
     kernel: KernelConfig | None
     status: BucketStatus | None = None  # how this worker's search left it (None: read from storage only)
+    failed_confirmation: tuple[int, ...] = ()  # candidates (trial numbers) that missed the floor on confirmation
 
 
 def _per_task(tasks: list[str], dense: list[bool], sparse: list[bool]) -> dict[str, TaskAccuracy]:
@@ -53,54 +56,111 @@ def _per_task(tasks: list[str], dense: list[bool], sparse: list[bool]) -> dict[s
     return out
 
 
+def _accuracy(floor: Floor, dense: list[bool], sparse: list[bool], tasks: list[str]) -> tuple[Accuracy, str | None]:
+    """The profile's record of one measurement, and the task that bound it."""
+    v = judge_floor(floor, dense, sparse, tasks)
+    m = v.overall
+    return Accuracy(sparse=m.sparse, dense=m.dense, n=m.n, per_task=_per_task(tasks, dense, sparse),
+                    lower_bound=round(m.lower_bound, 6) if floor.confidence is not None else None), v.binding
+
+
+def dense_record(study: optuna.Study) -> TrialRecord | None:
+    """The bucket's dense baseline: the first complete dense trial's record, or None before it ran."""
+    dense = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_dense_trial(t)]
+    for t in sorted(dense, key=lambda t: t.number):
+        record = TrialRecord.of(t)
+        if record is not None:
+            return record
+    return None
+
+
+def _budget(meta: BucketMeta, params: dict[str, Any]) -> Budget:
+    ratio = "keep" if meta.method == "topk" else "tau"
+    return Budget(method=meta.method, block_size=params["block_size"], sink=params["sink"],  # type: ignore[arg-type]
+                  local=params["local"], **{ratio: params[ratio]})
+
+
+def candidates(study: optuna.Study) -> list[Candidate]:
+    """Sparse trials that evaluated every search sample and met the floor there, cheaper than dense."""
+    meta = meta_of(study)
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = TrialRecord.of(t)
+        if is_dense_trial(t) or record is None or not record.complete or not is_feasible(t) or t.value >= 1.0:
+            continue
+        out.append(Candidate(t.number, float(t.value), _budget(meta, t.params)))  # type: ignore[arg-type]
+    return out
+
+
+def confirmation_verdicts(study: optuna.Study) -> dict[int, bool]:
+    """Stored confirmations judged against the floor: held (True) or not; an early-stopped one did not."""
+    meta, base = meta_of(study), dense_record(study)
+    if base is None or base.confirm_correct is None:
+        return {}
+    dense = base.confirm_correct
+    return {number: len(correct) == len(dense) and judge_floor(meta.floor, dense, correct, meta.confirm_tasks).met
+            for number, correct in confirmations(study).items()}
+
+
 def _outcome(study: optuna.Study) -> BucketOutcome:
-    """The bucket's choice: the cheapest feasible sparse trial; dense, with the reason, when none is."""
+    """The bucket's choice: the cheapest candidate that held on the confirmation part (`confirm.walk`);
+    dense, with the reason, when none did."""
     meta = meta_of(study)
     floor = meta.floor
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    records = {t.number: TrialRecord.of(t) for t in complete}
-    dense_trials = [t for t in complete if is_dense_trial(t) and records[t.number] is not None]
-    base = min(dense_trials, key=lambda t: t.number) if dense_trials else None
-    if base is None:
+    base_record = dense_record(study)
+    if base_record is None:
         raise SearchError(f"study {study.study_name!r}: the dense baseline trial has not completed; "
                           f"run the search (it resumes) before writing the profile")
-    dense = records[base.number].correct  # type: ignore[union-attr]
+    base = min((t for t in complete if is_dense_trial(t) and TrialRecord.of(t) is not None), key=lambda t: t.number)
+    dense = base_record.correct
     dense_acc = sum(dense) / len(dense)
     target = floor_target(floor, dense_acc)
-    sparse = [t for t in complete if not is_dense_trial(t) and records[t.number] is not None
-              and records[t.number].complete]  # type: ignore[union-attr]
-    feasible = [t for t in sparse if is_feasible(t)]
-    chosen = min(feasible, key=lambda t: (t.value, -records[t.number].accuracy, t.number),  # type: ignore[union-attr]
-                 default=None)
-    ratio = "keep" if meta.method == "topk" else "tau"
+    found = candidates(study)
+    w = walk(found, confirmation_verdicts(study), meta.confirm_limit)
+    if not w.done:
+        raise SearchError(f"study {study.study_name!r}: {len(w.confirmed)} candidates confirmed so far, trial "
+                          f"{w.missing.number} is next (not confirmed yet); run the search (it resumes) "  # type: ignore[union-attr]
+                          f"before writing the profile")
+    confirm_dense = base_record.confirm_correct or []
     kernel = None
-    if chosen is not None and chosen.value < 1.0:
-        p, rec = chosen.params, records[chosen.number]
+    sparse = [t for t in complete if not is_dense_trial(t)]
+    if w.chosen is not None:
+        chosen = next(t for t in complete if t.number == w.chosen.number)
+        rec = TrialRecord.of(chosen)
         assert rec is not None
-        budget = Budget(method=meta.method, block_size=p["block_size"], sink=p["sink"], local=p["local"],  # type: ignore[arg-type]
-                        **{ratio: p[ratio]})
-        bucket = Bucket(
-            max_len=meta.max_len, budget=budget,
-            reason=f"cheapest of {len(feasible)} feasible budgets in {len(complete)} trials",
-            accuracy=Accuracy(sparse=rec.accuracy, dense=dense_acc, lower_bound=rec.lower_bound, n=len(dense),
-                              per_task=_per_task(meta.tasks, dense, rec.correct)),
-            sparsity=round(rec.sparsity, 6), cost=round(chosen.value, 6))
-        kernel = _kernel_config(rec.cost, budget)
+        confirmed = confirmations(study)[chosen.number]
+        accuracy, _ = _accuracy(floor, dense, rec.correct, meta.tasks)
+        confirmation, bound_by = _accuracy(floor, confirm_dense, confirmed, meta.confirm_tasks)
+        skipped = len(w.failed) + len(w.pruned)
+        reason = (f"cheapest of {len(found)} candidates (met the floor on {meta.n} search samples) that also held on "
+                  f"{meta.confirm_n} confirmation samples" + (f"; {len(w.failed)} cheaper failed confirmation, "
+                                                              f"{len(w.pruned)} skipped by monotonicity" if skipped else ""))
+        bucket = Bucket(max_len=meta.max_len, budget=w.chosen.budget, reason=reason, accuracy=accuracy,
+                        confirmation=confirmation, bound_by=bound_by,
+                        sparsity=round(rec.sparsity, 6), cost=round(chosen.value, 6))  # type: ignore[arg-type]
+        kernel = _kernel_config(rec.cost, w.chosen.budget)
     else:
-        if floor.kind == "absolute" and dense_acc < floor.value:
-            reason = f"dense accuracy {dense_acc:.3f} is itself below the absolute floor {floor.value}"
-        elif feasible:
-            reason = f"no feasible sparse budget was cheaper than dense ({len(feasible)} feasible)"
+        whole = dense + confirm_dense  # search and confirmation samples: the bucket's dense accuracy
+        if floor.kind == "absolute" and sum(whole) / len(whole) < floor.value:
+            reason = f"dense accuracy {sum(whole) / len(whole):.3f} is itself below the absolute floor {floor.value}"
+        elif w.failed:
+            reason = (f"none of the {len(w.failed)} cheapest of {len(found)} candidates held the floor on "
+                      f"{meta.confirm_n} confirmation samples")
         else:
-            reason = f"no sparse budget met the floor ({target:.3f}) in {len(sparse)} sparse trials"
+            reason = f"no sparse budget met the floor ({target:.3f}) on {meta.n} search samples in {len(sparse)} trials"
+        confirmation = None
+        if confirm_dense:
+            confirmation, _ = _accuracy(floor, confirm_dense, confirm_dense, meta.confirm_tasks)
         bucket = Bucket(max_len=meta.max_len, dense=True, reason=reason,
                         accuracy=Accuracy(sparse=dense_acc, dense=dense_acc, n=len(dense),
                                           per_task=_per_task(meta.tasks, dense, dense)),
-                        sparsity=0.0, cost=1.0)
+                        confirmation=confirmation, sparsity=0.0, cost=1.0)
         chosen = base
     return BucketOutcome(bucket=bucket, first_len=meta.first_len, trials=trials, chosen=chosen,
-                         floor_accuracy=target, kernel=kernel)
+                         floor_accuracy=target, kernel=kernel,
+                         failed_confirmation=tuple(c.number for c in w.failed))
 
 
 def _kernel_config(cost: dict[str, Any], budget: Budget) -> KernelConfig:

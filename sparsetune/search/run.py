@@ -41,17 +41,22 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import SearchError, SearchWarning
+from ..errors import FailingBucketWarning, SearchError, SearchWarning
 from ..profile.buckets import auto_edges, bucketize
+from ..profile.floor import resolution
 from ..profile.profile import ModelInfo, Profile, WorkloadInfo
+from ..stats import base_needed
 from ..workload.files import DEFAULT_ANSWER_TOKENS, TokenSample, Workload
 from ..workload.models import LoadedModel
 from .objective import EXPECTED_TRIAL_ERRORS, Objective
-from .results import BucketOutcome, BucketStatus, bucket_outcomes, profile_from_storage
+from .confirm import split_for_confirmation, walk
+from .results import (BucketOutcome, BucketStatus, bucket_outcomes, candidates, confirmation_verdicts, dense_record,
+                      profile_from_storage)
 from .sampler import LaneSeededTPE
 from .space import SearchSettings
 from .storage import fail_orphans, has_heartbeat, reap, storage_for
-from .study import BucketMeta, create_or_load, ensure_dense_trial, is_dense_trial, is_feasible, is_skipped, study_name
+from .study import (BucketMeta, create_or_load, ensure_dense_trial, is_dense_trial, is_feasible, is_skipped,
+                    store_confirmation, study_name)
 
 __all__ = ["CPU_DEVICE", "SearchRun", "TrialEvent", "failing_message", "run_search", "search"]
 
@@ -86,15 +91,21 @@ def search(
     storage: optuna.storages.BaseStorage,
     storage_url: str | None = None,
     on_event: Callable[[TrialEvent], None] | None = None,
+    confirm: Workload | None = None,
 ) -> tuple[Profile, list[BucketOutcome]]:
-    """Run (or resume) the per-bucket studies, then build the profile from the storage.
+    """Run (or resume) the per-bucket studies, confirm their cheapest candidates, then build the profile
+    from the storage.
 
-    The workload's samples must all have answers (call `evaluate.fill_answers` first). A bucket the
-    search gave up on (more failed trials than it has trials) is reported: a `SearchWarning`, and
-    its outcome's status is `BucketStatus.FAILING`.
+    Each bucket's samples are split per task into a search part, which Optuna explores, and a
+    confirmation part (`settings.confirm_fraction`, or the samples of `confirm`), on which the cheapest
+    candidates are re-measured (`confirm.walk`). The workloads' samples must all have answers (call
+    `evaluate.fill_answers` first). A bucket whose dense accuracy is below `settings.min_dense` is a
+    SearchError (a broken set-up would make every budget "meet" the floor). A bucket whose confirmation
+    samples cannot show the floor at its confidence, or that the search gave up on, is reported with a
+    `SearchWarning` (the latter's outcome status is `BucketStatus.FAILING`).
     """
     samples = workload.samples
-    if any(s.answer_ids is None for s in samples):
+    if any(s.answer_ids is None for s in samples) or (confirm and any(s.answer_ids is None for s in confirm.samples)):
         raise SearchError("workload: every sample needs an answer; fill fidelity answers first")
     lengths = [s.length for s in samples]
     edges = list(settings.edges) if settings.edges else auto_edges(lengths, min_per_bucket=settings.min_per_bucket)
@@ -106,6 +117,16 @@ def search(
     if empty:
         raise SearchError(f"buckets: no sample falls in the bucket(s) ending at {', '.join(map(str, empty))}; "
                           f"sample lengths run from {min(lengths)} to {max(lengths)}")
+    if confirm is None:
+        parts = [split_for_confirmation(g, settings.confirm_fraction) for g in groups]
+        confirm_id: object = {"fraction": round(settings.confirm_fraction, 6)}
+    else:
+        parts = list(zip(groups, bucketize(confirm.samples, edges)))
+        confirm_id = {"workload": confirm.sha256}
+    for edge, (explore, check) in zip(edges, parts):
+        if not check or not explore:
+            raise SearchError(f"bucket <= {edge} tokens: {len(explore)} search and {len(check)} confirmation "
+                              f"samples; each part needs samples (add samples or give --confirm FILE)")
     device, timing = _device()
     floor = settings.floor_rule
     model = ModelInfo(name=loaded.name, config_sha256=loaded.config_sha256, layers=loaded.layers,
@@ -113,26 +134,31 @@ def search(
                       max_positions=loaded.max_positions)
     work = WorkloadInfo(name=workload.name, sha256=workload.sha256, samples=len(samples))
     identity = {"model": loaded.config_sha256, "workload": workload.sha256,
-                "floor": {"kind": floor.kind, "value": floor.value, "confidence": floor.confidence},
-                "method": settings.space.method, "edges": edges}
+                "floor": {"kind": floor.kind, "value": floor.value, "confidence": floor.confidence,
+                          "per_task": floor.per_task},
+                "method": settings.space.method, "edges": edges, "confirm": confirm_id}
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     runs, prev = [], 0
-    for i, (edge, group) in enumerate(zip(edges, groups)):
+    for i, (edge, group, (explore, check)) in enumerate(zip(edges, groups, parts)):
         meta = BucketMeta(
             identity=identity, model=model, workload=work, floor=floor, method=settings.space.method,
             timing=timing, device=device, index=i, first_len=prev + 1 if i else min(lengths), max_len=edge,
-            n=len(group), rep_len=int(statistics.median(s.length for s in group)), tasks=[s.task for s in group],
-            edges=edges,
+            n=len(explore), rep_len=int(statistics.median(s.length for s in group)),
+            tasks=[s.task for s in explore], edges=edges,
             # The shortest KV length any sample's forward sees: its prompt (answers are decoded after).
             min_len=min(len(s.input_ids) for s in samples),
-            trials=settings.trials, seed=settings.seed, study=settings.study, storage=storage_url)
+            trials=settings.trials, seed=settings.seed, study=settings.study, storage=storage_url,
+            confirm_n=len(check), confirm_tasks=[s.task for s in check], confirm_limit=settings.confirm_limit)
         prev = edge
-        runs.append(_BucketRun(i, edge, group, meta))
+        runs.append(_BucketRun(i, edge, explore, meta, confirm_samples=check))
+    _warn_unresolvable(runs, settings)
     _run_buckets(runs, loaded, storage, settings, deadline, on_event)
+    for run in runs:
+        _confirm(run, on_event)
     status = {run.edge: run.status for run in runs}
     for run in runs:
         if run.status is BucketStatus.FAILING:
-            warnings.warn(failing_message(run.edge), SearchWarning, stacklevel=2)
+            warnings.warn(failing_message(run.edge), FailingBucketWarning, stacklevel=2)
     profile = profile_from_storage(storage, settings.study)
     outcomes = [dataclasses.replace(o, status=status.get(o.bucket.max_len))
                 for o in bucket_outcomes(storage, settings.study)]
@@ -145,6 +171,76 @@ def failing_message(edge: int) -> str:
             "it has trials); the profile holds only what completed there")
 
 
+def _warn_unresolvable(runs: list[_BucketRun], settings: SearchSettings) -> None:
+    """Before any trial: say which buckets' confirmation parts are too small to show the floor even
+    if dense were always right and sparse lost nothing."""
+    floor = settings.floor_rule
+    if floor.kind != "relative" or floor.confidence is None or floor.value >= 1:
+        return
+    need = base_needed(floor.value, floor.confidence)
+    for run in runs:
+        if run.meta.confirm_n < need:
+            warnings.warn(
+                f"bucket <= {run.edge} tokens: {run.meta.confirm_n} confirmation samples cannot show a floor of "
+                f"{floor.value} x dense at {floor.confidence:.0%} confidence even if sparse lost none; that needs "
+                f"{need} samples dense gets right (about {need * 3} in the bucket with a 2:1 split); the bucket will "
+                f"stay dense", SearchWarning, stacklevel=3)
+
+
+def _check_baseline(run: _BucketRun, settings: SearchSettings) -> None:
+    """Once the bucket's dense trial is done: refuse a broken set-up, say what n can resolve."""
+    assert run.study is not None
+    record = dense_record(run.study)
+    if record is None:
+        return
+    run.checked = True
+    dense = record.correct
+    accuracy = sum(dense) / len(dense)
+    if accuracy < settings.min_dense:
+        raise SearchError(
+            f"bucket <= {run.edge} tokens: dense accuracy is {accuracy:.3f} on {len(dense)} samples, below the "
+            f"minimum {settings.min_dense}; every budget would 'meet' a floor relative to it. Check the prompt "
+            f"format and answers, or score against the model's own output (fidelity mode: prompts without "
+            f"answers), or lower --min-dense")
+    floor = settings.floor_rule
+    if floor.confidence is None or record.confirm_correct is None:
+        return
+    res = resolution(floor, record.confirm_correct)
+    if not res.resolvable:
+        warnings.warn(
+            f"bucket <= {run.edge} tokens: dense gets {res.dense_right} of {res.n} confirmation samples right; "
+            f"that cannot show the floor at {floor.confidence:.0%} confidence even if sparse lost none "
+            f"(about {res.samples_needed} confirmation samples would); the bucket will stay dense",
+            SearchWarning, stacklevel=2)
+    elif res.losses_allowed == 0:
+        warnings.warn(
+            f"bucket <= {run.edge} tokens: with {res.n} confirmation samples a single lost sample fails the floor "
+            f"at {floor.confidence:.0%} confidence; more samples would let the search choose sparser budgets",
+            SearchWarning, stacklevel=2)
+
+
+def _confirm(run: _BucketRun, on_event: Callable[[TrialEvent], None] | None) -> None:
+    """Re-measure the bucket's cheapest candidates on its confirmation part until one holds (`confirm.walk`).
+
+    Results are stored per trial, so a resumed or concurrent worker continues where this one stopped;
+    two workers confirming the same trial store the same results.
+    """
+    study, objective, meta = run.study, run.objective, run.meta
+    if study is None or objective is None:
+        return
+    record = dense_record(study)
+    if record is None or record.confirm_correct is None:
+        return  # the dense trial has not run: nothing to confirm against (the profile writer says so)
+    while True:
+        w = walk(candidates(study), confirmation_verdicts(study), meta.confirm_limit)
+        if w.missing is None:
+            return
+        correct = objective.evaluate(run.confirm_samples, w.missing.budget, dense=record.confirm_correct,
+                                     tasks=meta.confirm_tasks)
+        store_confirmation(study, w.missing.number, correct)
+        _emit(run, SearchSettings(trials=meta.trials), on_event, "CONFIRMED")
+
+
 @dataclass
 class _BucketRun:
     """One bucket as this worker sees it."""
@@ -153,6 +249,8 @@ class _BucketRun:
     edge: int
     samples: list[TokenSample]
     meta: BucketMeta
+    confirm_samples: list[TokenSample] = dataclasses.field(default_factory=list)
+    checked: bool = False  # the dense baseline was checked (min dense accuracy, resolution)
     study: optuna.Study | None = None
     objective: Objective | None = None
     share: float | None = None  # seconds of this worker's time for the bucket (with a timeout)
@@ -182,7 +280,7 @@ def _run_buckets(runs: list[_BucketRun], loaded: LoadedModel, storage: optuna.st
                                                  settings.space.dense_params())
                 run.study.sampler = LaneSeededTPE(settings.seed)
                 run.objective = Objective(loaded, run.samples, meta, settings.space, run.study, storage,
-                                          settings.batch_size, settings.trials)
+                                          settings.batch_size, settings.trials, run.confirm_samples)
                 if deadline is not None:
                     run.share = (deadline - time.monotonic()) / (len(pending) - k)
             run.status, worked = _work(run, storage, settings, on_event)
@@ -224,6 +322,8 @@ def _work(run: _BucketRun, storage: optuna.storages.BaseStorage, settings: Searc
             return BucketStatus.TIMEOUT, ran
         dense_running = any(is_dense_trial(t) and t.state == TrialState.RUNNING for t in trials)
         dense_done = any(is_dense_trial(t) and t.state == TrialState.COMPLETE for t in trials)
+        if dense_done and not run.checked:
+            _check_baseline(run, settings)
         if done + running >= target or (dense_running and not dense_done):
             return BucketStatus.BUSY, ran
         finished: list[FrozenTrial] = []
@@ -262,15 +362,20 @@ class SearchRun:
 
 def run_search(model: str, workload: str, settings: SearchSettings, out: str | os.PathLike[str],
                storage_url: str | None = None, answer_tokens: int = DEFAULT_ANSWER_TOKENS,
-               on_event: Callable | None = None, plot: bool = True) -> SearchRun:
-    """Search (or resume), then write the profile atomically and its frontier plot beside it."""
-    from ..evaluate.inputs import load_inputs
+               on_event: Callable | None = None, plot: bool = True, confirm: str | None = None) -> SearchRun:
+    """Search (or resume), then write the profile atomically and its frontier plot beside it.
+
+    `confirm` names a workload whose samples confirm the candidates instead of a split of `workload`.
+    """
+    from ..evaluate.inputs import load_inputs, load_more
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress is ours; Optuna's per-trial INFO lines are noise
     out = Path(out)
     storage, where = storage_for(out, storage_url)
     loaded, work = load_inputs(model, workload, answer_tokens)
-    profile, outcomes = search(loaded, work, settings, storage, storage_url=storage_url, on_event=on_event)
+    extra = None if confirm is None else load_more(loaded, confirm, answer_tokens)
+    profile, outcomes = search(loaded, work, settings, storage, storage_url=storage_url, on_event=on_event,
+                               confirm=extra)
     out.parent.mkdir(parents=True, exist_ok=True)
     profile.save(out)
     plot_path = None

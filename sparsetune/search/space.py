@@ -45,7 +45,12 @@ class SearchSpace:
 class SearchSettings:
     floor: float = 0.95
     floor_kind: str = "relative"  # relative: sparse >= floor * dense; absolute: sparse >= floor
-    confidence: float | None = None  # apply the floor to a lower confidence bound at this level
+    # The floor applies to a one-sided lower confidence bound at this level (None: the point estimate).
+    confidence: float | None = 0.9
+    per_task: bool = False  # every task must hold the floor on its own (else: the aggregate, no task broken)
+    min_dense: float = 0.2  # a bucket whose dense accuracy is below this is a broken set-up: refuse it
+    confirm_fraction: float = 1 / 3  # share of each bucket's samples (per task) kept for confirmation
+    confirm_limit: int = 6  # candidates re-measured on the confirmation part, at most, per bucket
     edges: tuple[int, ...] | None = None  # bucket upper edges; None = automatic quantiles
     min_per_bucket: int = 16  # automatic buckets and the "tiny bucket" warning
     trials: int = 40  # complete trials per bucket (shared by all workers)
@@ -62,6 +67,12 @@ class SearchSettings:
             raise SearchError(f"floor-kind: must be relative or absolute, got {self.floor_kind!r}")
         if self.confidence is not None and not 0 < self.confidence < 1:
             raise SearchError(f"confidence: must be in (0, 1), got {self.confidence!r}")
+        if isinstance(self.min_dense, bool) or not isinstance(self.min_dense, (int, float)) or not 0 <= self.min_dense < 1:
+            raise SearchError(f"min-dense: must be in [0, 1), got {self.min_dense!r}")
+        if not 0 < self.confirm_fraction < 1:
+            raise SearchError(f"confirm-fraction: must be in (0, 1), got {self.confirm_fraction!r}")
+        if self.confirm_limit < 1:
+            raise SearchError(f"confirm-limit: must be >= 1, got {self.confirm_limit}")
         if self.space.method not in METHODS:
             raise SearchError(f"method: must be one of {', '.join(METHODS)}, got {self.space.method!r}")
         if self.trials < 1:
@@ -72,4 +83,5 @@ class SearchSettings:
     @property
     def floor_rule(self) -> Floor:
         """The floor as the profile records it (and `profile.floor` judges it)."""
-        return Floor(kind=self.floor_kind, value=float(self.floor), confidence=self.confidence)  # type: ignore[arg-type]
+        return Floor(kind=self.floor_kind, value=float(self.floor), confidence=self.confidence,  # type: ignore[arg-type]
+                     per_task=self.per_task)

@@ -23,6 +23,7 @@ __all__ = [
     "BucketMeta",
     "TrialRecord",
     "bucket_studies",
+    "confirmations",
     "create_or_load",
     "ensure_dense_trial",
     "is_dense_trial",
@@ -33,6 +34,7 @@ __all__ = [
     "mark_started",
     "meta_of",
     "seed_of",
+    "store_confirmation",
     "study_name",
     "worker_of",
 ]
@@ -67,27 +69,34 @@ class BucketMeta:
     seed: int
     study: str  # study name prefix
     storage: str | None  # the storage URL as given (redacted when written into a profile)
+    confirm_n: int = 0  # samples in the bucket's confirmation part (never explored by the search)
+    confirm_tasks: list[str] = field(default_factory=list)  # their tasks, in order
+    confirm_limit: int = 6  # candidates evaluated on the confirmation part at most
 
     def to_attr(self) -> dict[str, Any]:
         """The JSON the study stores (the layout earlier versions wrote)."""
         return {
             "identity": self.identity, "model": _plain(self.model), "workload": _plain(self.workload),
-            "floor": {"kind": self.floor.kind, "value": self.floor.value, "confidence": self.floor.confidence},
+            "floor": {"kind": self.floor.kind, "value": self.floor.value, "confidence": self.floor.confidence,
+                      "per_task": self.floor.per_task},
             "method": self.method, "timing": self.timing, "device": self.device,
             "bucket": {"index": self.index, "min_len": self.first_len, "max_len": self.max_len, "n": self.n},
             "rep_len": self.rep_len, "tasks": list(self.tasks), "edges": list(self.edges), "min_len": self.min_len,
             "trials": self.trials, "seed": self.seed, "study": self.study, "storage": self.storage,
+            "confirm": {"n": self.confirm_n, "tasks": list(self.confirm_tasks), "limit": self.confirm_limit},
         }
 
     @classmethod
     def from_attr(cls, d: dict[str, Any]) -> BucketMeta:
-        b, f = d["bucket"], d["floor"]
+        b, f, c = d["bucket"], d["floor"], d.get("confirm", {})
         return cls(identity=d["identity"], model=ModelInfo(**d["model"]), workload=WorkloadInfo(**d["workload"]),
-                   floor=Floor(kind=f["kind"], value=f["value"], confidence=f["confidence"]), method=d["method"],
+                   floor=Floor(kind=f["kind"], value=f["value"], confidence=f["confidence"],
+                               per_task=bool(f.get("per_task", False))), method=d["method"],
                    timing=d["timing"], device=d["device"], index=b["index"], first_len=b["min_len"],
                    max_len=b["max_len"], n=b["n"], rep_len=d["rep_len"], tasks=list(d["tasks"]),
                    edges=list(d["edges"]), min_len=d["min_len"], trials=d["trials"], seed=d["seed"],
-                   study=d["study"], storage=d["storage"])
+                   study=d["study"], storage=d["storage"], confirm_n=c.get("n", 0),
+                   confirm_tasks=list(c.get("tasks", [])), confirm_limit=c.get("limit", 6))
 
 
 def _plain(info: Any) -> dict[str, Any]:
@@ -110,11 +119,12 @@ class TrialRecord:
     seconds: float = 0.0
     lower_bound: float | None = None  # with a floor confidence: the paired lower bound judged
     dense: bool = False  # the bucket's dense baseline trial
+    confirm_correct: list[bool] | None = None  # the dense trial only: dense on the confirmation part
 
     def store(self, trial: optuna.Trial) -> None:
         if self.dense:
             trial.set_user_attr(_DENSE, True)
-        trial.set_user_attr("correct", "".join("1" if c else "0" for c in self.correct))
+        trial.set_user_attr("correct", _bits(self.correct))
         trial.set_user_attr("accuracy", self.accuracy)
         trial.set_user_attr("complete", self.complete)
         trial.set_user_attr("sparsity", self.sparsity)
@@ -122,6 +132,8 @@ class TrialRecord:
         if self.lower_bound is not None:
             trial.set_user_attr("lower_bound", self.lower_bound)
         trial.set_user_attr("seconds", self.seconds)
+        if self.confirm_correct is not None:
+            trial.set_user_attr("confirm_correct", _bits(self.confirm_correct))
 
     @classmethod
     def of(cls, t: FrozenTrial) -> TrialRecord | None:
@@ -130,7 +142,32 @@ class TrialRecord:
             return None
         return cls(correct=[c == "1" for c in a["correct"]], accuracy=a["accuracy"],
                    complete=bool(a.get("complete")), sparsity=a.get("sparsity", 0.0), cost=a.get("cost", {}),
-                   seconds=a.get("seconds", 0.0), lower_bound=a.get("lower_bound"), dense=is_dense_trial(t))
+                   seconds=a.get("seconds", 0.0), lower_bound=a.get("lower_bound"), dense=is_dense_trial(t),
+                   confirm_correct=_unbits(a["confirm_correct"]) if "confirm_correct" in a else None)
+
+
+def _bits(correct: list[bool]) -> str:
+    return "".join("1" if c else "0" for c in correct)
+
+
+def _unbits(bits: str) -> list[bool]:
+    return [c == "1" for c in bits]
+
+
+_CONFIRM = "confirm:"  # study user attr prefix: a candidate trial's per-sample results on the confirmation part
+
+
+def store_confirmation(study: optuna.Study, number: int, correct: list[bool]) -> None:
+    """Keep trial `number`'s confirmation results (shorter than the part when stopped early). A finished
+    trial's own attrs are frozen, so they live on the study; two workers writing the same trial's
+    results write the same bits (evaluation is deterministic)."""
+    study.set_user_attr(f"{_CONFIRM}{number}", _bits(correct))
+
+
+def confirmations(study: optuna.Study) -> dict[int, list[bool]]:
+    """Every stored confirmation of the bucket's study, by trial number."""
+    return {int(k[len(_CONFIRM):]): _unbits(v) for k, v in study.user_attrs.items()
+            if k.startswith(_CONFIRM) and k[len(_CONFIRM):].isdigit()}
 
 
 def mark_started(trial: optuna.Trial, worker: str, seed: int | None) -> None:
