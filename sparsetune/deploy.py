@@ -95,9 +95,14 @@ def export_table(profile: Profile, fmt: str, out: Path | None = None) -> str:
 
 
 def model_folder(name_or_path: str) -> Path:
-    """`demo` or a local Hugging Face model folder, resolved; ModelError if it is not one."""
+    """`demo` or a local Hugging Face model folder, resolved; ModelError if it is not one.
+    A GGUF model (`workload.gguf`: a file, a folder holding one, `smollm2`) gives its .gguf file."""
+    from .workload.gguf import gguf_file
     from .workload.models import DEMO_MODEL
 
+    gguf_path = gguf_file(name_or_path) if name_or_path != "demo" else None
+    if gguf_path is not None:
+        return gguf_path
     path = DEMO_MODEL if name_or_path == "demo" else Path(name_or_path).expanduser()
     if not path.is_dir():
         raise ModelError(f"model: no such folder {str(path)!r} (give a local Hugging Face model folder or 'demo')")
@@ -107,6 +112,10 @@ def model_folder(name_or_path: str) -> Path:
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
+    if folder.is_file():  # a GGUF file: the config transformers derives from it, as its converted folder holds
+        from .workload.gguf import gguf_config
+
+        return gguf_config(folder)[1]
     try:
         data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -209,6 +218,8 @@ def deploy(profile: Profile, model: Path, out: Path | None = None, *, in_place: 
     """
     from .workload.models import DEMO_MODEL
 
+    if model.is_file():
+        return _deploy_gguf(profile, model, out, in_place=in_place)
     if in_place:
         if out is not None:
             raise DeployError("out: give either --out or --in-place, not both")
@@ -259,3 +270,30 @@ def deploy(profile: Profile, model: Path, out: Path | None = None, *, in_place: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Deployed(out, out / PROFILE_FILE, tuple(linked), link)
+def _deploy_gguf(profile: Profile, gguf_path: Path, out: Path | None, *, in_place: bool) -> Deployed:
+    """A GGUF source deploys as a converted Hugging Face folder: safetensors weights (dequantised, fp32, as
+    tuned), tokenizer files, config.json with the entry, and the profile. transformers cannot take the
+    entry through ``gguf_file=`` loading, and a plain folder is what serving engines read.
+
+    The folder is converted beside `out`, then `deploy` hard-links it into place with all its guards
+    (same filesystem by construction) and the staging folder goes: `out` holds the only copy.
+    """
+    import torch
+
+    from .workload.gguf import gguf_config, load_gguf_model, load_gguf_tokenizer, write_hf_folder
+
+    if in_place or out is None:
+        raise DeployError(f"out: a GGUF model ({gguf_path.name}) deploys as a converted folder; give it with "
+                          "--out (--in-place needs a Hugging Face model folder)")
+    out = out.expanduser().absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.{secrets.token_hex(4)}.gguf")
+    staging.mkdir()
+    try:
+        write_hf_folder(load_gguf_model(gguf_path, torch.float32), load_gguf_tokenizer(gguf_path),
+                        gguf_config(gguf_path)[1], staging)
+        done = deploy(profile, staging, out, link="hardlink")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Deployed(done.folder, done.profile_path, done.linked, "converted")
+

@@ -69,7 +69,8 @@ def apply(
             done = deploy_lib.deploy(loaded_profile, folder, out, in_place=in_place, link=link)  # type: ignore[arg-type]
             result["deployed"] = done.to_dict()
             if not json_output:
-                how = "in place" if in_place else f"{len(done.linked)} files {link}ed"
+                how = ("in place" if in_place else f"converted from GGUF: {len(done.linked)} files"
+                       if done.link == "converted" else f"{len(done.linked)} files {link}ed")
                 typer.echo(f"deployed {profile} to {done.folder} ({how}); load it with: import sparsetune; "
                            f"AutoModelForCausalLM.from_pretrained({str(done.folder)!r}, "
                            f"attn_implementation='sparsetune')")

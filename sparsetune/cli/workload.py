@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -13,17 +13,25 @@ from ._app import ModelOpt, OutOpt, SeedOpt, workload_app
 def synth(
     model: ModelOpt,
     out: OutOpt,
-    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated: niah,multikey,vt,cwe.")] = "niah,multikey,vt,cwe",
+    tasks: Annotated[Optional[str], typer.Option(
+        "--tasks", help="Comma-separated; default: every task of the style (words: niah,multikey,vt,cwe; "
+                        "text: niah,multikey,mv,vt,cwe).")] = None,
     lengths: Annotated[str, typer.Option("--lengths", help="Comma-separated lengths in tokens.")] = "256,512,1024,2048",
     per_length: Annotated[int, typer.Option("--per-length", help="Samples per task and length.")] = 16,
+    style: Annotated[str, typer.Option(
+        "--style", help="auto (words for the demo model, text for any other), words (the demo's word-level "
+                        "format) or text (plain-English raw completions for pretrained LMs).")] = "auto",
     seed: SeedOpt = 0,
 ) -> None:
     """Generate RULER-style synthetic tasks sized in tokens of the model's tokenizer, as JSONL."""
     from ..workload import synth_workload, write_jsonl
     from ..workload.files import parse_lengths, parse_tasks
     from ..workload.models import load_tokenizer
+    from ..workload.tasks import STYLES, style_for_model
 
     sizes = parse_lengths(lengths)
-    rows = synth_workload(load_tokenizer(model), parse_tasks(tasks), sizes, per_length, seed)
+    chosen = style_for_model(model) if style == "auto" else style
+    names = parse_tasks(tasks) if tasks is not None else list(STYLES.get(chosen, ()))
+    rows = synth_workload(load_tokenizer(model), names, sizes, per_length, seed, style=chosen)
     write_jsonl(out, rows)
-    typer.echo(f"wrote {len(rows)} samples to {out}")
+    typer.echo(f"wrote {len(rows)} samples ({chosen} style) to {out}")

@@ -207,18 +207,23 @@ def parse_lengths(text: str) -> list[int]:
 
 def synth_workload(
     tokenizer: Any | None, tasks: Sequence[str], lengths: Sequence[int], per_length: int, seed: int,
+    style: str = "words",
 ) -> list[dict[str, str]]:
     """RULER-style rows {"prompt", "answer", "task"} sized in tokens of `tokenizer` (words + BOS if None)."""
-    unknown = [t for t in tasks if t not in _tasks.TASKS]
+    if style not in _tasks.STYLES:
+        raise WorkloadError(f"style: must be one of {', '.join(_tasks.STYLES)}, got {style!r}")
+    known = tuple(_tasks.registry(style))  # `style`: words (the demo model's format) or text (tasks.py)
+    unknown = [t for t in tasks if t not in known]
     if unknown or not tasks:
-        raise WorkloadError(f"tasks: must be among {', '.join(_tasks.TASKS)}, got {', '.join(tasks) or 'none'}")
+        raise WorkloadError(f"tasks: must be among {', '.join(known)}, got {', '.join(tasks) or 'none'} "
+                            f"(the {style} style's tasks)")
     for n in lengths:
         if isinstance(n, bool) or not isinstance(n, int) or n < 16:
             raise WorkloadError(f"lengths: must be integers >= 16, got {n!r}")
     if isinstance(per_length, bool) or not isinstance(per_length, int) or per_length < 1:
         raise WorkloadError(f"per_length: must be an integer >= 1, got {per_length!r}")
     count = None if tokenizer is None else (lambda text: len(tokenizer(text)["input_ids"]))
-    samples = _tasks.synth(list(tasks), list(lengths), per_length, seed, count_tokens=count)
+    samples = _tasks.synth(list(tasks), list(lengths), per_length, seed, count_tokens=count, style=style)
     return [{"prompt": s.prompt, "answer": s.answer, "task": s.task} for s in samples]
 
 

@@ -16,6 +16,7 @@ import torch
 
 from .._io import canonical_sha256
 from ..errors import ModelError
+from . import gguf
 
 __all__ = ["DEMO_MODEL", "LoadedModel", "config_sha256", "load_model", "load_tokenizer", "weights_id"]
 
@@ -87,9 +88,12 @@ def _check_causal_lm(path: Path, config: Any) -> None:
 
 
 def load_tokenizer(name_or_path: str) -> Any:
-    """Only the tokenizer of `demo` or a local folder (no weights are read); ModelError if it has none."""
+    """Only the tokenizer of `demo`, a local folder or a GGUF model (no weights are read); ModelError if it has none."""
     from transformers import AutoTokenizer
 
+    gguf_path = gguf.gguf_file(name_or_path)
+    if gguf_path is not None:
+        return gguf.load_gguf_tokenizer(gguf_path)
     _, path = _resolve(name_or_path)
     if not any((path / f).is_file() for f in _TOKENIZER_FILES):
         raise ModelError(f"model: {str(path)!r} has no tokenizer files ({', '.join(_TOKENIZER_FILES)})")
@@ -100,11 +104,15 @@ def load_tokenizer(name_or_path: str) -> Any:
 
 
 def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load `demo` or a local folder through AutoModelForCausalLM / AutoTokenizer, in eval mode."""
+    """Load `demo`, a local folder or a GGUF model (`workload.gguf`) through AutoModelForCausalLM /
+    AutoTokenizer, in eval mode."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # sparsetune draws its own progress; no per-load bars on stderr
+    gguf_path = gguf.gguf_file(name_or_path)
+    if gguf_path is not None:
+        return _load_gguf(gguf_path, dtype)
     name, path = _resolve(name_or_path)
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
@@ -144,4 +152,27 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedM
         kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
         head_dim=int(getattr(text, "head_dim", None) or text.hidden_size // heads),
         max_positions=max_positions,
+    )
+def _load_gguf(path: Path, dtype: torch.dtype) -> LoadedModel:
+    """A GGUF file (`workload.gguf`): dequantised weights, its own tokenizer, the config hash of `gguf_config`."""
+    config, data = gguf.gguf_config(path)
+    _check_causal_lm(path, config)
+    model = gguf.load_gguf_model(path, dtype)
+    text = model.config.get_text_config()
+    heads = int(text.num_attention_heads)
+    positions = getattr(text, "max_position_embeddings", None)
+    if isinstance(positions, bool) or not isinstance(positions, int) or positions <= 0:
+        raise ModelError(f"model: {str(path)!r} config has no positive max_position_embeddings, got {positions!r}")
+    return LoadedModel(
+        model=model,
+        tokenizer=gguf.load_gguf_tokenizer(path),
+        name=path.stem,
+        path=path,
+        config_sha256=gguf.gguf_config_sha256(data),
+        weights_id=gguf.gguf_weights_id(path),
+        layers=int(text.num_hidden_layers),
+        heads=heads,
+        kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
+        head_dim=int(getattr(text, "head_dim", None) or text.hidden_size // heads),
+        max_positions=positions,
     )

@@ -9,6 +9,18 @@ a query is ``? KEY`` at the end of the prompt:
 - ``vt``: two-hop variable tracking: ``[ K1 v ]`` ... ``[ K2 K1 ]``; ``? K2`` is answered with the
   chain ``K1 v``: two retrievals from two places in the context, both of which must survive sparsity.
 - ``cwe``: common-word aggregation: a list of words; ``? common`` is answered with the most frequent.
+
+Those are the ``words`` style, for the demo model. A pretrained LM gets the ``text`` style
+(`TEXT_REGISTRY`): the same tasks in plain English, as raw completions that end where the answer
+starts (``... What is the special pass key for quiet-otter? The special pass key for quiet-otter is``
+answered `` 41752``), in a haystack of short sentences:
+
+- ``niah``: one sentence "The special pass key for KEY is NUMBER." hidden in the haystack.
+- ``multikey``: 4-8 such sentences with distinct keys; the question names one.
+- ``mv``: 2-4 pass keys for the same key; the answer lists them in order of appearance.
+- ``vt``: a chain of 2-3 assignments ``VAR A = 41752.`` ... ``VAR B = VAR A.`` (plus a distractor
+  chain); asked for the number the last variable holds: one retrieval per hop.
+- ``cwe``: a comma-separated list where one word is three times as frequent; asked for that word.
 """
 
 from __future__ import annotations
@@ -17,13 +29,20 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from . import prose
+
 __all__ = [
     "REGISTRY",
+    "STYLES",
     "TASKS",
+    "TEXT_REGISTRY",
+    "TEXT_TASKS",
     "Sample",
     "VOCAB",
     "SPECIAL_TOKENS",
     "make_sample",
+    "registry",
+    "style_for_model",
     "synth",
 ]
 
@@ -128,11 +147,33 @@ REGISTRY: dict[str, _Task] = {
 TASKS = tuple(REGISTRY)
 
 
-def _task(name: str) -> _Task:
+# The text style for pretrained LMs (module docstring); same task names where the task is the same.
+TEXT_REGISTRY: dict[str, _Task] = {
+    name: _Task(parts=parts, context=context) for name, (parts, context) in prose.TASKS.items()
+}
+TEXT_TASKS = tuple(TEXT_REGISTRY)
+STYLES = {"words": REGISTRY, "text": TEXT_REGISTRY}
+
+
+def registry(style: str) -> dict[str, _Task]:
+    """The tasks of a style: ``words`` (the demo model's) or ``text`` (plain English, for pretrained LMs)."""
     try:
-        return REGISTRY[name]
+        return STYLES[style]
     except KeyError:
-        raise ValueError(f"task: must be one of {', '.join(TASKS)}, got {name!r}") from None
+        raise ValueError(f"style: must be one of {', '.join(STYLES)}, got {style!r}") from None
+
+
+def style_for_model(model: str) -> str:
+    """The demo model reads the word-level format it was trained on; any other model gets plain text."""
+    return "words" if model == "demo" else "text"
+
+
+def _task(name: str, style: str = "words") -> _Task:
+    tasks = registry(style)
+    try:
+        return tasks[name]
+    except KeyError:
+        raise ValueError(f"task: must be one of {', '.join(tasks)}, got {name!r}") from None
 
 
 def make_sample(
@@ -140,24 +181,38 @@ def make_sample(
     length: int,
     rng: random.Random,
     count_tokens: Callable[[str], int] | None = None,
+    style: str = "words",
 ) -> Sample:
     """One sample whose prompt plus answer is about `length` tokens of `count_tokens` (default: words + 1 BOS)."""
     count = count_tokens or (lambda text: len(text.split()) + 1)
-    kind = _task(task)
+    kind = _task(task, style)
     state = rng.getstate()
     needles, query, answer = kind.parts(rng)
     fixed = sum(map(len, needles)) + len(query) + max(len(answer), 1) + 1
     n_words = max(length - fixed, 0)
-    for _ in range(4):  # resize the filler until the tokenizer's count matches (words != tokens in BPE)
+    tried: dict[int, int] = {}  # filler words -> tokens
+    best: tuple[int, str, list[str]] | None = None  # (miss, prompt, answer)
+    for _ in range(8):  # resize the filler until the tokenizer's count matches (words != tokens in BPE)
         rng.setstate(state)
         needles, query, answer = kind.parts(rng)
         words, cwe_answer = kind.context(n_words, needles, rng)
         answer = answer or cwe_answer
         prompt = " ".join(words + query)
         total = count(prompt + " " + " ".join(answer))
+        if best is None or abs(total - length) < best[0]:
+            best = (abs(total - length), prompt, answer)
         if total == length or count_tokens is None:
             break
-        n_words = max(int(n_words * (length - fixed) / max(total - fixed, 1)), 0) + (length - total) // 4
+        tried[n_words] = total
+        # Tokens per filler word: the slope between the two nearest tries, else this try's average.
+        near = sorted(tried, key=lambda n: abs(tried[n] - length))[:2]
+        a, b = (near + near)[:2]
+        slope = (tried[a] - tried[b]) / (a - b) if a != b and tried[a] != tried[b] else total / max(n_words, 1)
+        step = round((length - total) / max(slope, 0.1))
+        if step == 0 or n_words + step in tried:
+            break
+        n_words = max(n_words + step, 0)
+    _, prompt, answer = best
     return Sample(prompt=prompt, answer=" ".join(answer), task=task)
 
 
@@ -167,11 +222,12 @@ def synth(
     per_length: int,
     seed: int,
     count_tokens: Callable[[str], int] | None = None,
+    style: str = "words",
 ) -> list[Sample]:
     """`per_length` samples of every task at every length, reproducible from `seed`."""
     rng = random.Random(seed)
     return [
-        make_sample(task, length, random.Random(rng.getrandbits(64)), count_tokens)
+        make_sample(task, length, random.Random(rng.getrandbits(64)), count_tokens, style)
         for length in lengths
         for task in tasks
         for _ in range(per_length)
