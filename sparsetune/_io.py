@@ -6,6 +6,7 @@ Nothing here imports anything heavy; every layer may use it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ from typing import Any
 
 from .errors import SparsetuneError
 
-__all__ = ["atomic_write", "canonical_sha256", "redact_url", "replacing", "splice_block"]
+__all__ = ["atomic_write", "canonical_sha256", "check_writable", "redact_url", "replacing", "splice_block"]
 
 
 @contextlib.contextmanager
@@ -25,13 +26,17 @@ def replacing(path: str | os.PathLike[str], error: type[SparsetuneError] = Spars
     """A temp path beside `path` to write; on success it is fsynced and renamed over `path` (atomic on
     POSIX and Windows), on failure removed. A crash leaves the old file or the new one, never half.
 
-    Whatever writes the temp file creates it, so its mode is 0o666 less the user's umask, like `open()`.
-    An OSError becomes `error` with the path and the reason.
+    Every file sparsetune writes goes through here (profiles, tables, plots, workloads, deploy configs).
+    Missing parent folders are made. Whatever writes the temp file creates it, so its mode is 0o666 less
+    the user's umask, like `open()`. An OSError becomes `error` with the path and the reason.
     """
     path = Path(path)
     folder = path.parent
     tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
     try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+        folder.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb+") as fh:  # durable content before the rename makes it visible
             os.fsync(fh.fileno())
@@ -58,6 +63,32 @@ def atomic_write(path: str | os.PathLike[str], text: str,
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like open()
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
+    return path
+
+
+def check_writable(path: str | os.PathLike[str], error: type[SparsetuneError] = SparsetuneError,
+                   what: str = "out") -> Path:
+    """Fail now, before minutes of work, when `path` could not be written later; create and leave nothing.
+
+    Refused: a directory at `path`, a file where a parent folder should be, a folder where a file
+    cannot be created (read-only filesystem, no permission). The nearest existing folder gets a
+    temporary file, removed at once; missing folders are made only when the result is written.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise error(f"{what}: {path} is a directory; give a file path")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise error(f"{what}: cannot write {path}: {folder} is not a folder")
+    probe = folder / f".sparsetune-write-check.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise error(f"{what}: cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "Deployed",
     "check_apply_options",
     "check_model",
+    "check_overwrite",
     "deploy",
     "device_warning",
     "export_table",
@@ -86,7 +87,6 @@ def export_table(profile: Profile, fmt: str, out: Path | None = None) -> str:
     table = (lookup_table if fmt == "json" else hf_overrides)(profile)
     text = json.dumps(table, indent=2, ensure_ascii=False) + "\n"
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, text, DeployError)
     return text
 
@@ -148,6 +148,46 @@ def check_model(profile: Profile, folder: Path, force: bool = False) -> str | No
         raise DeployError(f"model: {message}; a profile's budgets hold only for its model "
                           "(pass --force to apply it anyway)")
     return f"{message}; applied anyway (--force)"
+
+
+def check_overwrite(out: Path, model: str, workload: str, force: bool = False) -> None:
+    """Before a search writes the profile `out`: refuse (SearchError) to replace an existing file that is not a
+    profile of this model (config hash) and workload (file hash) unless `force`. A profile of the same model and
+    workload is the same search's output and is replaced, as `apply` replaces only its own folders.
+
+    A model or workload that cannot be read is left to the search, which names the problem.
+    """
+    import hashlib
+
+    from .errors import SearchError, SparsetuneError
+    from .profile import load_profile
+    from .workload.files import DEMO_WORKLOAD
+
+    out = Path(out).expanduser()
+    if force or not out.exists():
+        return
+    hint = "choose another --out, or pass --force to overwrite it"
+    try:
+        existing = load_profile(out)
+    except SparsetuneError:
+        raise SearchError(f"out: {out} exists and is not a sparsetune profile; {hint}") from None
+    try:
+        folder = model_folder(model)
+        data = _read_config(folder)
+        hashes = {canonical_sha256(data)}
+        data.pop(CONFIG_KEY, None)
+        hashes.add(canonical_sha256(data))
+        work = DEMO_WORKLOAD if workload == "demo" else Path(workload).expanduser()
+        work_sha = hashlib.sha256(work.read_bytes()).hexdigest()
+    except (SparsetuneError, OSError):
+        return
+    other = []
+    if existing.model.config_sha256 not in hashes:
+        other.append(f"model (it names {existing.model.name!r}, config {existing.model.config_sha256[:12]}...)")
+    if existing.workload.sha256 != work_sha:
+        other.append(f"workload (it names {existing.workload.name!r}, sha256 {existing.workload.sha256[:12]}...)")
+    if other:
+        raise SearchError(f"out: {out} is a profile for a different {' and a different '.join(other)}; {hint}")
 
 
 def device_warning(profile: Profile, device: str | None) -> str | None:
@@ -240,9 +280,12 @@ def deploy(profile: Profile, model: Path, out: Path | None = None, *, in_place: 
     if out.is_symlink() or out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_deploy_folder(out))):
         raise DeployError(f"out: {out} exists and is not a folder made by `sparsetune apply`; "
                           "choose a new folder (apply only replaces its own)")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise DeployError(f"out: cannot create {out}: {exc.strerror or exc}") from None
     linked = []
     try:
         for entry in sorted(model.iterdir()):
@@ -257,7 +300,7 @@ def deploy(profile: Profile, model: Path, out: Path | None = None, *, in_place: 
                 hint = " (hard links need one filesystem; use --link symlink)" if link == "hardlink" else ""
                 raise DeployError(f"out: cannot {link} {entry} into {out}: {exc.strerror or exc}{hint}") from None
             linked.append(entry.name)
-        (tmp / "config.json").write_text(_config_text(model), encoding="utf-8")
+        atomic_write(tmp / "config.json", _config_text(model), DeployError)
         profile.save(tmp / PROFILE_FILE)
         if out.exists():
             old = out.with_name(f".{out.name}.{secrets.token_hex(4)}.old")
@@ -266,10 +309,14 @@ def deploy(profile: Profile, model: Path, out: Path | None = None, *, in_place: 
             shutil.rmtree(old)  # holds links and apply's own files; rmtree does not follow links
         else:
             os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise DeployError(f"out: cannot create {out}: {exc.strerror or exc}") from None
         raise
     return Deployed(out, out / PROFILE_FILE, tuple(linked), link)
+
+
 def _deploy_gguf(profile: Profile, gguf_path: Path, out: Path | None, *, in_place: bool) -> Deployed:
     """A GGUF source deploys as a converted Hugging Face folder: safetensors weights (dequantised, fp32, as
     tuned), tokenizer files, config.json with the entry, and the profile. transformers cannot take the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,13 @@ class SearchSettings:
             raise SearchError(f"method: must be one of {', '.join(METHODS)}, got {self.space.method!r}")
         if self.trials < 1:
             raise SearchError(f"trials: must be >= 1, got {self.trials}")
-        if self.timeout is not None and self.timeout <= 0:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise SearchError(f"seed: must be an integer in [0, 2**32), got {self.seed!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise SearchError(f"batch-size: must be an integer >= 1, got {self.batch_size!r}")
+        if not self.study or not isinstance(self.study, str):
+            raise SearchError(f"study: must be a non-empty name, got {self.study!r}")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
             raise SearchError(f"timeout: must be > 0 seconds, got {self.timeout}")
 
     @property

@@ -38,39 +38,74 @@ def storage_for(out: str | os.PathLike[str], url: str | None = None,
                 existing: bool = False) -> tuple[optuna.storages.BaseStorage, str]:
     """(the storage of the search writing `out`, where it is): `url`, else the default journal beside `out`.
 
-    `existing`: the trials must be there already (collecting, not searching), so a missing default
-    journal is an error rather than a new empty file.
+    `existing`: the trials must be there already (collecting, not searching), so a missing journal or
+    SQLite file is an error rather than a new empty file: a read creates nothing.
     """
     journal = default_journal(out)
     if existing and url is None and not journal.exists():
         raise SearchError(f"storage: no {journal} (the search's default storage for -o {out}); "
                           f"pass the search's --storage URL")
+    if existing and url is not None:
+        local = _local_file(url)
+        if local is not None and not local.is_file():
+            raise SearchError(f"storage: no such file {local} (a status or collect reads an existing storage; "
+                              f"pass the search's --storage)")
     return open_storage(url, journal), url or str(journal)
+
+
+def _local_file(url: str) -> Path | None:
+    """The file a journal path or ``sqlite:///`` URL names (None for a server URL or in-memory SQLite)."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        return Path(path.split("?", 1)[0]) if path and path != ":memory:" else None
+    if url.endswith((".log", ".journal")) or "://" not in url:
+        return Path(url).expanduser()
+    return None
 
 
 def open_storage(url: str | None, default_path: str | os.PathLike[str]) -> optuna.storages.BaseStorage:
     """The storage for `url`; None means a journal file at `default_path` (resumable, multi-process safe).
 
     RDB URLs (PostgreSQL, MySQL) get a heartbeat, so a killed worker's trial fails after the grace
-    period and is retried once by another worker. SQLite works for one process only.
+    period and is retried once by another worker. SQLite works for one process only. A file storage
+    whose folder is missing or unwritable is a SearchError naming it.
     """
     if url is None:
-        from optuna.storages.journal import JournalFileBackend
-
         path = os.fspath(default_path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(path))
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        except OSError as exc:
+            raise SearchError(f"storage: cannot create the folder of {path}: {exc.strerror or exc}") from None
+        return _journal(path)
     if url.startswith(("postgresql", "mysql")):
         url = _with_driver(url)
         heartbeat, grace = heartbeat_settings()
         return _rdb_storage(url, heartbeat, grace)
     if url.startswith("sqlite"):
-        return optuna.storages.RDBStorage(url)
+        local = _local_file(url)
+        if local is not None and not local.parent.is_dir():
+            raise SearchError(f"storage: {url}: the folder {local.parent} does not exist (SQLite creates the "
+                              f"file, not its folder)")
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as exc:  # sqlalchemy errors: unwritable, not a database, bad URL
+            text = str(exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise SearchError(f"storage: cannot open {redact_url(url)}: {first}") from None
     if url.endswith((".log", ".journal")) or "://" not in url:
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(url))
+        return _journal(os.fspath(Path(url).expanduser()))
     raise SearchError(f"storage: unsupported URL {url!r} (use postgresql://, mysql://, sqlite:/// or a journal file path)")
+
+
+def _journal(path: str) -> optuna.storages.BaseStorage:
+    from optuna.storages.journal import JournalFileBackend
+
+    if os.path.isdir(path):
+        raise SearchError(f"storage: {path} is a directory; give a journal file path")
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    except OSError as exc:
+        raise SearchError(f"storage: cannot open the journal {path}: {exc.strerror or exc}") from None
 
 
 def _rdb_storage(url: str, heartbeat: int, grace: int, attempts: int = 4) -> optuna.storages.RDBStorage:
