@@ -32,6 +32,7 @@ from ..errors import BudgetError, ProfileError
 __all__ = ["rule", "convert", "check_fields", "to_plain", "schema_of", "join", "show"]
 
 _MISSING = dataclasses.MISSING
+INT_LIMIT = 2**63  # integers must fit in 64 bits (int64), as JSON readers and serving engines hold them
 
 
 def rule(doc: str, *, default: Any = _MISSING, default_factory: Any = _MISSING,
@@ -141,6 +142,8 @@ def convert(tp: Any, value: Any, path: str) -> Any:
         raise _fail(path, f"must be true or false, got {show(value)}")
     if tp is int:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            if not -INT_LIMIT <= int(value) < INT_LIMIT:  # what JSON readers and serving engines (int64) hold
+                raise _fail(path, f"must be an integer in [-2**63, 2**63), got {show(value)}")
             return int(value)
         raise _fail(path, f"must be an integer, got {show(value)}")
     if tp is float:

@@ -3,7 +3,8 @@
 Reading differs from `yaml.safe_load` in two ways, both so a hand-edited file cannot
 silently mean something else:
 - timestamps stay strings (``created: 2026-11-28T10:00:00Z`` is text, not a datetime), and
-- a key given twice in one mapping is an error instead of "the last one wins".
+- a key given twice in one mapping is an error instead of "the last one wins", and
+- nesting deeper than `MAX_DEPTH` is an error (not a RecursionError).
 
 Writing keeps the caller's key order and puts mappings whose values are all scalars on
 one line (``budget: {method: topk, block_size: 64, keep: 0.45, ...}``), as people write them.
@@ -28,8 +29,22 @@ class YamlSyntaxError(Exception):
         self.message, self.line, self.column = message, line, column
 
 
+MAX_DEPTH = 64  # nesting a profile never needs; deeper input is refused before Python's recursion limit
+
+
 class _Loader(yaml.SafeLoader):
-    pass
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # PyYAML composes recursively; 5,000 nested levels would end in a RecursionError.
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 # A copy without the timestamp resolver; the class attribute is shared with SafeLoader otherwise.
@@ -72,6 +87,8 @@ def load(text: str) -> Any:
         raise YamlSyntaxError(message, line, column) from None
     except yaml.YAMLError as exc:  # e.g. a reader error (control characters) without a mark
         raise YamlSyntaxError(" ".join(str(exc).split()), None, None) from None
+    except RecursionError:  # a last guard: the composer's own limit should come first
+        raise YamlSyntaxError(f"nested too deeply (more than {MAX_DEPTH} levels)", None, None) from None
 
 
 class _Dumper(yaml.SafeDumper):

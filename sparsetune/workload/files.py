@@ -75,9 +75,20 @@ def _ids(where: str, name: str, value: Any, vocab_size: int | None) -> list[int]
     return list(value)
 
 
+def _unicode(where: str, name: str, value: str) -> str:
+    """`value` unless it holds a lone surrogate (JSON allows ``"\\ud800"``; no tokenizer or file can hold it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise WorkloadError(f"{where}: field {name!r} holds a lone surrogate (\\u{ord(value[e.start]):04x} at "
+                            f"character {e.start + 1}), which is not Unicode text") from None
+    return value
+
+
 def _text(where: str, name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise WorkloadError(f"{where}: field {name!r} must be a string, got {_type_name(value)}")
+    _unicode(where, name, value)
     if not value.strip():
         hint = " (omit it to score the model's own continuation)" if name == "answer" else ""
         raise WorkloadError(f"{where}: field {name!r} is empty{hint}")
@@ -112,6 +123,7 @@ def _parse_line(where: str, line: int, raw: str, tokenizer: Any, vocab_size: int
     task = row.get("task", DEFAULT_TASK)
     if not isinstance(task, str) or not task:
         raise WorkloadError(f"{where}: field 'task' must be a non-empty string, got {task!r}")
+    _unicode(where, "task", task)
     if "prompt" in row and "input_ids" in row:
         raise WorkloadError(f"{where}: give either 'prompt' (text) or 'input_ids' (tokens), not both")
     if "input_ids" in row:
@@ -159,9 +171,14 @@ def load_workload(
     else:
         path = Path(path_or_demo).expanduser()
         name = path.name
+        if path.is_dir():
+            raise WorkloadError(f"{path}: is a directory, expected a JSONL file (one JSON object per line)")
         if not path.is_file():
             raise WorkloadError(f"{path}: no such file")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise WorkloadError(f"{path}: cannot read: {e.strerror or e}") from None
     shown = str(path_or_demo) if name != "demo" else str(path)
     samples: list[TokenSample] = []
     too_long: list[tuple[int, int]] = []  # (line, tokens)
@@ -207,9 +224,12 @@ def parse_lengths(text: str) -> list[int]:
 
 def synth_workload(
     tokenizer: Any | None, tasks: Sequence[str], lengths: Sequence[int], per_length: int, seed: int,
-    style: str = "words",
+    max_positions: int | None = None, style: str = "words",
 ) -> list[dict[str, str]]:
-    """RULER-style rows {"prompt", "answer", "task"} sized in tokens of `tokenizer` (words + BOS if None)."""
+    """RULER-style rows {"prompt", "answer", "task"} sized in tokens of `tokenizer` (words + BOS if None).
+
+    `max_positions`: the model's longest input; a longer length is refused (no sample could be used).
+    """
     if style not in _tasks.STYLES:
         raise WorkloadError(f"style: must be one of {', '.join(_tasks.STYLES)}, got {style!r}")
     known = tuple(_tasks.registry(style))  # `style`: words (the demo model's format) or text (tasks.py)
@@ -220,6 +240,9 @@ def synth_workload(
     for n in lengths:
         if isinstance(n, bool) or not isinstance(n, int) or n < 16:
             raise WorkloadError(f"lengths: must be integers >= 16, got {n!r}")
+        if max_positions is not None and n > max_positions:
+            raise WorkloadError(f"lengths: {n} tokens exceed the model's {max_positions} positions "
+                                f"(max_position_embeddings); use lengths <= {max_positions}")
     if isinstance(per_length, bool) or not isinstance(per_length, int) or per_length < 1:
         raise WorkloadError(f"per_length: must be an integer >= 1, got {per_length!r}")
     count = None if tokenizer is None else (lambda text: len(tokenizer(text)["input_ids"]))
@@ -229,8 +252,6 @@ def synth_workload(
 
 def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> Path:
     """Write rows one JSON object per line, atomically (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), WorkloadError)
+    return atomic_write(Path(path), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), WorkloadError)
 
 

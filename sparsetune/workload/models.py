@@ -18,7 +18,8 @@ from .._io import canonical_sha256
 from ..errors import ModelError
 from . import gguf
 
-__all__ = ["DEMO_MODEL", "LoadedModel", "config_sha256", "load_model", "load_tokenizer", "weights_id"]
+__all__ = ["DEMO_MODEL", "LoadedModel", "config_sha256", "load_model", "load_tokenizer", "max_positions",
+           "weights_id"]
 
 # The demo model ships inside the package (issue 5); `--model demo` resolves here.
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "demo" / "model"
@@ -77,14 +78,63 @@ def _resolve(name_or_path: str) -> tuple[str, Path]:
     return path.resolve().name, path.resolve()
 
 
-def _check_causal_lm(path: Path, config: Any) -> None:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+_CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 
+
+def _check_causal_lm(path: Path, config: Any) -> None:
+    """Refuse what is not a decoder-only causal LM: no AutoModelForCausalLM class, or an encoder
+    (BERT, RoBERTa...) whose folder holds a masked-LM (bidirectional) model."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    archs = list(getattr(config, "architectures", None) or [])
+    listed = ", ".join(archs) or "none listed"
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        archs = ", ".join(getattr(config, "architectures", None) or []) or "none listed"
         raise ModelError(
             f"model: {str(path)!r} is not a causal LM: model_type {config.model_type!r} "
-            f"(architectures: {archs}) has no AutoModelForCausalLM class")
+            f"(architectures: {listed}) has no AutoModelForCausalLM class")
+    if (config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+            and not any(a.endswith(_CAUSAL_ARCH_SUFFIXES) for a in archs)):
+        raise ModelError(
+            f"model: {str(path)!r} is not a causal LM: model_type {config.model_type!r} (architectures: {listed}) "
+            "is a bidirectional encoder (masked LM); sparsetune tunes causal decoder models")
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What a damaged or truncated weight file raises while loading (a bad file, not a bug)."""
+    import pickle
+
+    kinds: list[type[BaseException]] = [OSError, ValueError, EOFError, pickle.UnpicklingError]
+    try:
+        from safetensors import SafetensorError
+
+        kinds.append(SafetensorError)
+    except ImportError:  # pragma: no cover - transformers requires safetensors
+        pass
+    return tuple(kinds)
+
+
+def max_positions(name_or_path: str) -> int:
+    """The longest input (`max_position_embeddings`) of `demo`, a local folder or a GGUF, from its config alone."""
+    from transformers import AutoConfig
+
+    gguf_path = gguf.gguf_file(name_or_path)
+    if gguf_path is not None:
+        return _positions(gguf_path, gguf.gguf_config(gguf_path)[0])
+    _, path = _resolve(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelError(f"model: cannot read {str(path / 'config.json')!r}: {e}") from None
+    _check_causal_lm(path, config)
+    return _positions(path, config)
+
+
+def _positions(path: Path, config: Any) -> int:
+    value = getattr(config.get_text_config(), "max_position_embeddings", None)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ModelError(f"model: {str(path)!r} config has no positive max_position_embeddings, got {value!r}")
+    return value
 
 
 def load_tokenizer(name_or_path: str) -> Any:
@@ -123,8 +173,9 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedM
         # sdpa is the dense reference that `enable` starts from and `disable` returns to.
         model = AutoModelForCausalLM.from_pretrained(
             path, local_files_only=True, dtype=dtype, attn_implementation="sdpa")
-    except (OSError, ValueError) as e:
-        raise ModelError(f"model: cannot load the weights in {str(path)!r}: {e}") from None
+    except _load_errors() as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise ModelError(f"model: cannot load the weights in {str(path)!r} (damaged or truncated?): {reason}") from None
     model.eval()
 
     tokenizer = None
@@ -136,10 +187,7 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedM
 
     text = config.get_text_config()
     heads = int(text.num_attention_heads)
-    max_positions = getattr(text, "max_position_embeddings", None)
-    if not isinstance(max_positions, int) or max_positions <= 0:
-        raise ModelError(f"model: {str(path)!r} config has no positive max_position_embeddings, "
-                         f"got {max_positions!r}")
+    positions = _positions(path, config)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -151,8 +199,10 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedM
         heads=heads,
         kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
         head_dim=int(getattr(text, "head_dim", None) or text.hidden_size // heads),
-        max_positions=max_positions,
+        max_positions=positions,
     )
+
+
 def _load_gguf(path: Path, dtype: torch.dtype) -> LoadedModel:
     """A GGUF file (`workload.gguf`): dequantised weights, its own tokenizer, the config hash of `gguf_config`."""
     config, data = gguf.gguf_config(path)
