@@ -22,15 +22,16 @@ import traceback
 from ..errors import SparsetuneError
 # Importing a command module registers its command; this order is the order of `--help`.
 from . import show, search, collect, eval, apply, retime, workload  # noqa: F401, I001
-from ._app import app
+from ._app import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED, app
 
-__all__ = ["app", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "app", "main"]
+
 
 # ---------------------------------------------------------------- entry point
 
 # The one table that turns exceptions into exit codes; anything else is a bug and keeps its traceback.
 _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (SparsetuneError, 2),
+    (SparsetuneError, EXIT_BAD_INPUT),
 )
 
 

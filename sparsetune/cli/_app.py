@@ -8,7 +8,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-__all__ = ["app", "console", "workload_app"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "app", "console", "workload_app"]
+
+# Exit codes (README "Exit codes"); `cli._EXIT_CODES` maps errors to them. 0 done; 1 `apply --check` found a
+# bucket below the floor; 2 bad input, nothing written; 3 `search --timeout` stopped the search (a profile,
+# if one could be written, names its incomplete buckets; the same command resumes); 130 interrupted by
+# Ctrl-C (finished trials are kept; the same command resumes).
+EXIT_BAD_INPUT = 2
+EXIT_INCOMPLETE = 3
+EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
     name="sparsetune",
@@ -53,11 +61,11 @@ ApplyOutOpt = Annotated[Optional[Path], typer.Option(
 
 
 
-def console() -> Any:
-    """A rich console; piped output gets 120 columns instead of being squeezed to 80."""
+def console(stderr: bool = False) -> Any:
+    """A rich console (on stderr for progress); piped output gets 120 columns unless COLUMNS says otherwise."""
     from rich.console import Console
 
-    out = Console(highlight=False)
+    out = Console(highlight=False, stderr=stderr)
     if not out.is_terminal and "COLUMNS" not in os.environ:
         out.width = 120
     return out

@@ -39,8 +39,13 @@ def apply(
     from .. import deploy as deploy_lib
     from ..profile import load_profile
 
+    from .._io import check_writable
+    from ..errors import DeployError
+
     deploy_lib.check_apply_options(fmt, model, out, in_place, check, workload)
     loaded_profile = load_profile(profile)
+    if out is not None:  # before a check that may take minutes: an unwritable --out fails now
+        check_writable(out / "config.json" if fmt == "folder" else out, DeployError)
     warnings = [w for w in [deploy_lib.schema_note(profile)] if w]
     folder = deploy_lib.model_folder(model) if model is not None else None
     if folder is not None:
@@ -57,10 +62,12 @@ def apply(
     report = None
     if check:
         from ..evaluate import check_profile, load_inputs
+        from .progress import working
         from .render import render_check
 
-        loaded, work = load_inputs(model, deploy_lib.heldout_workload(workload), answer_tokens)  # type: ignore[arg-type]
-        report = check_profile(loaded_profile, loaded, work.samples, workload=work.name)
+        with working(console(stderr=True), f"check: {profile} on {workload}"):
+            loaded, work = load_inputs(model, deploy_lib.heldout_workload(workload), answer_tokens)  # type: ignore[arg-type]
+            report = check_profile(loaded_profile, loaded, work.samples, workload=work.name)
         result["check"] = report.to_dict()
         if not json_output:
             render_check(report, console(), title=f"check: {profile} with {loaded.name} on {work.name}")

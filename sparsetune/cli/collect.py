@@ -30,7 +30,13 @@ def collect(
     from ..search.storage import storage_for
     from .render import render_profile, render_progress
 
+    from .._io import check_writable
+    from ..errors import SearchError
+
     name = study or out.stem
+    if not status:
+        check_writable(out, SearchError)
+        check_writable(out.with_suffix(".png"), SearchError)
     st, where = storage_for(out, storage, existing=True)
     progress = study_progress(st, name)
     rows = [b.to_dict() for b in progress]

@@ -25,13 +25,16 @@ def eval_(
     """Accuracy per length bucket and task, dense and sparse side by side, with sparsity and lower bound."""
     import json
 
+    from ..deploy import heldout_workload
     from ..evaluate import compare, load_inputs
     from ..evaluate.compare import eval_policy
     from ..profile.buckets import parse_edges
+    from .progress import working
 
     policy, edges = eval_policy(profile, budget, parse_edges(buckets))
-    loaded, work = load_inputs(model, workload, answer_tokens)
-    rows = compare(loaded, work.samples, policy, edges, confidence=confidence)
+    with working(console(stderr=True), f"eval: {model} on {workload}"):
+        loaded, work = load_inputs(model, heldout_workload(workload), answer_tokens)
+        rows = compare(loaded, work.samples, policy, edges, confidence=confidence)
     if json_output:
         sys.stdout.write(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
         return

@@ -22,9 +22,12 @@ def retime(
 
     Budgets and accuracy are kept: tune once, time kernels on each GPU type.
     """
+    from .._io import check_writable
+    from ..errors import ProfileError
     from ..profile import load_profile
     from ..timing import retime_profile
 
+    check_writable(out or profile, ProfileError)
     updated = retime_profile(load_profile(profile))
     updated.save(out or profile)
     if json_output:

@@ -36,27 +36,42 @@ def search(
     study: StudyOpt = None,
     seed: SeedOpt = 0,
     answer_tokens: AnswerTokensOpt = 8,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite an existing file at --out that is not a profile of this model and workload.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Search per-bucket budgets under an accuracy floor and write a profile (resumes from its storage)."""
+    """Search per-bucket budgets under an accuracy floor and write a profile (resumes from its storage).
+
+    Exit codes: 0 done, 2 bad input (nothing written), 3 stopped by --timeout (the profile names its
+    incomplete buckets; rerun to resume), 130 interrupted (finished trials are kept; rerun to resume).
+    """
     import json
     import time
     import warnings
 
+    from .._io import check_writable
+    from ..deploy import check_overwrite
     from ..profile.buckets import parse_edges
-    from ..errors import FailingBucketWarning, SearchWarning
+    from ..errors import FailingBucketWarning, SearchError, SearchWarning
     from ..search import BucketStatus, SearchSettings, SearchSpace, run_search
     from ..search.run import failing_message
+    from ._app import EXIT_INCOMPLETE, EXIT_INTERRUPTED
+    from .interrupt import quick_interrupt
 
+    # Every argument is checked before anything is written or any storage is opened.
     settings = SearchSettings(floor=floor, floor_kind=floor_kind, confidence=confidence or None,
                               per_task=per_task, min_dense=min_dense, edges=parse_edges(buckets),
                               trials=trials, timeout=timeout, study=study or out.stem, seed=seed,
                               space=SearchSpace(method=method))
+    check_writable(out, SearchError)
+    check_writable(out.with_suffix(".png"), SearchError)
+    check_overwrite(out, model, workload, force)
     out_console = console()
     start = time.monotonic()
     resume = f"sparsetune search {' '.join(sys.argv[2:])}" if len(sys.argv) > 2 else "the same command"
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quick_interrupt(
+                f"interrupted: finished trials are kept; rerun `{resume}` to resume", EXIT_INTERRUPTED):
             warnings.simplefilter("always", SearchWarning)
             warnings.simplefilter("ignore", FailingBucketWarning)  # said below, once, from the outcomes
             warnings.showwarning = lambda message, *_a, **_k: print(f"warning: {message}", file=sys.stderr)
@@ -65,22 +80,74 @@ def search(
             else:
                 from .progress import SearchProgress
 
-                with SearchProgress(out_console) as progress:
+                with SearchProgress(console(stderr=True)) as progress:
                     run = run_search(model, workload, settings, out, storage, answer_tokens,
                                      on_event=progress.update, confirm=confirm)
     except KeyboardInterrupt:
-        print(f"interrupted: finished trials are kept; rerun `{resume}` to resume", file=sys.stderr)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None  # quick_interrupt has said so, in one line
+    except SearchError as exc:
+        if timeout is None or time.monotonic() - start < timeout or not _timed_out_early(out, storage, settings.study):
+            raise
+        print(f"warning: --timeout {timeout:g} s ended the search before every bucket had its dense baseline, so "
+              f"no profile was written ({exc}); rerun the same command to resume", file=sys.stderr)
+        raise typer.Exit(EXIT_INCOMPLETE) from None
     seconds = time.monotonic() - start
     for o in run.outcomes:
         if o.status is BucketStatus.FAILING:
             print(f"warning: {failing_message(o.bucket.max_len)}", file=sys.stderr)
+    incomplete = _mark_incomplete(run, out, storage, settings.study) if timeout is not None else []
+    if incomplete:
+        print(f"warning: --timeout {timeout:g} s stopped the search; incomplete buckets (their budgets rest on "
+              f"fewer trials): {', '.join(incomplete)}; rerun the same command to resume", file=sys.stderr)
     if json_output:
         sys.stdout.write(json.dumps({"profile": run.profile.to_dict(), "path": str(run.profile_path),
                                      "plot": str(run.plot_path) if run.plot_path else None,
-                                     "storage": run.storage, "seconds": round(seconds, 1)}, indent=2) + "\n")
-        return
-    from .render import render_profile
+                                     "storage": run.storage, "seconds": round(seconds, 1),
+                                     "incomplete": incomplete}, indent=2) + "\n")
+    else:
+        from .render import render_profile
 
-    render_profile(run.profile, out_console, title=str(out))
-    out_console.print(f"wrote {out} and {run.plot_path} in {seconds:.0f} s; trials are in {run.storage}")
+        render_profile(run.profile, out_console, title=str(out))
+        out_console.print(f"wrote {out} and {run.plot_path} in {seconds:.0f} s; trials are in {run.storage}")
+    if incomplete:
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def _timed_out_early(out: Path, storage: Optional[str], study: str) -> bool:
+    """Whether the storage holds a bucket without its dense baseline (what a too-short --timeout leaves)."""
+    from ..errors import SparsetuneError
+    from ..search import study_progress
+    from ..search.storage import storage_for
+
+    try:
+        st, _ = storage_for(out, storage, existing=True)
+        return any(not b.baseline for b in study_progress(st, study))
+    except SparsetuneError:
+        return False
+
+
+def _mark_incomplete(run, out: Path, storage: Optional[str], study: str) -> list[str]:  # noqa: ANN001 - SearchRun
+    """Buckets short of their trials after a --timeout: named in the profile (each bucket's `reason`), which is
+    re-written; returns their ranges. (A stopgap until `search.results` records this itself.)"""
+    import dataclasses
+
+    from ..search import study_progress
+    from ..search.storage import storage_for
+
+    st, _ = storage_for(out, storage, existing=True)
+    short = {b.max_len: b for b in study_progress(st, study) if b.complete < b.target}
+    if not short:
+        return []
+    buckets, names = [], []
+    for i, b in enumerate(run.profile.buckets):
+        p = short.get(b.max_len)
+        if p is None:
+            buckets.append(b)
+            continue
+        note = f"incomplete: {p.complete} of {p.target} trials (stopped by --timeout)"
+        buckets.append(dataclasses.replace(b, reason=f"{note}; {b.reason}" if b.reason else note))
+        first, last = run.profile.bucket_range(i)
+        names.append(f"{first}-{last}")
+    run.profile = dataclasses.replace(run.profile, buckets=tuple(buckets))
+    run.profile.save(run.profile_path)
+    return names

@@ -24,14 +24,18 @@ def synth(
     seed: SeedOpt = 0,
 ) -> None:
     """Generate RULER-style synthetic tasks sized in tokens of the model's tokenizer, as JSONL."""
+    from .._io import check_writable
+    from ..errors import WorkloadError
     from ..workload import synth_workload, write_jsonl
     from ..workload.files import parse_lengths, parse_tasks
-    from ..workload.models import load_tokenizer
+    from ..workload.models import load_tokenizer, max_positions
     from ..workload.tasks import STYLES, style_for_model
 
     sizes = parse_lengths(lengths)
+    check_writable(out, WorkloadError)
     chosen = style_for_model(model) if style == "auto" else style
     names = parse_tasks(tasks) if tasks is not None else list(STYLES.get(chosen, ()))
-    rows = synth_workload(load_tokenizer(model), names, sizes, per_length, seed, style=chosen)
+    rows = synth_workload(load_tokenizer(model), names, sizes, per_length, seed,
+                          max_positions=max_positions(model), style=chosen)
     write_jsonl(out, rows)
     typer.echo(f"wrote {len(rows)} samples ({chosen} style) to {out}")
