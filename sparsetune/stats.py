@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PairedDifference", "Retention", "base_needed", "clopper_pearson_lower", "clopper_pearson_upper",
-           "losses_allowed", "paired_lower_bound", "retention"]
+__all__ = ["PairedBounds", "PairedDifference", "clopper_pearson_lower", "clopper_pearson_upper", "losses_allowed",
+           "paired_bounds", "paired_lower_bound", "samples_needed"]
 
 
 def _binom_sf(k: int, n: int, p: float) -> float:
@@ -107,55 +108,97 @@ def clopper_pearson_upper(successes: int, trials: int, confidence: float) -> flo
     """One-sided Clopper–Pearson upper bound for a binomial proportion (1 when all trials succeed)."""
     return 1.0 - clopper_pearson_lower(trials - successes, trials, confidence)
 
+def _restricted_loss_rate(b: int, c: int, n: int, delta: float) -> float:
+    """The maximum-likelihood P(dense right, sparse wrong) given P(sparse right, dense wrong) minus it is
+    `delta` (the trinomial likelihood is concave in it, so its derivative is bisected)."""
+    m = n - b - c
+    lo, hi = max(0.0, -delta), (1.0 - delta) / 2
+    if hi - lo < 1e-15:
+        return lo
+    for _ in range(80):
+        p = (lo + hi) / 2
+        slope = (b / p if b else 0.0) + (c / (p + delta) if c else 0.0) - (2 * m / (1 - 2 * p - delta) if m else 0.0)
+        if slope > 0:
+            lo = p
+        else:
+            hi = p
+    return (lo + hi) / 2
+
+
+def _score_z(b: int, c: int, n: int, delta: float) -> float:
+    """Tango's score statistic for H0: (sparse - dense accuracy) = delta, from the discordant counts."""
+    p = _restricted_loss_rate(b, c, n, delta)
+    variance = (2 * p + delta - delta * delta) / n  # Var of one (sparse - dense) in {-1, 0, 1} under H0
+    diff = (c - b) / n
+    if variance <= 0:
+        return 0.0 if diff == delta else math.copysign(math.inf, diff - delta)
+    return (diff - delta) / math.sqrt(variance)
+
 
 @dataclass(frozen=True)
-class Retention:
-    """How many of the samples dense gets right sparse keeps right, with exact one-sided bounds.
+class PairedBounds:
+    """One-sided score bounds (Tango 1998) on sparse minus dense accuracy from paired per-sample results.
 
-    Retention r = P(sparse right | dense right). Sparse accuracy is at least r x dense accuracy
-    (sparse may also fix some of dense's misses), so ``lower >= f`` shows a relative floor f holds
-    and ``upper < f`` shows it is broken, at `confidence`, whether or not sparse ever beats dense.
+    Unlike an interval conditional on the discordant pairs, it does not shrink to the point estimate when
+    sparse never beats dense (with no losses and no gains at all the lower bound is -z^2 / (n + z^2)), and
+    it credits the samples sparse gets right that dense misses, with their own uncertainty.
     """
 
-    kept: int  # dense right and sparse right
-    base: int  # dense right
-    gained: int  # dense wrong, sparse right (not credited by the bounds)
-    lower: float
+    n: int
+    lost: int  # dense right, sparse wrong
+    gained: int  # dense wrong, sparse right
+    lower: float  # of the difference, at `confidence`
     upper: float
     confidence: float
 
-    @property
-    def point(self) -> float:
-        return self.kept / self.base if self.base else 1.0
 
-
-def retention(dense: Sequence[bool], sparse: Sequence[bool], confidence: float) -> Retention:
-    """Exact Clopper–Pearson bounds on retention from paired per-sample results."""
+def paired_bounds(dense: Sequence[bool], sparse: Sequence[bool], confidence: float) -> PairedBounds:
+    """Tango's score bounds on accuracy(sparse) - accuracy(dense), each one-sided at `confidence`."""
     if len(dense) != len(sparse):
         raise ValueError(f"paired samples: dense has {len(dense)} results, sparse {len(sparse)}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: must be in (0, 1), got {confidence!r}")
-    base = sum(1 for d in dense if d)
-    kept = sum(1 for d, s in zip(dense, sparse) if d and s)
-    gained = sum(1 for d, s in zip(dense, sparse) if s and not d)
-    if base == 0:
-        return Retention(kept, base, gained, 1.0, 1.0, confidence)  # nothing to lose
-    return Retention(kept, base, gained, clopper_pearson_lower(kept, base, confidence),
-                     clopper_pearson_upper(kept, base, confidence), confidence)
+    n = len(dense)
+    b = sum(1 for d, s in zip(dense, sparse) if d and not s)
+    c = sum(1 for d, s in zip(dense, sparse) if s and not d)
+    if n == 0:
+        return PairedBounds(0, 0, 0, -1.0, 1.0, confidence)
+    z = statistics.NormalDist().inv_cdf(confidence)
+    diff = (c - b) / n
+
+    def solve(lo: float, hi: float, target: float) -> float:
+        # The score statistic falls as delta rises: bisect for where it crosses `target`.
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if _score_z(b, c, n, mid) > target:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    return PairedBounds(n, b, c, solve(-1.0, diff, z), solve(diff, 1.0, -z), confidence)
 
 
-def losses_allowed(base: int, ratio: float, confidence: float) -> int:
-    """The most of `base` dense-right samples sparse may lose with the lower bound of retention still
-    >= `ratio`; -1 when even losing none cannot show it (too few samples)."""
+def losses_allowed(n: int, dense_right: int, ratio: float, confidence: float) -> int:
+    """The most samples sparse may lose (gaining none) on `n` paired samples, `dense_right` of which dense
+    gets right, with the lower bound still meeting ``ratio x dense accuracy``; -1 when even losing none
+    cannot show it (too few samples)."""
     lost = -1
-    while lost + 1 < base and clopper_pearson_lower(base - lost - 1, base, confidence) >= ratio:
+    slack = (1 - ratio) * dense_right / n
+    while lost + 1 <= dense_right:
+        dense = [True] * dense_right + [False] * (n - dense_right)
+        sparse = [i >= lost + 1 for i in range(dense_right)] + [False] * (n - dense_right)
+        if paired_bounds(dense, sparse, confidence).lower < -slack - 1e-12:
+            break
         lost += 1
     return lost
 
 
-def base_needed(ratio: float, confidence: float) -> int:
-    """The fewest dense-right samples with which losing none shows retention >= `ratio`:
-    ``confidence``-level lower bound of n/n is (1 - confidence)^(1/n)."""
-    if ratio >= 1.0:
-        raise ValueError("ratio: a floor of 1 can never be shown on finite samples")
-    return math.ceil(math.log(1.0 - confidence) / math.log(ratio) - 1e-9)
+def samples_needed(ratio: float, dense_accuracy: float, confidence: float) -> int:
+    """The fewest samples with which losing none shows ``sparse >= ratio x dense``: the score bound with
+    no discordant pair is -z^2 / (n + z^2), so n >= z^2 (1 - slack) / slack, slack = (1 - ratio) x dense."""
+    slack = (1 - ratio) * dense_accuracy
+    if slack <= 0:
+        raise ValueError("ratio: a floor of 1 x dense can never be shown on finite samples")
+    z = statistics.NormalDist().inv_cdf(confidence)
+    return math.ceil(z * z * (1 - slack) / slack - 1e-9)

@@ -141,7 +141,7 @@ def test_example_round_trips_and_dump_order_is_stable(example_path):
     data = profile.to_dict()
     assert list(data) == ["schema", "model", "workload", "floor", "method", "provenance", "min_len",
                           "buckets", "devices"]
-    assert list(data["buckets"][1]) == ["max_len", "budget", "accuracy", "sparsity", "cost"]
+    assert list(data["buckets"][1]) == ["max_len", "budget", "accuracy", "confirmation", "bound_by", "sparsity", "cost"]
     assert "dense" not in data["buckets"][1] and data["buckets"][0]["dense"] is True
     assert list(data["devices"]["cpu"]["kernels"]) == [1024, 2048]
     assert Profile.from_yaml(profile.to_yaml()) == profile

@@ -1,4 +1,4 @@
-"""Pure statistics and the floor rule: exact binomial bounds, retention, floor judgement per bucket and task,
+"""Pure statistics and the floor rule: exact binomial bounds, paired score bounds, floor judgement per bucket and task,
 and whether n can resolve a floor."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 
 from sparsetune.profile import Floor
 from sparsetune.profile.floor import floor_target, judge_floor, measure_floor, out_of_reach, resolution
-from sparsetune.stats import (base_needed, clopper_pearson_lower, clopper_pearson_upper, losses_allowed,
-                              paired_lower_bound, retention)
+from sparsetune.stats import (clopper_pearson_lower, clopper_pearson_upper, losses_allowed, paired_bounds,
+                              paired_lower_bound, samples_needed)
 
 
 def test_clopper_pearson_known_values():
@@ -32,10 +32,11 @@ def test_paired_lower_bound_sanity():
     # Conditional on the 20 discordant pairs, all of them losses: the bound is -n_d / n itself.
     assert worse.difference == pytest.approx(-0.4) and worse.lower_bound == pytest.approx(-0.4)
     assert worse.sparse_lower_bound == pytest.approx(0.8 + worse.lower_bound)
-    # The floor's bound is on retention (20 of 40 kept), not on the paired difference.
+    # The floor's bound is the score bound, which stays below the point estimate when sparse never wins.
     judged = measure_floor(Floor(value=0.35, confidence=0.9), dense, sparse)
-    assert judged.lower_bound == judged.measured == pytest.approx(0.8 * clopper_pearson_lower(20, 40, 0.9))
-    assert judged.target == pytest.approx(0.28) and judged.met  # retention >= 0.35 shown (0.5 observed, 40 samples)
+    assert judged.lower_bound == judged.measured == pytest.approx(0.8 + paired_bounds(dense, sparse, 0.9).lower)
+    assert judged.lower_bound < 0.8 + worse.lower_bound
+    assert judged.target == pytest.approx(0.28) and judged.met
 
     mixed_sparse = list(dense)
     for i in range(6):
@@ -82,30 +83,51 @@ def test_clopper_pearson_bounds_match_the_closed_forms_at_the_edges():
     assert clopper_pearson_upper(45, 45, 0.9) == 1.0
 
 
-def test_retention_bound_does_not_collapse_to_the_point_estimate_when_sparse_never_wins():
+def test_score_bound_does_not_collapse_to_the_point_estimate_when_sparse_never_wins():
+    import statistics
+
+    z = statistics.NormalDist().inv_cdf(0.9)
+    same = [True] * 50 + [False] * 3
+    assert paired_bounds(same, same, 0.9).lower == pytest.approx(-z * z / (53 + z * z), abs=1e-9)  # closed form
     dense = [True] * 60 + [False] * 4
-    sparse = [True] * 59 + [False] * 5  # one loss, no gain
-    r = retention(dense, sparse, 0.9)
-    assert (r.kept, r.base, r.gained) == (59, 60, 0)
-    assert r.lower < r.point < r.upper
-    assert r.lower == pytest.approx(clopper_pearson_lower(59, 60, 0.9))
+    one_lost = [True] * 59 + [False] * 5  # one loss, no gain: the conditional bound says exactly -1/64
+    pb = paired_bounds(dense, one_lost, 0.9)
+    assert (pb.lost, pb.gained) == (1, 0) and pb.lower < -1 / 64 < pb.upper
+    assert paired_lower_bound(dense, one_lost, 0.9).lower_bound == pytest.approx(-1 / 64)
+    # A gain is credited, with its uncertainty: one lost and one gained is between none and one lost.
+    swap = list(one_lost)
+    swap[60] = True
+    assert pb.lower < paired_bounds(dense, swap, 0.9).lower < paired_bounds(dense, dense, 0.9).lower
+    # Swapping the roles of dense and sparse mirrors the bounds.
+    back = paired_bounds(one_lost, dense, 0.9)
+    assert back.lower == pytest.approx(-pb.upper, abs=1e-9) and back.upper == pytest.approx(-pb.lower, abs=1e-9)
+
+
+def test_score_bound_covers_the_true_difference_at_its_level():
+    rng = random.Random(7)
+    covered, reps = 0, 600
+    for _ in range(reps):  # P(lost) = 3%, P(gained) = 1%: the true difference is -0.02
+        pairs = [(True, False) if u < 0.03 else (False, True) if u < 0.04 else (v, v)
+                 for u, v in ((rng.random(), rng.random() < 0.9) for _ in range(53))]
+        covered += paired_bounds([d for d, _ in pairs], [s for _, s in pairs], 0.9).lower <= -0.02
+    assert 0.87 <= covered / reps <= 0.97
 
 
 def test_n_needed_to_show_a_relative_floor():
-    assert base_needed(0.95, 0.9) == 45  # 0.1 ** (1/45) >= 0.95 > 0.1 ** (1/44)
-    assert losses_allowed(44, 0.95, 0.9) == -1
-    assert losses_allowed(45, 0.95, 0.9) == 0
-    assert losses_allowed(90, 0.95, 0.9) == 1
+    assert samples_needed(0.95, 1.0, 0.9) == 32  # z^2 (1 - 0.05) / 0.05 = 31.2
+    assert losses_allowed(31, 31, 0.95, 0.9) == -1
+    assert losses_allowed(32, 32, 0.95, 0.9) == 0
+    assert losses_allowed(160, 147, 0.95, 0.9) == 3
 
 
 def test_relative_floor_with_confidence_needs_enough_samples():
     floor = Floor(kind="relative", value=0.95, confidence=0.9)
-    perfect_small = measure_floor(floor, [True] * 32, [True] * 32)
-    assert not perfect_small.met and not perfect_small.broken  # 32 perfect samples cannot show 0.95
-    perfect = measure_floor(floor, [True] * 50, [True] * 50)
-    assert perfect.met
+    perfect_small = measure_floor(floor, [True] * 30, [True] * 30)
+    assert not perfect_small.met and not perfect_small.broken  # 30 perfect samples cannot show 0.95
+    assert measure_floor(floor, [True] * 40, [True] * 40).met
     res = resolution(floor, [True] * 30 + [False] * 2)
-    assert not res.resolvable and res.samples_needed == 48  # ceil(45 * 32 / 30)
+    assert not res.resolvable and res.samples_needed == 34  # z^2 (1 - s) / s with s = 0.05 x 30/32
+    assert resolution(floor, [True] * 147 + [False] * 13).losses_allowed == 3
 
 
 def test_point_estimate_without_confidence():

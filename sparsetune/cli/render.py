@@ -118,7 +118,7 @@ def _device_table(profile: Profile, name: str) -> Table:
 def render_comparison(rows: list, console: Console, title: str = "") -> None:
     """`sparsetune eval`: per bucket and task, dense vs sparse accuracy, lower bound and sparsity."""
     table = Table(title=title or None, title_justify="left",
-                  caption="lower: lower confidence bound of the sparse accuracy (of the share of dense-right samples it keeps, x dense)")
+                  caption="lower: lower confidence bound of the sparse accuracy, paired with dense (score bound)")
     for name in ("tokens", "task", "n", "dense", "sparse", "lower", "sparsity"):
         table.add_column(name, justify="left" if name in ("tokens", "task") else "right", no_wrap=True)
     for r in rows:

@@ -17,9 +17,8 @@ from typing import Any
 
 from ..errors import SearchError, WorkloadError
 from ..profile.buckets import bucketize
-from ..profile.floor import floor_target, measure_floor, out_of_reach
+from ..profile.floor import floor_target, judge_floor, measure_floor, out_of_reach
 from ..profile.profile import Floor
-from ..stats import paired_lower_bound
 from .baselines import policy_cost, prefill_density
 from .decode import evaluate
 
@@ -37,8 +36,8 @@ class BucketResult:
     cost: float  # relative attention cost over the bucket's samples (FLOP-weighted)
     measured_sparsity: float  # from the evaluated chunks' attention stats (skipped / visible, sparse calls)
     seconds: float
-    floor: Floor  # the floor the bucket is judged against (its confidence, if any, is ignored: point)
-    confidence: float = 0.9  # level of the reported lower and upper bounds
+    floor: Floor  # the floor the bucket is judged against (on its bound when it has a confidence)
+    confidence: float = 0.9  # level of the reported lower and upper bounds (the floor's, when it has one)
 
     @property
     def n(self) -> int:
@@ -74,9 +73,10 @@ class BucketResult:
 
     @property
     def feasible(self) -> bool:
-        """Complete, and meets the floor on the point estimate (as `sparsetune search` judges a point floor)."""
-        point = dataclasses.replace(self.floor, confidence=None)
-        return self.complete and measure_floor(point, self._dense(), [bool(c) for c in self.correct]).met
+        """Complete, and meets the floor as `sparsetune search` judges it: the bucket on the floor's bound (or
+        point estimate), no task broken beyond noise (every task holding it, with a per-task floor)."""
+        return self.complete and judge_floor(self.floor, self._dense(), [bool(c) for c in self.correct],
+                                             self.tasks, self.confidence).met
 
     def per_task(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -88,22 +88,16 @@ class BucketResult:
                          "complete": all(self.correct[i] is not None for i in idx)}
         return out
 
+    def _measure(self) -> Any:
+        return measure_floor(self.floor, self._dense(), [bool(c) for c in self.correct], self.confidence)
+
     def lower_bound(self) -> float | None:
-        """Paired lower confidence bound of the sparse accuracy (complete results only)."""
-        if not self.complete:
-            return None
-        return max(0.0, paired_lower_bound(self._dense(), [bool(c) for c in self.correct],
-                                           self.confidence).sparse_lower_bound)
+        """Lower confidence bound of the sparse accuracy, the floor's (complete results only)."""
+        return self._measure().lower_bound if self.complete else None
 
     def upper_bound(self) -> float | None:
-        """Paired upper confidence bound of the sparse accuracy: dense accuracy minus the lower bound of
-        (dense - sparse). A floor above it is missed beyond noise at `confidence`."""
-        if not self.complete:
-            return None
-        sparse = [bool(c) for c in self.correct]
-        # roles swapped: bounds (dense - sparse) from below; its "sparse_accuracy" is the dense one
-        worse = paired_lower_bound(sparse, self._dense(), self.confidence)
-        return min(1.0, worse.sparse_accuracy - worse.lower_bound)
+        """Upper confidence bound of the sparse accuracy: a floor above it is missed beyond noise."""
+        return self._measure().upper_bound if self.complete else None
 
 
 class Bench:
@@ -216,14 +210,16 @@ class Bench:
         group = self.groups[b]
         recs = self._records.setdefault((edge, key), {})
         dense = None if key == "dense" else [bool(c) for c in self.result(b, None).correct]
-        point = dataclasses.replace(self.floor, confidence=None)
+        tasks = [s.task for s in group]
         run_policy = None if key == "dense" else policy
         for ci, idx in enumerate(self.chunks(b)):
             if ci in recs:
                 continue
             if mode == "floor" and dense is not None:
-                wrong = sum(1 for r in recs.values() for c in r["correct"] if not c)
-                if out_of_reach(point, dense, [False] * wrong):  # where the misses are does not matter
+                # Chunks run in order, so the first ci are known: stop once the rest cannot save the floor.
+                partial = [c for k in range(ci) for c in recs[k]["correct"]]
+                if len(partial) == sum(len(self.chunks(b)[k]) for k in range(ci)) and \
+                        out_of_reach(self.floor, dense, partial, tasks, self.confidence):
                     break
             part = [group[i] for i in idx]
             r = evaluate(self.loaded, part, run_policy)

@@ -43,7 +43,7 @@ class BucketComparison:
     n: int
     dense: float
     sparse: float
-    lower_bound: float  # lower confidence bound of the sparse accuracy (retention bound x dense, as the floor)
+    lower_bound: float  # lower confidence bound of the sparse accuracy (the floor's paired score bound)
     sparsity: float  # achieved: skipped / visible key blocks (whole bucket)
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def compare(
             sel = [j for j, s in enumerate(part) if task == "all" or s.task == task]
             d = [dense[j] for j in sel]
             s_ = [result.correct[j] for j in sel]
-            # The floor's bound (profile.floor): retention's lower bound x dense accuracy.
+            # The floor's bound (profile.floor): dense accuracy plus the paired score bound on the difference.
             m = measure_floor(Floor(value=1.0), d, s_, confidence)
             rows.append(BucketComparison(first=first, last=last, task=task if len(tasks) > 1 else tasks[0],
                                          n=len(sel), dense=m.dense, sparse=m.sparse, lower_bound=m.lower_bound,

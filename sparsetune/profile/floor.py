@@ -5,13 +5,13 @@
 for the bucket and for each task in it. Search (the trial constraint, its early stop and the
 confirmation), the deploy gate and the benchmarks all judge through it.
 
-The bounds (exact, one-sided Clopper–Pearson at the floor's confidence):
-- relative floors: on *retention*, the share of the samples dense gets right that sparse keeps
-  right. Sparse accuracy >= retention x dense accuracy, so a retention lower bound >= value shows
-  the floor holds. Unlike a bound on the paired difference, it does not collapse to the point
-  estimate when sparse never beats dense (the usual case), and it never credits sparse for fixing
-  dense's misses by chance.
-- absolute floors: on the sparse accuracy itself.
+The bounds (one-sided, at the floor's confidence):
+- relative floors: Tango's score bound on the paired difference, sparse minus dense accuracy on the same
+  samples (`stats.paired_bounds`). A bound conditional on the discordant pairs shrinks to the point
+  estimate when sparse never beats dense (the usual case), so it cannot tell 1 lost sample in 30 from 1
+  in 3000; the score bound can (with nothing lost or gained it is -z^2 / (n + z^2)), and it credits the
+  samples sparse fixes with their own uncertainty.
+- absolute floors: the exact Clopper–Pearson bound on the sparse accuracy itself.
 A floor *holds* when the bound (or, without a confidence, the point estimate) reaches the target;
 it is *broken* when the upper bound is below the target: a shortfall beyond noise.
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..stats import base_needed, clopper_pearson_lower, clopper_pearson_upper, losses_allowed, retention
+from ..stats import clopper_pearson_lower, clopper_pearson_upper, losses_allowed, paired_bounds, samples_needed
 from .profile import Floor
 
 __all__ = ["DEFAULT_CONFIDENCE", "FloorMeasure", "FloorVerdict", "Resolution", "TOLERANCE", "floor_target",
@@ -85,9 +85,8 @@ def measure_floor(floor: Floor, dense: Sequence[bool], sparse: Sequence[bool],
     if n == 0:
         lower = upper = 0.0
     elif floor.kind == "relative":
-        r = retention(dense, sparse, level)
-        lower = r.lower * dense_acc if r.base else sparse_acc
-        upper = min(1.0, r.upper * dense_acc + r.gained / n) if r.base else 1.0
+        pb = paired_bounds(dense, sparse, level)
+        lower, upper = max(0.0, dense_acc + pb.lower), min(1.0, dense_acc + pb.upper)
     else:
         lower, upper = clopper_pearson_lower(right, n, level), clopper_pearson_upper(right, n, level)
     target = floor_target(floor, dense_acc)
@@ -146,11 +145,11 @@ def judge_floor(floor: Floor, dense: Sequence[bool], sparse: Sequence[bool],
 
 
 def out_of_reach(floor: Floor, dense: Sequence[bool], partial: Sequence[bool],
-                 tasks: Sequence[str] | None = None) -> bool:
+                 tasks: Sequence[str] | None = None, confidence: float | None = None) -> bool:
     """The early stop: True when even all remaining samples right (`partial` covers the first ones)
     would miss the floor, so evaluating the rest cannot change the verdict."""
     rest = len(dense) - len(partial)
-    return not judge_floor(floor, dense, list(partial) + [True] * rest, tasks).met
+    return not judge_floor(floor, dense, list(partial) + [True] * rest, tasks, confidence).met
 
 
 @dataclass(frozen=True)
@@ -168,10 +167,10 @@ class Resolution:
 
 
 def resolution(floor: Floor, dense: Sequence[bool]) -> Resolution:
-    """For a relative floor with a confidence: how many of the dense-right samples sparse may lose with the
-    floor still shown, and how many samples (at this dense accuracy) would let it lose none."""
+    """For a relative floor with a confidence: how many samples sparse may lose (gaining none) with the floor
+    still shown, and how many samples (at this dense accuracy) would let it lose none."""
     n, right = len(dense), sum(map(bool, dense))
     if floor.kind != "relative" or floor.confidence is None or right == 0 or floor.value >= 1:
         return Resolution(n, right, right, n)
-    need = -(-base_needed(floor.value, floor.confidence) * n // right)
-    return Resolution(n, right, losses_allowed(right, floor.value, floor.confidence), need)
+    need = samples_needed(floor.value, right / n, floor.confidence)
+    return Resolution(n, right, losses_allowed(n, right, floor.value, floor.confidence), need)

@@ -99,7 +99,7 @@ class Floor:
     value: float = rule("the floor", min=0, min_open=True, max=1)
     confidence: float | None = rule(
         "if set, the floor applies to a one-sided lower confidence bound at this level (relative floors: "
-        "on retention, the share of dense-right samples sparse keeps right), not the point estimate",
+        "Tango's score bound on the paired difference with dense), not the point estimate",
         default=None, min=0, max=1, max_open=True)
     per_task: bool = rule("every task in a bucket must hold the floor on its own samples (else the bucket's "
                           "aggregate must, and no task may miss it beyond noise)", default=False, omit_default=True)
@@ -155,8 +155,8 @@ class Accuracy:
     sparse: float = rule("accuracy with the bucket's budget (dense buckets: same as dense)", min=0, max=1)
     dense: float = rule("accuracy with dense attention on the same samples", min=0, max=1)
     lower_bound: float | None = rule(
-        "lower confidence bound on the sparse accuracy at floor.confidence (relative floors: retention's "
-        "bound x dense accuracy); absent when the floor has no confidence level", default=None, min=0, max=1)
+        "lower confidence bound on the sparse accuracy at floor.confidence (relative floors: dense plus the "
+        "paired difference's score bound); absent when the floor has no confidence level", default=None, min=0, max=1)
     n: int = rule("samples in the bucket", min=1)
     per_task: dict[str, TaskAccuracy] | None = rule("the same, per task", default=None)
 

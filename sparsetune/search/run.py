@@ -45,7 +45,7 @@ from ..errors import FailingBucketWarning, SearchError, SearchWarning
 from ..profile.buckets import auto_edges, bucketize
 from ..profile.floor import resolution
 from ..profile.profile import ModelInfo, Profile, WorkloadInfo
-from ..stats import base_needed
+from ..stats import samples_needed
 from ..workload.files import DEFAULT_ANSWER_TOKENS, TokenSample, Workload
 from ..workload.models import LoadedModel
 from .objective import EXPECTED_TRIAL_ERRORS, Objective
@@ -177,14 +177,14 @@ def _warn_unresolvable(runs: list[_BucketRun], settings: SearchSettings) -> None
     floor = settings.floor_rule
     if floor.kind != "relative" or floor.confidence is None or floor.value >= 1:
         return
-    need = base_needed(floor.value, floor.confidence)
+    need = samples_needed(floor.value, 1.0, floor.confidence)
     for run in runs:
         if run.meta.confirm_n < need:
             warnings.warn(
                 f"bucket <= {run.edge} tokens: {run.meta.confirm_n} confirmation samples cannot show a floor of "
-                f"{floor.value} x dense at {floor.confidence:.0%} confidence even if sparse lost none; that needs "
-                f"{need} samples dense gets right (about {need * 3} in the bucket with a 2:1 split); the bucket will "
-                f"stay dense", SearchWarning, stacklevel=3)
+                f"{floor.value} x dense at {floor.confidence:.0%} confidence even if dense were always right and "
+                f"sparse lost none; that needs at least {need} (about {round(need / settings.confirm_fraction)} in "
+                f"the bucket); the bucket will stay dense", SearchWarning, stacklevel=3)
 
 
 def _check_baseline(run: _BucketRun, settings: SearchSettings) -> None:
@@ -208,9 +208,9 @@ def _check_baseline(run: _BucketRun, settings: SearchSettings) -> None:
     res = resolution(floor, record.confirm_correct)
     if not res.resolvable:
         warnings.warn(
-            f"bucket <= {run.edge} tokens: dense gets {res.dense_right} of {res.n} confirmation samples right; "
-            f"that cannot show the floor at {floor.confidence:.0%} confidence even if sparse lost none "
-            f"(about {res.samples_needed} confirmation samples would); the bucket will stay dense",
+            f"bucket <= {run.edge} tokens: with dense right on {res.dense_right} of {res.n} confirmation samples, "
+            f"the floor cannot be shown at {floor.confidence:.0%} confidence even if sparse lost none "
+            f"({res.samples_needed} confirmation samples would do); the bucket will stay dense",
             SearchWarning, stacklevel=2)
     elif res.losses_allowed == 0:
         warnings.warn(
