@@ -22,12 +22,13 @@ __all__ = ["atomic_write", "canonical_sha256", "check_writable", "redact_url", "
 
 @contextlib.contextmanager
 def replacing(path: str | os.PathLike[str], error: type[SparsetuneError] = SparsetuneError,
-              suffix: str = ".tmp") -> Iterator[Path]:
+              suffix: str = ".tmp", make_parents: bool = False) -> Iterator[Path]:
     """A temp path beside `path` to write; on success it is fsynced and renamed over `path` (atomic on
     POSIX and Windows), on failure removed. A crash leaves the old file or the new one, never half.
 
     Every file sparsetune writes goes through here (profiles, tables, plots, workloads, deploy configs).
-    Missing parent folders are made. Whatever writes the temp file creates it, so its mode is 0o666 less
+    `make_parents`: missing parent folders are made (else a missing folder is an error). Whatever writes
+    the temp file creates it, so its mode is 0o666 less
     the user's umask, like `open()`. An OSError becomes `error` with the path and the reason.
     """
     path = Path(path)
@@ -36,7 +37,8 @@ def replacing(path: str | os.PathLike[str], error: type[SparsetuneError] = Spars
     try:
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
-        folder.mkdir(parents=True, exist_ok=True)
+        if make_parents:
+            folder.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb+") as fh:  # durable content before the rename makes it visible
             os.fsync(fh.fileno())
@@ -56,10 +58,10 @@ def replacing(path: str | os.PathLike[str], error: type[SparsetuneError] = Spars
 
 
 def atomic_write(path: str | os.PathLike[str], text: str,
-                 error: type[SparsetuneError] = SparsetuneError) -> Path:
+                 error: type[SparsetuneError] = SparsetuneError, make_parents: bool = False) -> Path:
     """Write `text` (UTF-8, ``\\n`` line ends) to `path` atomically; see `replacing`."""
     path = Path(path)
-    with replacing(path, error) as tmp:
+    with replacing(path, error, make_parents=make_parents) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like open()
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)

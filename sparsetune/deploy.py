@@ -87,7 +87,7 @@ def export_table(profile: Profile, fmt: str, out: Path | None = None) -> str:
     table = (lookup_table if fmt == "json" else hf_overrides)(profile)
     text = json.dumps(table, indent=2, ensure_ascii=False) + "\n"
     if out is not None:
-        atomic_write(out, text, DeployError)
+        atomic_write(out, text, DeployError, make_parents=True)
     return text
 
 

@@ -252,6 +252,7 @@ def synth_workload(
 
 def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> Path:
     """Write rows one JSON object per line, atomically (a reader never sees half a file)."""
-    return atomic_write(Path(path), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), WorkloadError)
+    return atomic_write(Path(path), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), WorkloadError,
+                        make_parents=True)
 
 
