@@ -165,7 +165,8 @@ def write_hf_folder(model: Any, tokenizer: Any | None, config_data: dict[str, An
         fresh = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
     fresh.load_state_dict(model.state_dict(), assign=True)
     fresh.tie_weights()
-    fresh.save_pretrained(out, safe_serialization=True)
+    with contextlib.redirect_stderr(io.StringIO()):  # transformers' bare "Writing model shards" bar
+        fresh.save_pretrained(out, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     (out / "config.json").write_text(json.dumps(config_data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
