@@ -1,9 +1,11 @@
 """Same floor, three policies: a searched per-bucket profile vs the best fixed keep ratio vs the best fixed
-token budget, chosen on the search split and judged on the held-out split that the search never saw.
+token budget, chosen on the search split and judged on held-out splits that the search never saw.
 
     .venv/bin/python benchmarks/policies.py --model demo --profile profiles/demo.yaml
 
-Policies (all topk; the floor is 0.95 x dense accuracy per bucket, point estimate, as `sparsetune search`):
+Policies (all topk; the floor is 0.95 x dense accuracy per bucket; baselines are chosen as `sparsetune search`
+judges a floor: on its 90% lower confidence bound over the whole search workload, no task broken; every policy
+is judged on held-out data as `apply --check` judges: the point estimate, no task broken beyond noise):
   (a) profile     the `sparsetune search` profile, looked up per request as serving does (min_len, dense buckets)
   (b) fixed keep  the cheapest single (keep, block, sink, local) of the grid meeting the floor in every bucket
   (c) tokens      the cheapest fixed token budget (tokens kept per query, keep = tokens / kv_len; tokens x block
@@ -129,6 +131,7 @@ def main() -> None:
     name = args.name or B.model_label(args.model)
     search = B.Bench(args.model, "search")
     held = B.Bench(args.model, "heldout")
+    fresh = [B.Bench(args.model, f"fresh{seed}") for seed in B.FRESH_SEEDS]
     cands = candidates()
     chosen: dict[str, tuple[Any, int]] = {}
     for key, pool in (("b", cands["fixed"]), ("c", cands["tokens"]), ("b_gated", cands["gated"])):
@@ -163,24 +166,35 @@ def main() -> None:
         pol, n = chosen[key]
         t = time.time()
         policies[key] = {"name": names[key][0], "short": names[key][1], "policy": pol.to_dict(),
-                         "candidates_checked": n, "search": judge(search, pol), "heldout": judge(held, pol)}
+                         "candidates_checked": n, "search": judge(search, pol), "heldout": judge(held, pol),
+                         "fresh": [judge(f, pol) for f in fresh]}
         h = policies[key]["heldout"]
+        policies[key]["held_out_passes"] = sum(j["all_met"] for j in [h, *policies[key]["fresh"]])
         print(f"{key}: held-out cost {h['cost']:.3f}, all buckets met: {h['all_met']} "
-              f"({[round(x['sparse'], 3) for x in h['buckets']]}; {time.time() - t:.0f} s)", flush=True)
+              f"({[round(x['sparse'], 3) for x in h['buckets']]}); passes on "
+              f"{policies[key]['held_out_passes']} of {1 + len(fresh)} held-out draws; {time.time() - t:.0f} s",
+              flush=True)
     a, b = policies["a"]["heldout"], policies["b"]["heldout"]
     saving = 1 - a["cost"] / b["cost"]
+    # Issue 13's target: holds everywhere, <= 0.7x (b), and no more than the cheapest of (b'), (c) that holds.
+    holding = [policies[k]["heldout"]["cost"] for k in ("b_gated", "c") if policies[k]["heldout"]["all_met"]]
+    cheapest_holding = min(holding, default=None)
     headline = {"saving_vs_fixed_keep": saving, "saving_vs_tokens": 1 - a["cost"] / policies["c"]["heldout"]["cost"],
                 "saving_vs_gated": 1 - a["cost"] / policies["b_gated"]["heldout"]["cost"],
                 "profile_all_buckets_met": a["all_met"], "target_saving": 0.30,
-                "target_met": bool(saving >= 0.30 and a["all_met"])}
-    result = {"model": name, "model_arg": args.model, "floor": B.FLOOR, "edges": B.EDGES, "extra": extra,
+                "cost_ratio_vs_fixed_keep": a["cost"] / b["cost"], "cheapest_holding_simple": cheapest_holding,
+                "target_met": bool(a["all_met"] and a["cost"] <= 0.7 * b["cost"]
+                                   and (cheapest_holding is None or a["cost"] <= cheapest_holding + 1e-9))}
+    result = {"model": name, "model_arg": args.model, "floor": B.FLOOR, "confidence": B.CONFIDENCE,
+              "edges": B.EDGES, "extra": extra, "fresh_seeds": list(B.FRESH_SEEDS),
               "held_out_samples": len(held.work.samples), "search_samples": len(search.work.samples),
               "policies": policies, "headline": headline,
-              "chunks_evaluated": search.evaluations + held.evaluations, "meta": B.meta(started)}
+              "chunks_evaluated": search.evaluations + held.evaluations + sum(f.evaluations for f in fresh),
+              "meta": B.meta(started)}
     plot(result, B.OUT / f"policies_{name}.png")
     B.write_json(B.OUT / f"policies_{name}.json", result)
-    print(f"saving of (a) over (b): {saving:.1%}; (a) meets the floor in every held-out bucket: {a['all_met']}; "
-          f"target {'met' if headline['target_met'] else 'missed'}")
+    print(f"(a) costs {a['cost'] / b['cost']:.2f}x (b); (a) meets the floor in every held-out bucket: {a['all_met']}; "
+          f"cheapest of (b'), (c) that holds: {cheapest_holding}; target {'met' if headline['target_met'] else 'missed'}")
     print(f"wrote {B.OUT / f'policies_{name}.json'} in {time.time() - started:.0f} s")
 
 
