@@ -34,10 +34,7 @@ if [ ! -f "$PROFILE" ]; then
   PROFILE=$OUT/demo_profile.yaml
   [ -f "$PROFILE" ] || $ST search --model demo --workload demo --trials 20 -o "$PROFILE"
 fi
-# the same search with the floor on the 90% paired lower confidence bound (an extra row)
-[ -f "$OUT/demo_conf90.yaml" ] || $ST search --model demo --workload demo --trials 20 --confidence 0.9 -o "$OUT/demo_conf90.yaml"
-$PY benchmarks/policies.py --model demo --profile "$PROFILE" \
-  --also "search with the floor on the 90% lower confidence bound=$OUT/demo_conf90.yaml"
+$PY benchmarks/policies.py --model demo --profile "$PROFILE"
 
 step "second model (train and search if missing), three policies"
 if [ ! -f "$OUT/model2/config.json" ]; then
