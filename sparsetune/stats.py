@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-__all__ = ["PairedBounds", "PairedDifference", "clopper_pearson_lower", "clopper_pearson_upper", "losses_allowed",
-           "paired_bounds", "paired_lower_bound", "samples_needed"]
+__all__ = ["PairedBounds", "clopper_pearson_lower", "clopper_pearson_upper", "losses_allowed", "paired_bounds",
+           "samples_needed"]
 
 
 def _binom_sf(k: int, n: int, p: float) -> float:
@@ -49,59 +47,6 @@ def clopper_pearson_lower(successes: int, trials: int, confidence: float) -> flo
         else:
             hi = mid
     return lo
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """Sparse minus dense accuracy on the same samples, with a one-sided lower confidence bound."""
-
-    n: int
-    dense_only: int  # b: dense right, sparse wrong
-    sparse_only: int  # c: dense wrong, sparse right
-    dense_accuracy: float
-    sparse_accuracy: float
-    difference: float  # point estimate (c - b) / n
-    lower_bound: float  # the difference is >= this with probability `confidence`
-    confidence: float
-
-    @property
-    def sparse_lower_bound(self) -> float:
-        """Lower bound of sparse accuracy: dense accuracy plus the difference's lower bound."""
-        return self.dense_accuracy + self.lower_bound
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "sparse_lower_bound": self.sparse_lower_bound}
-
-
-def paired_lower_bound(dense: Sequence[bool], sparse: Sequence[bool], confidence: float = 0.9) -> PairedDifference:
-    """Exact lower bound on accuracy(sparse) - accuracy(dense) from the discordant pairs.
-
-    With b = #(dense right, sparse wrong), c = #(dense wrong, sparse right), n_d = b + c and
-    p = c / n_d, the difference is (c - b) / n = n_d / n * (2p - 1). Conditional on n_d, c is
-    Binomial(n_d, p); the one-sided Clopper–Pearson lower bound p_L at `confidence` gives
-    ``lower_bound = n_d / n * (2 p_L - 1)``. With no discordant pairs both are 0.
-
-    The bound is conditional on n_d, so it never falls below -n_d / n: it says how sure we are
-    that the discordant pairs lean one way, not how many there would be on more samples.
-    """
-    if len(dense) != len(sparse):
-        raise ValueError(f"paired samples: dense has {len(dense)} results, sparse {len(sparse)}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence: must be in (0, 1), got {confidence!r}")
-    n = len(dense)
-    b = sum(1 for d, s in zip(dense, sparse) if d and not s)
-    c = sum(1 for d, s in zip(dense, sparse) if s and not d)
-    nd = b + c
-    if n == 0 or nd == 0:
-        diff = lower = 0.0
-    else:
-        diff = (c - b) / n
-        lower = nd / n * (2 * clopper_pearson_lower(c, nd, confidence) - 1)
-    return PairedDifference(
-        n=n, dense_only=b, sparse_only=c,
-        dense_accuracy=sum(map(bool, dense)) / n if n else 0.0,
-        sparse_accuracy=sum(map(bool, sparse)) / n if n else 0.0,
-        difference=diff, lower_bound=lower, confidence=confidence)
 
 
 def clopper_pearson_upper(successes: int, trials: int, confidence: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -49,7 +50,8 @@ def test_eval_table_with_the_example_profile(tmp_path, run_cli, example_path):
     result = run_cli("eval", "--model", "demo", "--workload", _per_length(tmp_path), "--profile", example_path)
     assert result.code == 0, result.err
     assert str(example_path) in result.out  # the title names the profile
-    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in result.out.splitlines() if line.startswith("│")]
+    # Rows start with their length range; cells are separated by spaces (no cell holds one).
+    cells = [line.split() for line in result.out.splitlines() if re.match(r"\d+-\d+ ", line)]
     rows = {(c[0], c[1]): dict(n=int(c[2]), dense=float(c[3]), sparse=float(c[4]), lower=float(c[5]),
                                 sparsity=float(c[6].rstrip("%")) / 100) for c in cells}
     # The example's edges 512 and 1024 bucket the 256- and ~600-token samples; every task has a row.

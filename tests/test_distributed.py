@@ -238,5 +238,8 @@ def test_collect_needs_an_existing_storage(tmp_path, run_cli):
     assert result.code == 2 and "p.optuna.journal" in result.err and "--storage" in result.err
     empty = tmp_path / "e.journal"
     result = run_cli("collect", "--storage", empty, "--study", "s", "-o", tmp_path / "p.yaml")
+    assert result.code == 2 and "no such file" in result.err and not empty.exists()  # a read creates nothing
+    empty.touch()
+    result = run_cli("collect", "--storage", empty, "--study", "s", "-o", tmp_path / "p.yaml")
     assert result.code == 2 and "no bucket studies" in result.err
     assert not (tmp_path / "p.yaml").exists()

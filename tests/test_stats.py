@@ -9,8 +9,7 @@ import pytest
 
 from sparsetune.profile import Floor
 from sparsetune.profile.floor import floor_target, judge_floor, measure_floor, out_of_reach, resolution
-from sparsetune.stats import (clopper_pearson_lower, clopper_pearson_upper, losses_allowed, paired_bounds,
-                              paired_lower_bound, samples_needed)
+from sparsetune.stats import clopper_pearson_lower, clopper_pearson_upper, losses_allowed, paired_bounds, samples_needed
 
 
 def test_clopper_pearson_known_values():
@@ -19,23 +18,20 @@ def test_clopper_pearson_known_values():
     assert clopper_pearson_lower(0, 10, 0.9) == 0.0
 
 
-def test_paired_lower_bound_sanity():
+def test_paired_bounds_sanity():
     rng = random.Random(0)
     same = [rng.random() < 0.7 for _ in range(50)]
-    pd = paired_lower_bound(same, same)
-    assert pd.difference == 0 and -0.05 <= pd.lower_bound <= 0 and pd.n == 50
+    pb = paired_bounds(same, same, 0.9)
+    assert (pb.lost, pb.gained, pb.n) == (0, 0, 50) and -0.05 <= pb.lower < 0 < pb.upper <= 0.05
 
     dense = [True] * 40 + [False] * 10
     sparse = [False] * 20 + [True] * 20 + [False] * 10  # 20 lost, none gained
-    worse = paired_lower_bound(dense, sparse, 0.9)
-    assert (worse.dense_only, worse.sparse_only) == (20, 0)
-    # Conditional on the 20 discordant pairs, all of them losses: the bound is -n_d / n itself.
-    assert worse.difference == pytest.approx(-0.4) and worse.lower_bound == pytest.approx(-0.4)
-    assert worse.sparse_lower_bound == pytest.approx(0.8 + worse.lower_bound)
-    # The floor's bound is the score bound, which stays below the point estimate when sparse never wins.
+    worse = paired_bounds(dense, sparse, 0.9)
+    assert (worse.lost, worse.gained) == (20, 0)
+    # A bound conditional on the 20 discordant pairs would be -20/50 itself; the score bound is below it.
+    assert worse.lower < -0.4 < worse.upper < 0
     judged = measure_floor(Floor(value=0.35, confidence=0.9), dense, sparse)
-    assert judged.lower_bound == judged.measured == pytest.approx(0.8 + paired_bounds(dense, sparse, 0.9).lower)
-    assert judged.lower_bound < 0.8 + worse.lower_bound
+    assert judged.lower_bound == judged.measured == pytest.approx(0.8 + worse.lower)
     assert judged.target == pytest.approx(0.28) and judged.met
 
     mixed_sparse = list(dense)
@@ -43,11 +39,12 @@ def test_paired_lower_bound_sanity():
         mixed_sparse[i] = False  # 6 lost
     for i in range(40, 43):
         mixed_sparse[i] = True  # 3 gained
-    bounds = [paired_lower_bound(dense, mixed_sparse, c).lower_bound for c in (0.5, 0.8, 0.9, 0.95, 0.99)]
+    bounds = [paired_bounds(dense, mixed_sparse, c).lower for c in (0.5, 0.8, 0.9, 0.95, 0.99)]
     assert bounds == sorted(bounds, reverse=True) and bounds[-1] < bounds[0]  # more confidence, lower bound
-    assert all(b <= -3 / 50 + 1e-9 for b in bounds[1:])  # below the point estimate
+    assert bounds[0] == pytest.approx(-3 / 50, abs=1e-6)  # at 50% the score bound is the point estimate
+    assert all(b < -3 / 50 for b in bounds[1:])
     with pytest.raises(ValueError, match="dense has 2 results, sparse 1"):
-        paired_lower_bound([True, False], [True])
+        paired_bounds([True, False], [True], 0.9)
     assert measure_floor(Floor(value=1.0, confidence=0.9), [False] * 3, [False] * 3).met  # nothing to lose
     assert not measure_floor(Floor(value=1.0, confidence=0.9), same, same).met  # a floor of 1 is never shown
 
@@ -90,10 +87,9 @@ def test_score_bound_does_not_collapse_to_the_point_estimate_when_sparse_never_w
     same = [True] * 50 + [False] * 3
     assert paired_bounds(same, same, 0.9).lower == pytest.approx(-z * z / (53 + z * z), abs=1e-9)  # closed form
     dense = [True] * 60 + [False] * 4
-    one_lost = [True] * 59 + [False] * 5  # one loss, no gain: the conditional bound says exactly -1/64
+    one_lost = [True] * 59 + [False] * 5  # one loss, no gain: a conditional bound would say exactly -1/64
     pb = paired_bounds(dense, one_lost, 0.9)
     assert (pb.lost, pb.gained) == (1, 0) and pb.lower < -1 / 64 < pb.upper
-    assert paired_lower_bound(dense, one_lost, 0.9).lower_bound == pytest.approx(-1 / 64)
     # A gain is credited, with its uncertainty: one lost and one gained is between none and one lost.
     swap = list(one_lost)
     swap[60] = True

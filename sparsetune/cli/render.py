@@ -14,6 +14,12 @@ __all__ = ["render_check", "render_comparison", "render_profile", "render_progre
 _DASH = "-"
 
 
+def _table(**kwargs: Any) -> Table:
+    """Every table alike, and narrow enough for 80 columns: no vertical rules, one space between columns."""
+    return Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, header_style="bold underline", title_justify="left",
+                 **kwargs)
+
+
 def _num(value: float | None, fmt: str = ".3f") -> str:
     return _DASH if value is None else format(value, fmt)
 
@@ -68,7 +74,7 @@ def _buckets_table(profile: Profile) -> Table:
     if profile.min_len > 1:
         notes.append(f"inputs shorter than {profile.min_len} run dense")
     notes.append("acc: search samples; conf, lower: confirmation samples; n: search+confirmation")
-    table = Table(title="buckets", caption="; ".join(notes), title_justify="left")
+    table = _table(title="buckets", caption="; ".join(notes))
     for name in ("tokens", "budget", "acc", "conf", "lower", "n", "sparsity", "cost", "bound by"):
         table.add_column(name, justify="left" if name in ("tokens", "budget", "bound by") else "right", no_wrap=True)
     reasons = []
@@ -91,7 +97,7 @@ def _tasks_table(profile: Profile) -> Table | None:
             for task, t in b.accuracy.per_task.items()]
     if not rows:
         return None
-    table = Table(title="accuracy per task", title_justify="left")
+    table = _table(title="accuracy per task")
     for name in ("tokens", "task", "acc", "dense", "n"):
         table.add_column(name, justify="left" if name in ("tokens", "task") else "right", no_wrap=True)
     for i, task, t in rows:
@@ -101,8 +107,8 @@ def _tasks_table(profile: Profile) -> Table | None:
 
 def _device_table(profile: Profile, name: str) -> Table:
     section = profile.devices[name]
-    table = Table(title=f"{name} ({section.timing})", title_justify="left")
-    for col in ("tokens", "BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "ms", "dense ms", "select ms", "speed-up"):
+    table = _table(title=f"{name} ({section.timing})")
+    for col in ("tokens", "BLOCK_M", "BLOCK_N", "warps", "stages", "ms", "dense ms", "sel ms", "speed-up"):
         table.add_column(col, justify="left" if col == "tokens" else "right", no_wrap=True)
     for i, b in enumerate(profile.buckets):
         k = section.kernels.get(b.max_len)
@@ -117,7 +123,7 @@ def _device_table(profile: Profile, name: str) -> Table:
 
 def render_comparison(rows: list, console: Console, title: str = "") -> None:
     """`sparsetune eval`: per bucket and task, dense vs sparse accuracy, lower bound and sparsity."""
-    table = Table(title=title or None, title_justify="left",
+    table = _table(title=title or None,
                   caption="lower: lower confidence bound of the sparse accuracy, paired with dense (score bound)")
     for name in ("tokens", "task", "n", "dense", "sparse", "lower", "sparsity"):
         table.add_column(name, justify="left" if name in ("tokens", "task") else "right", no_wrap=True)
@@ -138,14 +144,14 @@ def render_check(report: Any, console: Console, title: str) -> None:
     colour = {"pass": "green", "fail": "bold red", "dense": "dim", "untested": "yellow"}
     floor = report.floor
     per_task = ", every task" if floor.get("per_task") else ""
-    table = Table(title=f"{title}\nfloor: {floor['kind']} {floor['value']} on the point estimate{per_task}",
-                  caption=f"lower, upper: {report.confidence:.0%} confidence bounds of the sparse accuracy; "
-                          "noise: a miss even the upper bound confirms", title_justify="left")
+    table = _table(title=f"{title}\nfloor: {floor['kind']} {floor['value']} on the point estimate{per_task}",
+                   caption=f"lower, upper: {report.confidence:.0%} confidence bounds of the sparse accuracy; "
+                           "fail+: a miss even the upper bound confirms (beyond noise)")
     for name in ("bucket", "n", "dense", "sparse", "floor", "lower", "upper", "sparsity", "bound by", "verdict"):
         table.add_column(name, justify="left" if name in ("bucket", "verdict", "bound by") else "right")
     for b in report.buckets:
         span = f"{b.first}+" if b.last is None else f"{b.first}-{b.last}"
-        verdict = f"[{colour[b.verdict.value]}]{b.verdict.value}[/]" + (" beyond noise" if b.beyond_noise else "")
+        verdict = f"[{colour[b.verdict.value]}]{b.verdict.value}{'+' if b.beyond_noise else ''}[/]"
         table.add_row(span, str(b.n), pct(b.dense), pct(b.sparse), pct(b.floor), pct(b.lower_bound),
                       pct(b.upper_bound), _num(b.sparsity, ".0%"), b.bound_by or _DASH, verdict)
     console.print(table)
@@ -155,7 +161,7 @@ def render_check(report: Any, console: Console, title: str) -> None:
 
 def render_progress(progress: list[Any], console: Console, title: str) -> None:
     """`sparsetune collect`: trials per bucket by state, workers, best cost so far."""
-    table = Table(title=title)
+    table = _table(title=title)
     for col in ("bucket", "complete", "running", "waiting", "failed", "retried", "workers", "best"):
         table.add_column(col, justify="left" if col in ("bucket", "workers") else "right")
     for b in progress:

@@ -7,7 +7,6 @@ Every accuracy is teacher-forced exact match (`evaluate`), every cost the FLOP c
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Sequence

@@ -14,8 +14,6 @@ def load_inputs(model: str, workload: str, answer_tokens: int = DEFAULT_ANSWER_T
     """The model and its workload; unlabelled samples get the dense model's greedy answer (fidelity mode)."""
     import torch
 
-    from .decode import fill_answers
-
     torch.set_grad_enabled(False)
     loaded = load_model(model)
     return loaded, load_more(loaded, workload, answer_tokens)

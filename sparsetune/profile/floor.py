@@ -23,13 +23,13 @@ is refused either way).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..stats import clopper_pearson_lower, clopper_pearson_upper, losses_allowed, paired_bounds, samples_needed
 from .profile import Floor
 
 __all__ = ["DEFAULT_CONFIDENCE", "FloorMeasure", "FloorVerdict", "Resolution", "TOLERANCE", "floor_target",
-           "judge_floor", "measure_floor", "out_of_reach", "resolution"]
+           "holds_on_confirmation", "judge_floor", "measure_floor", "out_of_reach", "resolution"]
 
 TOLERANCE = 1e-12  # float slack when comparing with the target (0.95 x 0.8 is not exactly 0.76)
 DEFAULT_CONFIDENCE = 0.9  # bounds shown beside point estimates when the floor has no confidence
@@ -142,6 +142,19 @@ def judge_floor(floor: Floor, dense: Sequence[bool], sparse: Sequence[bool],
             idx = [i for i, t in enumerate(tasks) if t == task]
             per[task] = measure_floor(floor, [dense[i] for i in idx], [sparse[i] for i in idx], confidence)
     return FloorVerdict(overall, per, floor.per_task)
+
+
+def holds_on_confirmation(floor: Floor, search: tuple[Sequence[bool], Sequence[bool], Sequence[str]],
+                          confirm: tuple[Sequence[bool], Sequence[bool], Sequence[str]]) -> bool:
+    """THE confirmation rule: does a candidate chosen on the search part hold? Each part is (dense, sparse,
+    tasks). The confirmation part, which the choice never saw, must meet the floor on its own point
+    estimate (no task broken), and all the samples together must meet the floor as `floor` judges it
+    (its bound): the fresh samples guard against the winner's curse, the pooled ones give the bound its
+    power (at n = 53 alone a 0.95 floor at 90% confidence would admit no loss at all)."""
+    point = replace(floor, confidence=None)
+    if not judge_floor(point, confirm[0], confirm[1], confirm[2], floor.confidence).met:
+        return False
+    return judge_floor(floor, [*search[0], *confirm[0]], [*search[1], *confirm[1]], [*search[2], *confirm[2]]).met
 
 
 def out_of_reach(floor: Floor, dense: Sequence[bool], partial: Sequence[bool],

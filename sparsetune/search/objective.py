@@ -5,6 +5,7 @@ and report the attention cost (objective) and the floor shortfall (constraint).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -14,7 +15,7 @@ from optuna.trial import TrialState
 from ..errors import SearchError, SparsetuneError
 from ..evaluate.decode import EvalResult, evaluate
 from ..profile.budget import Budget
-from ..profile.floor import judge_floor, out_of_reach
+from ..profile.floor import judge_floor
 from ..runtime.hf_attention import AttentionStats
 from ..timing import cost_model
 from ..workload.files import TokenSample
@@ -39,8 +40,9 @@ EXPECTED_TRIAL_ERRORS: tuple[type[BaseException], ...] = (SparsetuneError, Skipp
 
 
 def baseline_from_storage(study: optuna.Study, storage: optuna.storages.BaseStorage,
-                   wait_s: float = 600.0) -> list[bool] | None:
-    """Per-sample dense correctness from the bucket's dense trial, waiting while another worker runs it.
+                          wait_s: float = 600.0) -> TrialRecord | None:
+    """The bucket's dense trial's record (per-sample dense correctness on the search and confirmation
+    parts), waiting while another worker runs it.
 
     None when no dense trial is complete or running (the caller then computes the baseline itself).
     The other worker may be on another host: polling the shared storage is the only signal there is.
@@ -52,7 +54,7 @@ def baseline_from_storage(study: optuna.Study, storage: optuna.storages.BaseStor
         if done:
             record = TrialRecord.of(min(done, key=lambda t: t.number))
             if record is not None:
-                return record.correct
+                return record
         running = [t for t in trials if is_dense_trial(t) and t.state == TrialState.RUNNING]
         if not running or time.monotonic() > deadline:
             return None
@@ -83,19 +85,23 @@ class Objective:
         confirm_dense = None
         if is_dense:  # the dense trial: its own baseline (and the confirmation part's), at dense SDPA's cost
             mark_dense(trial)
-            result = self._run(None, None)
+            result = self._run(None)
             dense = result.correct
             confirm_dense = self.evaluate(self.confirm_samples, None) if self.confirm_samples else []
             cost: dict[str, Any] = {"relative": 1.0, "label": self.meta.timing}
         else:
-            dense = baseline_from_storage(self.study, self.storage)  # type: ignore[arg-type]
-            if dense is None:  # the dense trial failed: compute the baseline here
-                dense = self._run(None, None).correct
-            result = self._run(budget, dense)
+            base = baseline_from_storage(self.study, self.storage)  # type: ignore[arg-type]
+            # Without the dense trial (it failed): compute the search part's baseline here.
+            dense = base.correct if base is not None else self._run(None).correct
+            unchanged = (base.confirm_correct or []) if base is not None else []
+
+            def stop(partial: list[bool]) -> bool:
+                return not self._judge(dense, partial, unchanged).met
+
+            result = self._run(budget, None, stop)
             cost = self._cost(budget, 1.0 - result.sparsity)
         # An early-stopped trial is judged on its best case (the rest all right), which still misses.
-        v = judge_floor(self.meta.floor, dense, result.correct + [True] * (len(self.samples) - result.n),
-                        self.meta.tasks)
+        v = self._judge(dense, result.correct, confirm_dense if is_dense else unchanged)
         TrialRecord(correct=result.correct, accuracy=sum(result.correct) / max(result.n, 1),
                     complete=result.n == len(self.samples), sparsity=result.sparsity, cost=cost,
                     seconds=round(result.seconds, 3),
@@ -104,11 +110,21 @@ class Objective:
         trial.set_constraint("floor", v.shortfall)  # feasible when <= 0
         return float(cost["relative"])
 
+    def _judge(self, dense: list[bool], partial: list[bool], confirm_dense: list[bool]) -> Any:
+        """A trial as its confirmation will judge it (`floor.holds_on_confirmation`): on all the bucket's samples,
+        with the rest of the search part right and the confirmation part as dense had it (its best case
+        short of gains). So a trial that could still hold once confirmed is feasible, and one that could
+        not stops early."""
+        assert self.meta is not None
+        best = [*partial, *[True] * (len(dense) - len(partial))]
+        tasks = [*self.meta.tasks, *self.meta.confirm_tasks[:len(confirm_dense)]]
+        return judge_floor(self.meta.floor, [*dense, *confirm_dense], [*best, *confirm_dense], tasks)
+
     def evaluate(self, samples: list[TokenSample], budget: Budget | None,
-                 dense: list[bool] | None = None, tasks: list[str] | None = None) -> list[bool]:
-        """Per-sample results of `budget` (None: dense) on `samples`; with `dense`, stopped early once the
-        floor is out of reach (the list is then shorter than `samples`)."""
-        return self._run(budget, dense, samples, tasks).correct
+                 stop: Callable[[list[bool]], bool] | None = None) -> list[bool]:
+        """Per-sample results of `budget` (None: dense) on `samples`; stopped early once `stop(results so far)`
+        says the rest cannot change the verdict (the list is then shorter than `samples`)."""
+        return self._run(budget, samples, stop).correct
 
     def _skip(self, number: int, is_dense: bool) -> str | None:
         """Why trial `number` is not needed (before any work), or None.
@@ -129,12 +145,12 @@ class Objective:
             return f"the bucket already has its {self.target} trials complete or running"
         return None
 
-    def _run(self, budget: Budget | None, dense: list[bool] | None, samples: list[TokenSample] | None = None,
-             tasks: list[str] | None = None) -> EvalResult:
-        """Evaluate in chunks; with a baseline, stop once even all-correct remaining samples miss the floor."""
+    def _run(self, budget: Budget | None, samples: list[TokenSample] | None = None,
+             stop: Callable[[list[bool]], bool] | None = None) -> EvalResult:
+        """Evaluate `samples` (default: the search part) in chunks, stopping once `stop(results so far)` says the
+        rest cannot change the verdict."""
         assert self.meta is not None and self.loaded is not None
-        if samples is None:
-            samples, tasks = self.samples, self.meta.tasks
+        samples = self.samples if samples is None else samples
         n = len(samples)
         correct: list[bool] = []
         visible = skipped = seconds = 0.0
@@ -148,7 +164,7 @@ class Objective:
             seconds += r.seconds
             for k in ("sparse_calls", "dense_calls", "fallback_calls"):
                 calls[k] = calls.get(k, 0) + getattr(r.stats, k)
-            if dense is not None and len(correct) < n and out_of_reach(self.meta.floor, dense, correct, tasks):
+            if stop is not None and len(correct) < n and stop(correct):
                 break
         stats = AttentionStats(visible_blocks=visible, skipped_blocks=skipped, **calls)
         return EvalResult(correct=correct, per_task={}, stats=stats, seconds=seconds)

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import SearchError
 from ..profile.budget import Budget
-from ..profile.floor import floor_target, judge_floor
+from ..profile.floor import floor_target, holds_on_confirmation, judge_floor
 from ..profile.profile import (Accuracy, Bucket, DeviceSection, Floor, KernelConfig, Profile, Provenance, TaskAccuracy)
 from .confirm import Candidate, walk
 from .study import (BucketMeta, TrialRecord, bucket_studies, confirmations, is_dense_trial, is_feasible, meta_of,
@@ -93,13 +93,18 @@ def candidates(study: optuna.Study) -> list[Candidate]:
 
 
 def confirmation_verdicts(study: optuna.Study) -> dict[int, bool]:
-    """Stored confirmations judged against the floor: held (True) or not; an early-stopped one did not."""
+    """Stored confirmations judged by `floor.holds_on_confirmation`: held (True) or not; an early-stopped one
+    did not."""
     meta, base = meta_of(study), dense_record(study)
     if base is None or base.confirm_correct is None:
         return {}
-    dense = base.confirm_correct
-    return {number: len(correct) == len(dense) and judge_floor(meta.floor, dense, correct, meta.confirm_tasks).met
-            for number, correct in confirmations(study).items()}
+    records = {t.number: TrialRecord.of(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    out = {}
+    for number, correct in confirmations(study).items():
+        rec = records.get(number)
+        out[number] = rec is not None and len(correct) == len(base.confirm_correct) and holds_on_confirmation(
+            meta.floor, (base.correct, rec.correct, meta.tasks), (base.confirm_correct, correct, meta.confirm_tasks))
+    return out
 
 
 def _outcome(study: optuna.Study) -> BucketOutcome:
@@ -135,8 +140,9 @@ def _outcome(study: optuna.Study) -> BucketOutcome:
         confirmation, bound_by = _accuracy(floor, confirm_dense, confirmed, meta.confirm_tasks)
         skipped = len(w.failed) + len(w.pruned)
         reason = (f"cheapest of {len(found)} candidates (met the floor on {meta.n} search samples) that also held on "
-                  f"{meta.confirm_n} confirmation samples" + (f"; {len(w.failed)} cheaper failed confirmation, "
-                                                              f"{len(w.pruned)} skipped by monotonicity" if skipped else ""))
+                  f"{meta.confirm_n} fresh confirmation samples and on all {meta.n + meta.confirm_n} together"
+                  + (f"; {len(w.failed)} cheaper failed confirmation, {len(w.pruned)} skipped by monotonicity"
+                     if skipped else ""))
         bucket = Bucket(max_len=meta.max_len, budget=w.chosen.budget, reason=reason, accuracy=accuracy,
                         confirmation=confirmation, bound_by=bound_by,
                         sparsity=round(rec.sparsity, 6), cost=round(chosen.value, 6))  # type: ignore[arg-type]

@@ -43,7 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import FailingBucketWarning, SearchError, SearchWarning
 from ..profile.buckets import auto_edges, bucketize
-from ..profile.floor import resolution
+from ..profile.floor import holds_on_confirmation, resolution
 from ..profile.profile import ModelInfo, Profile, WorkloadInfo
 from ..stats import samples_needed
 from ..workload.files import DEFAULT_ANSWER_TOKENS, TokenSample, Workload
@@ -55,8 +55,8 @@ from .results import (BucketOutcome, BucketStatus, bucket_outcomes, candidates, 
 from .sampler import LaneSeededTPE
 from .space import SearchSettings
 from .storage import fail_orphans, has_heartbeat, reap, storage_for
-from .study import (BucketMeta, create_or_load, ensure_dense_trial, is_dense_trial, is_feasible, is_skipped,
-                    store_confirmation, study_name)
+from .study import (BucketMeta, TrialRecord, create_or_load, ensure_dense_trial, is_dense_trial, is_feasible,
+                    is_skipped, store_confirmation, study_name)
 
 __all__ = ["CPU_DEVICE", "SearchRun", "TrialEvent", "failing_message", "run_search", "search"]
 
@@ -179,12 +179,12 @@ def _warn_unresolvable(runs: list[_BucketRun], settings: SearchSettings) -> None
         return
     need = samples_needed(floor.value, 1.0, floor.confidence)
     for run in runs:
-        if run.meta.confirm_n < need:
+        if run.meta.n + run.meta.confirm_n < need:
             warnings.warn(
-                f"bucket <= {run.edge} tokens: {run.meta.confirm_n} confirmation samples cannot show a floor of "
+                f"bucket <= {run.edge} tokens: {run.meta.n + run.meta.confirm_n} samples cannot show a floor of "
                 f"{floor.value} x dense at {floor.confidence:.0%} confidence even if dense were always right and "
-                f"sparse lost none; that needs at least {need} (about {round(need / settings.confirm_fraction)} in "
-                f"the bucket); the bucket will stay dense", SearchWarning, stacklevel=3)
+                f"sparse lost none; that needs at least {need}; the bucket will stay dense", SearchWarning,
+                stacklevel=3)
 
 
 def _check_baseline(run: _BucketRun, settings: SearchSettings) -> None:
@@ -205,18 +205,18 @@ def _check_baseline(run: _BucketRun, settings: SearchSettings) -> None:
     floor = settings.floor_rule
     if floor.confidence is None or record.confirm_correct is None:
         return
-    res = resolution(floor, record.confirm_correct)
+    # The choice is judged on all the bucket's samples (`floor.holds_on_confirmation`).
+    res = resolution(floor, [*record.correct, *record.confirm_correct])
     if not res.resolvable:
         warnings.warn(
-            f"bucket <= {run.edge} tokens: with dense right on {res.dense_right} of {res.n} confirmation samples, "
-            f"the floor cannot be shown at {floor.confidence:.0%} confidence even if sparse lost none "
-            f"({res.samples_needed} confirmation samples would do); the bucket will stay dense",
-            SearchWarning, stacklevel=2)
-    elif res.losses_allowed == 0:
+            f"bucket <= {run.edge} tokens: with dense right on {res.dense_right} of {res.n} samples, the floor "
+            f"cannot be shown at {floor.confidence:.0%} confidence even if sparse lost none ({res.samples_needed} "
+            f"samples would do); the bucket will stay dense", SearchWarning, stacklevel=2)
+    elif res.losses_allowed <= 1:
         warnings.warn(
-            f"bucket <= {run.edge} tokens: with {res.n} confirmation samples a single lost sample fails the floor "
-            f"at {floor.confidence:.0%} confidence; more samples would let the search choose sparser budgets",
-            SearchWarning, stacklevel=2)
+            f"bucket <= {run.edge} tokens: with {res.n} samples, losing {res.losses_allowed + 1} fails the floor at "
+            f"{floor.confidence:.0%} confidence, so one sample decides; more samples per bucket would let the "
+            f"search choose sparser budgets", SearchWarning, stacklevel=2)
 
 
 def _confirm(run: _BucketRun, on_event: Callable[[TrialEvent], None] | None) -> None:
@@ -235,8 +235,15 @@ def _confirm(run: _BucketRun, on_event: Callable[[TrialEvent], None] | None) -> 
         w = walk(candidates(study), confirmation_verdicts(study), meta.confirm_limit)
         if w.missing is None:
             return
-        correct = objective.evaluate(run.confirm_samples, w.missing.budget, dense=record.confirm_correct,
-                                     tasks=meta.confirm_tasks)
+        searched = TrialRecord.of(next(t for t in study.get_trials(deepcopy=False) if t.number == w.missing.number))
+        assert searched is not None  # candidates are complete trials with records
+
+        def stop(partial: list[bool], searched: TrialRecord = searched) -> bool:
+            rest = [True] * (meta.confirm_n - len(partial))  # the best case: every remaining sample right
+            return not holds_on_confirmation(meta.floor, (record.correct, searched.correct, meta.tasks),
+                                             (record.confirm_correct, [*partial, *rest], meta.confirm_tasks))
+
+        correct = objective.evaluate(run.confirm_samples, w.missing.budget, stop)
         store_confirmation(study, w.missing.number, correct)
         _emit(run, SearchSettings(trials=meta.trials), on_event, "CONFIRMED")
 
