@@ -75,8 +75,9 @@ def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
         trial = next(t for t in complete if t.number == chosen.number)
         assert bucket.accuracy.sparse == pytest.approx(TrialRecord.of(trial).accuracy)
         assert bucket.accuracy.n == meta.n and bucket.confirmation.n == meta.confirm_n
-        assert bucket.confirmation.sparse >= 0.95 * bucket.confirmation.dense  # the point floor, on confirmation
-        assert bucket.accuracy.sparse >= 0.95 * bucket.accuracy.dense
+        a, c = bucket.accuracy, bucket.confirmation
+        assert c.sparse >= 0.95 * c.dense - 1e-12  # the fresh samples alone meet the (point) floor
+        assert a.sparse * a.n + c.sparse * c.n >= 0.95 * (a.dense * a.n + c.dense * c.n) - 1e-9  # and all together
     # Rebuilding from storage alone gives the same profile.
     assert profile_from_storage(storage, "p") == profile
 
@@ -139,6 +140,26 @@ def test_impossible_floor_gives_dense_buckets_with_reasons(tmp_path):
     assert all(b.dense and "below the absolute floor" in b.reason for b in profile.buckets), \
         [b.reason for b in profile.buckets]
     assert profile.lookup(300) is None and profile.lookup(10_000) is None
+
+
+@pytest.mark.slow
+def test_confirm_file_replaces_the_split(tmp_path):
+    # --confirm FILE: the whole workload is searched, the file's samples (bucketed alike) confirm.
+    search_part = _slice(tmp_path, per_task=2)
+    (tmp_path / "c").mkdir()
+    rows = [json.loads(line) for line in _slice(tmp_path / "c", per_task=3).read_text().splitlines()]
+    seen = {json.loads(line)["prompt"] for line in search_part.read_text().splitlines()}
+    confirm = tmp_path / "confirm.jsonl"
+    confirm.write_text("".join(json.dumps(r) + "\n" for r in rows if r["prompt"] not in seen))
+    out = tmp_path / "p.yaml"
+    r = _run(*_search_args(search_part, out, 3, "--confidence", "0", "--confirm", confirm))
+    assert r.returncode == 0, r.stderr
+    storage = _journal(out)
+    for edge in (256, 512):
+        meta = meta_of(optuna.load_study(study_name=f"p:{edge}", storage=storage))
+        assert (meta.n, meta.confirm_n) == (8, 4)  # 2 per task searched, the third sample per task confirms
+    for bucket in load_profile(out).buckets:
+        assert bucket.confirmation is not None and bucket.confirmation.n == 4
 
 
 @pytest.mark.slow
