@@ -116,18 +116,23 @@ def _load_errors() -> tuple[type[BaseException], ...]:
 
 def max_positions(name_or_path: str) -> int:
     """The longest input (`max_position_embeddings`) of `demo`, a local folder or a GGUF, from its config alone."""
-    from transformers import AutoConfig
-
     gguf_path = gguf.gguf_file(name_or_path)
     if gguf_path is not None:
         return _positions(gguf_path, gguf.gguf_config(gguf_path)[0])
     _, path = _resolve(name_or_path)
+    return _positions(path, _causal_lm_config(path))
+
+
+def _causal_lm_config(path: Path) -> Any:
+    """The folder's config, read without weights; ModelError if it is unreadable or not a causal LM."""
+    from transformers import AutoConfig
+
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
         raise ModelError(f"model: cannot read {str(path / 'config.json')!r}: {e}") from None
     _check_causal_lm(path, config)
-    return _positions(path, config)
+    return config
 
 
 def _positions(path: Path, config: Any) -> int:
@@ -156,7 +161,7 @@ def load_tokenizer(name_or_path: str) -> Any:
 def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load `demo`, a local folder or a GGUF model (`workload.gguf`) through AutoModelForCausalLM /
     AutoTokenizer, in eval mode."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # sparsetune draws its own progress; no per-load bars on stderr
@@ -164,11 +169,7 @@ def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedM
     if gguf_path is not None:
         return _load_gguf(gguf_path, dtype)
     name, path = _resolve(name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError) as e:
-        raise ModelError(f"model: cannot read {str(path / 'config.json')!r}: {e}") from None
-    _check_causal_lm(path, config)
+    config = _causal_lm_config(path)
     try:
         # sdpa is the dense reference that `enable` starts from and `disable` returns to.
         model = AutoModelForCausalLM.from_pretrained(
