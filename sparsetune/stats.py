@@ -103,9 +103,13 @@ def paired_bounds(dense: Sequence[bool], sparse: Sequence[bool], confidence: flo
         raise ValueError(f"paired samples: dense has {len(dense)} results, sparse {len(sparse)}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: must be in (0, 1), got {confidence!r}")
-    n = len(dense)
     b = sum(1 for d, s in zip(dense, sparse) if d and not s)
     c = sum(1 for d, s in zip(dense, sparse) if s and not d)
+    return _bounds(b, c, len(dense), confidence)
+
+
+def _bounds(b: int, c: int, n: int, confidence: float) -> PairedBounds:
+    """`paired_bounds` from the counts: `b` lost, `c` gained of `n` paired samples."""
     if n == 0:
         return PairedBounds(0, 0, 0, -1.0, 1.0, confidence)
     z = statistics.NormalDist().inv_cdf(confidence)
@@ -130,11 +134,7 @@ def losses_allowed(n: int, dense_right: int, ratio: float, confidence: float) ->
     cannot show it (too few samples)."""
     lost = -1
     slack = (1 - ratio) * dense_right / n
-    while lost + 1 <= dense_right:
-        dense = [True] * dense_right + [False] * (n - dense_right)
-        sparse = [i >= lost + 1 for i in range(dense_right)] + [False] * (n - dense_right)
-        if paired_bounds(dense, sparse, confidence).lower < -slack - 1e-12:
-            break
+    while lost + 1 <= dense_right and _bounds(lost + 1, 0, n, confidence).lower >= -slack - 1e-12:
         lost += 1
     return lost
 

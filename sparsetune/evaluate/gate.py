@@ -9,9 +9,8 @@ would fail good profiles whenever held-out n is small.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 from ..profile.floor import DEFAULT_CONFIDENCE, judge_floor
@@ -83,7 +82,7 @@ def check_profile(profile: Profile, loaded: Any, samples: Sequence[Any], workloa
     (nothing changes there); a sparse bucket without samples is "untested", which does not fail the gate.
     """
     confidence = profile.floor.confidence if profile.floor.confidence is not None else DEFAULT_CONFIDENCE
-    floor = dataclasses.replace(profile.floor, confidence=None)  # the verdict on point estimates
+    floor = replace(profile.floor, confidence=None)  # the verdict on point estimates
     groups: dict[int | None, list[Any]] = {}
     for s in samples:
         groups.setdefault(profile.bucket_index(s.length), []).append(s)

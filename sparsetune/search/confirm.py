@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ..profile import Budget
@@ -85,7 +85,7 @@ class Walk:
     missing: Candidate | None = None  # the next candidate to evaluate (its confirmation is not known yet)
     confirmed: tuple[Candidate, ...] = ()  # evaluated, in order (the last is `chosen` when there is one)
     pruned: tuple[Candidate, ...] = ()  # skipped: no more keep than a confirmed failure of their family
-    failed: tuple[Candidate, ...] = field(default=())
+    failed: tuple[Candidate, ...] = ()
 
     @property
     def done(self) -> bool:

@@ -245,7 +245,7 @@ def _confirm(run: _BucketRun, on_event: Callable[[TrialEvent], None] | None) -> 
 
         correct = objective.evaluate(run.confirm_samples, w.missing.budget, stop)
         store_confirmation(study, w.missing.number, correct)
-        _emit(run, SearchSettings(trials=meta.trials), on_event, "CONFIRMED")
+        _emit(run, on_event, "CONFIRMED")
 
 
 @dataclass
@@ -301,7 +301,7 @@ def _run_buckets(runs: list[_BucketRun], loaded: LoadedModel, storage: optuna.st
             time.sleep(POLL_S)  # the other workers are other processes (or hosts): only the storage tells
             for run in pending:
                 reap(run.study, storage)  # type: ignore[arg-type]
-                _emit(run, settings, on_event, "waiting", only_if_changed=True)
+                _emit(run, on_event, "waiting", only_if_changed=True)
 
 
 def _work(run: _BucketRun, storage: optuna.storages.BaseStorage, settings: SearchSettings,
@@ -343,11 +343,11 @@ def _work(run: _BucketRun, storage: optuna.storages.BaseStorage, settings: Searc
         last = finished[-1]
         skipped = is_skipped(last)
         run.failures += last.state == TrialState.FAIL and not skipped
-        _emit(run, settings, on_event, "SKIPPED" if skipped else last.state.name)
+        _emit(run, on_event, "SKIPPED" if skipped else last.state.name)
 
 
-def _emit(run: _BucketRun, settings: SearchSettings, on_event: Callable[[TrialEvent], None] | None,
-          state: str, only_if_changed: bool = False) -> None:
+def _emit(run: _BucketRun, on_event: Callable[[TrialEvent], None] | None, state: str,
+          only_if_changed: bool = False) -> None:
     if on_event is None or run.study is None:
         return
     complete = run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -355,7 +355,7 @@ def _emit(run: _BucketRun, settings: SearchSettings, on_event: Callable[[TrialEv
         return
     run.seen_done = len(complete)
     best = min((t.value for t in complete if is_feasible(t)), default=None)
-    on_event(TrialEvent(run.index, run.edge, len(complete), settings.trials, best, run.spent, state))
+    on_event(TrialEvent(run.index, run.edge, len(complete), run.meta.trials, best, run.spent, state))
 
 
 @dataclass
