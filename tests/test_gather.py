@@ -33,3 +33,42 @@ def test_gathered_matches_reference(case, method):
     assert not out.isnan().any()
     # Dispatch picks one of the two torch paths on CPU; either way the result is the same.
     assert torch.allclose(block_sparse_attention(q, k, v, mask), ref, atol=1e-5, rtol=1e-5)
+
+
+def _qkv(b, hq, hkv, sq, sk, d, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, h, n, d, generator=gen) for h, n in ((hq, sq), (hkv, sk), (hkv, sk)))
+
+
+def test_topk_rows_take_the_unmasked_split_and_uneven_rows_the_masked_call(monkeypatch):
+    """Even rows with the diagonal last run unmasked + one causal diagonal call, merged by log-sum-exp;
+    a row without its diagonal block (a hand-made mask) or with uneven widths takes the masked call."""
+    import sparsetune.attention.gather as gather
+
+    calls = []
+    real = gather._FLASH_LSE
+    monkeypatch.setattr(gather, "_FLASH_LSE", lambda *a, **kw: calls.append(a[4]) or real(*a, **kw))
+    q, k, v = _qkv(2, 6, 3, 300, 300, 32)
+    mask = select_blocks(q, k, Budget(keep=0.4, block_size=32))
+    torch.testing.assert_close(gathered_attention(q, k, v, mask), reference_attention(q, k, v, mask),
+                               atol=1e-5, rtol=1e-5)
+    assert calls.count(True) == 1 and calls.count(False) > 0  # one causal diagonal call, unmasked rows
+
+    # Drop the diagonal of row 5 in one head: that row goes masked, the others stay split.
+    blocks = mask.to_block_bool().clone()
+    blocks[0, 1, 5, 5] = False
+    odd = type(mask).from_block_bool(blocks, mask.block_size, mask.seq_q, mask.seq_k)
+    calls.clear()
+    torch.testing.assert_close(gathered_attention(q, k, v, odd), reference_attention(q, k, v, odd),
+                               atol=1e-5, rtol=1e-5)
+    assert calls.count(False) == sum(1 for w in odd.kv_num_blocks.amax(dim=(0, 1)).tolist() if w > 1) - 1
+
+
+def test_a_mask_keeping_every_visible_block_runs_causal_sdpa(monkeypatch):
+    import sparsetune.attention.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "gathered_attention", lambda *a, **kw: pytest.fail("gathered for a full mask"))
+    q, k, v = _qkv(1, 4, 2, 100, 260, 32)
+    mask = select_blocks(q, k, Budget(keep=0.999, block_size=32))
+    out = block_sparse_attention(q, k, v, mask)
+    torch.testing.assert_close(out, reference_attention(q, k, v, mask), atol=1e-5, rtol=1e-5)

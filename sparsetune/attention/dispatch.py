@@ -61,12 +61,16 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bl
     reads KV head ``h // (Hq // Hkv)``); the queries are the last Sq of the Sk positions.
     `scale` defaults to 1/sqrt(D). `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) tunes the
     kernel's speed, never its result; None picks a default for the block size. On CPU a torch
-    path runs unless ``SPARSETUNE_TRITON_INTERPRET=1``: `gathered_attention` (work scales with
-    the kept blocks) for prefill and chunks, the masked-SDPA reference for a single query block
-    (decode), where one masked row costs no more than gathering it.
+    path runs unless ``SPARSETUNE_TRITON_INTERPRET=1``, the cheapest that gives this result:
+    causal SDPA when every visible block is kept, `gathered_attention` (work scales with the kept
+    blocks) for prefill and chunks, the masked-SDPA reference for a single query block (decode),
+    where one masked row costs no more than gathering it.
     """
     check_inputs(q, k, v, block_mask)
     if not uses_triton(q):
+        # The cheapest correct CPU path: a mask that keeps every visible block is plain causal attention.
+        if bool((block_mask.kv_num_blocks == block_mask.visible_blocks()).all()):
+            return dense_causal_attention(q, k, v, scale=scale)
         if block_mask.num_q_blocks > 1:
             return gathered_attention(q, k, v, block_mask, scale=scale)
         return reference_attention(q, k, v, block_mask, scale=scale)

@@ -1,14 +1,20 @@
 """Block-sparse attention in plain torch that computes only the kept blocks: the fast CPU path.
 
 The reference (`reference_attention`) masks a dense SDPA, so it costs as much as dense attention
-whatever the budget. Here each query block gathers its selected key blocks and runs SDPA on them
-alone, so the work scales with the kept blocks, as it does in the kernel, and the inner loop is
-torch's fused CPU attention rather than materialised score matrices. Results equal the reference's
-within float rounding (tested).
+whatever the budget. Here each query block gathers its selected key blocks and runs torch's fused
+CPU attention on them alone, so the work scales with the kept blocks, as it does in the kernel.
+Results equal the reference's within float rounding (tested).
 
 Rows are processed one query block at a time: a block's gather width is the most blocks any
-(batch, KV head) keeps in that row, so early rows of a causal mask (few visible blocks) stay cheap
-instead of being padded to the widest row of the whole mask.
+(batch, KV head) keeps in that row, so early rows of a causal mask stay cheap instead of being
+padded to the widest row of the whole mask.
+
+A mask makes SDPA on CPU turn it into a float bias and read it for every score (about a third of
+the time at high keep), yet only the diagonal block needs one. So a row whose (batch, head) pairs
+all keep the same number of blocks, the diagonal last (every `topk` row under a budget), is split:
+its off-diagonal blocks go through the fused kernel unmasked, the diagonal blocks of all rows go
+through one causal call, and the two halves are merged by their log-sum-exp, as flash attention
+merges its tiles. Other rows (uneven `coverage` rows) take the masked call.
 """
 
 from __future__ import annotations
@@ -19,6 +25,23 @@ import torch.nn.functional as F
 from .mask import BlockMask
 
 __all__ = ["gathered_attention"]
+
+# The CPU fused kernel that returns its log-sum-exp (what SDPA calls on CPU); absent in other builds,
+# where every row takes the masked call.
+_FLASH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _diagonal(qp: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, first: int,
+              scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every query block against its own key block, causal, in one call: (out, lse) shaped like qp's rows."""
+    b, hkv, g, qb, bs, d = qp.shape
+    q = qp.permute(0, 3, 1, 2, 4, 5).reshape(b * qb, hkv * g, bs, d)
+    k = kp[:, :, first:first + qb].permute(0, 2, 1, 3, 4).repeat_interleave(g, dim=2).reshape(b * qb, hkv * g, bs, d)
+    v = vp[:, :, first:first + qb].permute(0, 2, 1, 3, 4).repeat_interleave(g, dim=2).reshape(b * qb, hkv * g, bs, d)
+    out, lse = _FLASH_LSE(q, k, v, 0.0, True, scale=scale)
+    out = out.view(b, qb, hkv, g, bs, d).permute(0, 2, 3, 1, 4, 5)
+    lse = lse.view(b, qb, hkv, g, bs).permute(0, 2, 3, 1, 4)
+    return out, lse
 
 
 def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask,
@@ -43,12 +66,32 @@ def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_
     out = qp.new_zeros(b, hkv, g, qb, bs, d)
 
     counts = block_mask.kv_num_blocks  # (B, Hkv, QB)
-    widths = counts.amax(dim=(0, 1)).tolist()  # per row: the widest (batch, head) decides the gather
+    widths = counts.amax(dim=(0, 1))
+    # Split rows: even widths across (batch, head) and the diagonal as the last kept block.
+    rows = torch.arange(qb, device=dev)
+    last = block_mask.kv_indices.gather(-1, (counts.long() - 1).clamp(min=0)[..., None])[..., 0]
+    split = (counts.amin(dim=(0, 1)) == widths) & (widths > 0) & (last == rows + first).all(dim=0).all(dim=0)
+    if _FLASH_LSE is None or dtype != torch.float32:
+        split[:] = False
+    if bool(split.any()):
+        diag_out, diag_lse = _diagonal(qp, kp, vp, first, scale)
+        off_lse = torch.full_like(diag_lse, -torch.inf)
+        off_out = torch.zeros_like(diag_out)
+
     bi = torch.arange(b, device=dev)[:, None, None]
     hi = torch.arange(hkv, device=dev)[None, :, None]
     within = torch.arange(bs, device=dev)
-    for r, width in enumerate(widths):
-        if width == 0:
+    for r, (width, even) in enumerate(zip(widths.tolist(), split.tolist())):
+        if width == 0 or (even and width == 1):
+            continue
+        queries = qp[:, :, :, r].reshape(b, hkv, g * bs, d)  # the group's heads share the KV head: one call
+        if even:
+            idx = block_mask.kv_indices[:, :, r, :width - 1].long()
+            kg = kp[bi, hi, idx].reshape(b, hkv, (width - 1) * bs, d)
+            vg = vp[bi, hi, idx].reshape(b, hkv, (width - 1) * bs, d)
+            o, lse = _FLASH_LSE(queries, kg, vg, 0.0, False, scale=scale)
+            off_out[:, :, :, r] = o.view(b, hkv, g, bs, d)
+            off_lse[:, :, :, r] = lse.view(b, hkv, g, bs)
             continue
         valid = torch.arange(width, device=dev) < counts[:, :, r, None]  # (B, Hkv, W)
         idx = torch.where(valid, block_mask.kv_indices[:, :, r, :width].long(), 0)
@@ -58,9 +101,13 @@ def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_
         qpos = (first + r) * bs + within  # (bs,)
         keep = (valid[..., None].expand(-1, -1, -1, bs).flatten(-2) & (kpos < sk))[:, :, None, :]
         allowed = keep & (kpos[:, :, None, :] <= qpos[:, None])  # (B, Hkv, bs, W*bs)
-        # The group's query heads share the KV head: stack them as rows of one SDPA call.
-        rows = qp[:, :, :, r].reshape(b, hkv, g * bs, d)
-        o = F.scaled_dot_product_attention(rows, kg, vg, attn_mask=allowed.repeat(1, 1, g, 1), scale=scale)
+        o = F.scaled_dot_product_attention(queries, kg, vg, attn_mask=allowed.repeat(1, 1, g, 1), scale=scale)
         out[:, :, :, r] = o.view(b, hkv, g, bs, d)
+
+    if bool(split.any()):
+        # out = Σ_parts exp(lse_part - lse) · out_part, lse = logaddexp of the parts (-inf: no off-diagonal part).
+        lse = torch.logaddexp(diag_lse, off_lse)[..., None]
+        merged = diag_out * torch.exp(diag_lse[..., None] - lse) + off_out * torch.exp(off_lse[..., None] - lse)
+        out[:, :, :, split] = merged[:, :, :, split]
     out = torch.nan_to_num(out, nan=0.0)  # padding queries see no key: zeros, not NaN
     return out.reshape(b, hq, qb * bs, d)[:, :, front:front + sq].to(q.dtype)
