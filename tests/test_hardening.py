@@ -252,3 +252,16 @@ def test_timeout_exits_3_and_says_so(tmp_path):
     profile = tmp_path / "p.yaml"
     if profile.exists():  # the search got far enough to write one: it names its incomplete buckets
         assert "incomplete:" in profile.read_text()
+
+
+# ---------------------------------------------------------------- readable by a person
+
+
+@pytest.mark.parametrize("command", [(), ("search",), ("eval",), ("apply",), ("workload", "synth")])
+def test_flags_show_no_value_in_help(run_cli, monkeypatch, command):
+    monkeypatch.setenv("COLUMNS", "120")
+    result = run_cli(*command, "--help")
+    assert result.code == 0, result.err
+    assert "--help" in result.out and "<bool>" not in result.out, result.out
+    if command:
+        assert "<int>" in result.out or "<str>" in result.out  # options that take a value still say which

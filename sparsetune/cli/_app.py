@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "app", "console", "workload_app"]
 
@@ -18,14 +19,44 @@ EXIT_BAD_INPUT = 2
 EXIT_INCOMPLETE = 3
 EXIT_INTERRUPTED = 130
 
-app = typer.Typer(
+class _FlagsTakeNoValue:
+    """typer 0.29's rich help prints every option's type, flags too (`--json <bool>`), as if a flag took a
+    value. An empty metavar is what its help panel prints instead (typer's own click, `typer._click`, never
+    shows a flag's metavar elsewhere)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for p in params:
+            if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
+                p.metavar = ""
+        return params
+
+
+class _Command(_FlagsTakeNoValue, TyperCommand):
+    pass
+
+
+class _Group(_FlagsTakeNoValue, TyperGroup):
+    pass
+
+
+class _Typer(typer.Typer):
+    """A typer app whose commands (any module's `@app.command()`) use `_Command`."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _Typer(
+    cls=_Group,
     name="sparsetune",
     help="Tune block-sparse attention budgets per request length under an accuracy floor.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,  # main() reports errors; tracebacks only with SPARSETUNE_DEBUG=1
 )
-workload_app = typer.Typer(help="Make and inspect workloads.", no_args_is_help=True)
+workload_app = _Typer(cls=_Group, help="Make and inspect workloads.", no_args_is_help=True)
 app.add_typer(workload_app, name="workload")
 
 # ---------------------------------------------------------------- shared option aliases
