@@ -8,9 +8,13 @@ from typing import Any, Literal
 
 from ..errors import BudgetError
 
-__all__ = ["Budget", "METHODS", "is_power_of_two"]
+__all__ = ["Budget", "MAX_BLOCK_SIZE", "METHODS", "MIN_BLOCK_SIZE", "is_power_of_two"]
 
 METHODS = ("topk", "coverage")
+MIN_BLOCK_SIZE = 16  # the smallest tile tl.dot takes
+# Far beyond any useful sparse block (kernels tile 16-128): a larger one is a typo, and one block of
+# it would cover whole requests (dense by construction).
+MAX_BLOCK_SIZE = 4096
 
 
 def is_power_of_two(n: int) -> bool:
@@ -36,8 +40,9 @@ class Budget:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise BudgetError(f"method: must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if not is_power_of_two(self.block_size) or self.block_size < 16:
-            raise BudgetError(f"block_size: must be a power of two >= 16, got {self.block_size!r}")
+        if not is_power_of_two(self.block_size) or not MIN_BLOCK_SIZE <= self.block_size <= MAX_BLOCK_SIZE:
+            raise BudgetError(f"block_size: must be a power of two in [{MIN_BLOCK_SIZE}, {MAX_BLOCK_SIZE}], "
+                              f"got {self.block_size!r}")
         ratio = "keep" if self.method == "topk" else "tau"
         other = "tau" if ratio == "keep" else "keep"
         value = getattr(self, ratio)

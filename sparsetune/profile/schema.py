@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._typed import schema_of
-from .budget import Budget
+from .budget import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Budget
 from .profile import Profile
 
 __all__ = ["json_schema", "json_schema_text", "main"]
@@ -20,8 +20,9 @@ __all__ = ["json_schema", "json_schema_text", "main"]
 # Budget lives in budget.py without schema metadata; its rules are mirrored here (and tested).
 _BUDGET_SCHEMA: dict[str, dict[str, Any]] = {
     "method": {"description": "topk or coverage; defaults to the profile's method", "default": None},
-    "block_size": {"description": "tokens per sparse block, for queries and keys; a power of two >= 16",
-                   "minimum": 16},
+    "block_size": {"description": f"tokens per sparse block, for queries and keys; a power of two in "
+                                  f"[{MIN_BLOCK_SIZE}, {MAX_BLOCK_SIZE}]",
+                   "minimum": MIN_BLOCK_SIZE, "maximum": MAX_BLOCK_SIZE},
     "keep": {"description": "topk only: fraction of causally visible key blocks kept per query block",
              "exclusiveMinimum": 0, "maximum": 1},
     "tau": {"description": "coverage only: estimated attention mass the kept blocks must reach",
