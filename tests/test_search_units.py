@@ -189,3 +189,35 @@ def test_a_failing_bucket_is_a_search_warning(monkeypatch):
         warnings.simplefilter("always")
         run_mod.search(Loaded(), Workload("w", "0" * 64, samples), SearchSettings(edges=(64,), trials=2), None)
     assert [str(w.message) for w in caught if w.category is FailingBucketWarning] == [run_mod.failing_message(64)]
+
+
+# ---------------------------------------------------------------- the space per bucket
+
+
+def test_the_space_offers_no_block_size_that_is_dense_by_construction():
+    space = SearchSpace()
+    assert space.at_length(256).block_sizes == (32, 64)  # 128 would make 2 blocks: sink and local cover them
+    assert space.at_length(2048).block_sizes == (32, 64, 128)
+    assert space.at_length(40).block_sizes == (32,)  # never empty: the smallest block size
+    at_256 = space.at_length(256)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    blocks = {at_256.suggest(study.ask()).block_size for _ in range(40)}
+    assert blocks == {32, 64}
+    assert at_256.dense_params()["block_size"] in at_256.block_sizes  # the enqueued dense trial fits the space
+
+
+def test_a_bucket_keeps_the_block_sizes_its_study_was_created_with():
+    from sparsetune.search.study import create_or_load
+
+    storage = optuna.storages.InMemoryStorage()
+    space = SearchSpace()
+    first = _meta(block_sizes=space.at_length(200).block_sizes)
+    _, stored = create_or_load(storage, "s:256", first, space.at_length(200).dense_params())
+    # A resumed run or another worker whose space would differ reads the creator's choice back.
+    _, again = create_or_load(storage, "s:256", _meta(block_sizes=(32, 64, 128)), space.dense_params())
+    assert again.block_sizes == stored.block_sizes == (32, 64)
+    assert space.restricted_to(again.block_sizes).block_sizes == (32, 64)
+    # Studies written before block sizes were stored searched every one of them.
+    old = {k: v for k, v in first.to_attr().items() if k != "block_sizes"}
+    assert BucketMeta.from_attr(old).block_sizes is None and space.restricted_to(None) == space
+    assert BucketMeta.from_attr(first.to_attr()) == first

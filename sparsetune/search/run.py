@@ -140,10 +140,11 @@ def search(
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     runs, prev = [], 0
     for i, (edge, group, (explore, check)) in enumerate(zip(edges, groups, parts)):
+        rep_len = int(statistics.median(s.length for s in group))
         meta = BucketMeta(
             identity=identity, model=model, workload=work, floor=floor, method=settings.space.method,
             timing=timing, device=device, index=i, first_len=prev + 1 if i else min(lengths), max_len=edge,
-            n=len(explore), rep_len=int(statistics.median(s.length for s in group)),
+            n=len(explore), rep_len=rep_len, block_sizes=settings.space.at_length(rep_len).block_sizes,
             tasks=[s.task for s in explore], edges=edges,
             # The shortest KV length any sample's forward sees: its prompt (answers are decoded after).
             min_len=min(len(s.input_ids) for s in samples),
@@ -284,9 +285,10 @@ def _run_buckets(runs: list[_BucketRun], loaded: LoadedModel, storage: optuna.st
         for k, run in enumerate(pending):
             if run.study is None:
                 run.study, meta = create_or_load(storage, study_name(settings.study, run.edge), run.meta,
-                                                 settings.space.dense_params())
+                                                 settings.space.restricted_to(run.meta.block_sizes).dense_params())
                 run.study.sampler = LaneSeededTPE(settings.seed)
-                run.objective = Objective(loaded, run.samples, meta, settings.space, run.study, storage,
+                space = settings.space.restricted_to(meta.block_sizes)  # the creator's: every worker agrees
+                run.objective = Objective(loaded, run.samples, meta, space, run.study, storage,
                                           settings.batch_size, settings.trials, run.confirm_samples)
                 if deadline is not None:
                     run.share = (deadline - time.monotonic()) / (len(pending) - k)

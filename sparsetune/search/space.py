@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +14,12 @@ from ..errors import SearchError
 from ..profile.budget import METHODS, Budget
 from ..profile.profile import Floor
 
-__all__ = ["SearchSettings", "SearchSpace"]
+__all__ = ["MIN_BLOCKS", "SearchSettings", "SearchSpace"]
+
+# A block size is searched at a bucket only if its representative length spans at least this many
+# blocks. With fewer, the always-kept sink and local blocks cover (nearly) every row, so most budgets
+# are dense by construction: at 256 tokens, block 128 makes 2 blocks, dense for 5 of 6 sink/local pairs.
+MIN_BLOCKS = 4
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,18 @@ class SearchSpace:
             return Budget(method="topk", block_size=block, keep=keep, sink=sink, local=local)
         tau = trial.suggest_float("tau", *self.tau)
         return Budget(method="coverage", block_size=block, tau=tau, sink=sink, local=local)
+
+    def at_length(self, rep_len: int) -> SearchSpace:
+        """The space for a bucket of representative length `rep_len`: block sizes that split it into at least
+        `MIN_BLOCKS` blocks (the smallest block size whatever the length, so a space is never empty)."""
+        fit = tuple(b for b in self.block_sizes if math.ceil(rep_len / b) >= MIN_BLOCKS)
+        return dataclasses.replace(self, block_sizes=fit or (min(self.block_sizes),))
+
+    def restricted_to(self, block_sizes: Sequence[int] | None) -> SearchSpace:
+        """This space with the block sizes a bucket's study was created with (`BucketMeta.block_sizes`), so
+        resumed runs and other workers suggest from the same distributions; None (a study of an earlier
+        version, which offered every block size) keeps them all."""
+        return self if block_sizes is None else dataclasses.replace(self, block_sizes=tuple(block_sizes))
 
     def dense_params(self) -> dict[str, Any]:
         """Parameters of the dense-equivalent trial (keep or tau of 1 keeps every visible block)."""

@@ -72,6 +72,9 @@ class BucketMeta:
     confirm_n: int = 0  # samples in the bucket's confirmation part (never explored by the search)
     confirm_tasks: list[str] = field(default_factory=list)  # their tasks, in order
     confirm_limit: int = 6  # candidates evaluated on the confirmation part at most
+    # Block sizes the study searches (`SearchSpace.at_length`); None: written by an earlier version, which
+    # searched every block size of the space.
+    block_sizes: tuple[int, ...] | None = None
 
     def to_attr(self) -> dict[str, Any]:
         """The JSON the study stores (the layout earlier versions wrote)."""
@@ -84,6 +87,7 @@ class BucketMeta:
             "rep_len": self.rep_len, "tasks": list(self.tasks), "edges": list(self.edges), "min_len": self.min_len,
             "trials": self.trials, "seed": self.seed, "study": self.study, "storage": self.storage,
             "confirm": {"n": self.confirm_n, "tasks": list(self.confirm_tasks), "limit": self.confirm_limit},
+            **({"block_sizes": list(self.block_sizes)} if self.block_sizes is not None else {}),
         }
 
     @classmethod
@@ -96,7 +100,8 @@ class BucketMeta:
                    max_len=b["max_len"], n=b["n"], rep_len=d["rep_len"], tasks=list(d["tasks"]),
                    edges=list(d["edges"]), min_len=d["min_len"], trials=d["trials"], seed=d["seed"],
                    study=d["study"], storage=d["storage"], confirm_n=c.get("n", 0),
-                   confirm_tasks=list(c.get("tasks", [])), confirm_limit=c.get("limit", 6))
+                   confirm_tasks=list(c.get("tasks", [])), confirm_limit=c.get("limit", 6),
+                   block_sizes=tuple(d["block_sizes"]) if d.get("block_sizes") is not None else None)
 
 
 def _plain(info: Any) -> dict[str, Any]:
