@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from sparsetune import load_profile
 from sparsetune.search import TrialRecord, profile_from_storage
-from sparsetune.search.results import candidates, confirmation_verdicts
+from sparsetune.search.results import bucket_outcomes, candidates, confirmation_verdicts
 from sparsetune.search.storage import default_journal, open_storage
 from sparsetune.search.study import is_dense_trial, meta_of
 
@@ -78,8 +78,10 @@ def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
         a, c = bucket.accuracy, bucket.confirmation
         assert c.sparse >= 0.95 * c.dense - 1e-12  # the fresh samples alone meet the (point) floor
         assert a.sparse * a.n + c.sparse * c.n >= 0.95 * (a.dense * a.n + c.dense * c.n) - 1e-9  # and all together
-    # Rebuilding from storage alone gives the same profile.
+    # Rebuilding from storage alone gives the same profile; the outcomes (the plot's panels) give its spans.
     assert profile_from_storage(storage, "p") == profile
+    spans = [(o.first_len, o.bucket.max_len) for o in bucket_outcomes(storage, "p")]
+    assert spans == [profile.bucket_range(i) for i in range(len(profile.buckets))]
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ class BucketOutcome:
     """A bucket's chosen point plus every trial, for the final table and the plot."""
 
     bucket: Bucket
-    first_len: int
+    first_len: int  # shortest length of the bucket's range, as the profile has it
     trials: list[FrozenTrial]
     chosen: FrozenTrial | None
     floor_accuracy: float  # the accuracy the constraint compared with (absolute value)
@@ -164,7 +164,9 @@ def _outcome(study: optuna.Study) -> BucketOutcome:
                                           per_task=_per_task(meta.tasks, dense, dense)),
                         confirmation=confirmation, sparsity=0.0, cost=1.0)
         chosen = base
-    return BucketOutcome(bucket=bucket, first_len=meta.first_len, trials=trials, chosen=chosen,
+    # The span as the profile gives it (`Profile.bucket_range`): the first bucket starts at min_len.
+    first_len = meta.min_len if meta.index == 0 else meta.first_len
+    return BucketOutcome(bucket=bucket, first_len=first_len, trials=trials, chosen=chosen,
                          floor_accuracy=target, kernel=kernel,
                          failed_confirmation=tuple(c.number for c in w.failed))
 
