@@ -16,7 +16,7 @@ import inspect
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -146,11 +146,12 @@ def _batches(samples: Sequence[TokenSample], batch_size: int) -> list[list[int]]
 
 def fill_answers(
     loaded: LoadedModel, samples: Sequence[TokenSample], answer_tokens: int = DEFAULT_ANSWER_TOKENS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = DEFAULT_BATCH_SIZE, on_batch: Callable[[int], None] | None = None,
 ) -> list[TokenSample]:
     """Fidelity mode: give each sample without an answer the dense model's greedy continuation.
 
     `answer_tokens` tokens, cut after the first EOS; samples with answers are returned unchanged.
+    `on_batch(n)` is called after each batch with its number of samples (for progress displays).
     """
     if isinstance(answer_tokens, bool) or not isinstance(answer_tokens, int) or answer_tokens < 1:
         raise WorkloadError(f"answer_tokens: must be an integer >= 1, got {answer_tokens!r}")
@@ -166,6 +167,8 @@ def fill_answers(
             for i, pred in zip(batch, preds):
                 cut = next((j + 1 for j, t in enumerate(pred) if t in eos), len(pred))
                 out[todo[i]] = dataclasses.replace(pending[i], answer_ids=pred[:cut])
+            if on_batch is not None:
+                on_batch(len(batch))
     return out
 
 
@@ -183,8 +186,11 @@ def evaluate(
     samples: Sequence[TokenSample],
     policy: Budget | Policy | None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    on_batch: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    """Teacher-forced exact match of `policy` (None = dense) on samples that all have answers."""
+    """Teacher-forced exact match of `policy` (None = dense) on samples that all have answers.
+
+    `on_batch(n)` is called after each batch with its number of samples (for progress displays)."""
     for s in samples:
         if not s.answer_ids:
             raise WorkloadError(f"line {s.line}: the sample has no answer; call fill_answers first (fidelity mode)")
@@ -196,5 +202,7 @@ def evaluate(
             preds = _greedy(loaded, [samples[i].input_ids for i in batch], max(map(len, answers)), feeds=answers)
             for i, ans, pred in zip(batch, answers, preds):
                 correct[i] = pred[: len(ans)] == ans
+            if on_batch is not None:
+                on_batch(len(batch))
     seconds = time.perf_counter() - start
     return EvalResult(correct=correct, per_task=_per_task(samples, correct), stats=stats, seconds=seconds)
