@@ -36,7 +36,6 @@ from .profile.profile import PROFILE_SCHEMA_VERSION, Profile
 from .runtime.policy import CONFIG_KEY, PROFILE_FILE, config_entry
 
 __all__ = [
-    "DEMO_HELDOUT",
     "FORMATS",
     "DeployError",
     "Deployed",
@@ -46,13 +45,11 @@ __all__ = [
     "deploy",
     "device_warning",
     "export_table",
-    "heldout_workload",
     "model_config_sha256",
     "model_folder",
     "schema_note",
 ]
 
-DEMO_HELDOUT = Path(__file__).resolve().parent / "demo" / "heldout.jsonl"  # `--workload demo-heldout`
 FORMATS = ("folder", "json", "hf-overrides")  # what `apply` writes: a deploy folder, or a table file
 
 
@@ -72,11 +69,6 @@ def check_apply_options(fmt: str, model: str | None, out: Path | None, in_place:
     if fmt != "folder" and (in_place or (check and out is None)):
         raise DeployError(f"format: --format {fmt} writes a file; give --out FILE "
                           + ("(--in-place is for deploy folders)" if in_place else "with --check"))
-
-
-def heldout_workload(name: str) -> str:
-    """`demo-heldout` is the packaged held-out split; anything else is a JSONL path."""
-    return str(DEMO_HELDOUT) if name == "demo-heldout" else name
 
 
 def export_table(profile: Profile, fmt: str, out: Path | None = None) -> str:

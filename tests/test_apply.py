@@ -349,6 +349,22 @@ def test_check_gate_exit_codes(run_cli, model_dir, tmp_path, budget, code):
         assert r.code == 1 and "fail" in r.out and "lower" in r.out and "upper" in r.out
 
 
+def test_check_shows_progress_per_batch(run_cli, model_dir, tmp_path, monkeypatch):
+    from sparsetune.cli.progress import StepProgress
+
+    monkeypatch.setattr(StepProgress.__init__, "__defaults__", (0.0, 0.0))  # say everything at once
+    profile = tmp_path / "p.yaml"
+    make_profile(model_dir, Budget(keep=0.999, block_size=16, sink=1, local=1), confidence=None).save(profile)
+    work = _workload(tmp_path / "held.jsonl", [30, 200, 200, 220, 230, 240])
+    r = run_cli("apply", profile, "-m", model_dir, "--check", "-w", work, "--json", "--answer-tokens", "4")
+    assert r.code == 0, r.err
+    said = [line.split(": ")[-1] for line in r.err.splitlines() if " samples, " in line]
+    # Fidelity answers for all 6, then dense and profile runs of the 5 samples in the one sparse bucket.
+    assert said[0].startswith("answers 6/6 samples")
+    assert [x.split(" samples")[0] for x in said[1:]] == ["evaluate 5/10", "evaluate 10/10"]
+    json.loads(r.out)
+
+
 @pytest.mark.slow
 def test_gate_on_heldout_conservative_passes_aggressive_fails_demo_as_measured(run_cli, tmp_path):
     """The gate on the demo's held-out split: a conservative budget passes, a far too small one fails,

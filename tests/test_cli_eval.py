@@ -84,9 +84,78 @@ def test_bad_workloads_exit_2_with_file_and_line(tmp_path, run_cli, content, mes
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.err, result.err
 
 
-def test_eval_needs_exactly_one_policy(tmp_path, run_cli):
-    result = run_cli("eval", "--model", "demo", "--workload", _few(tmp_path))
-    assert result.code == 2 and "exactly one of --profile and --budget" in result.err
+def test_eval_takes_at_most_one_policy_and_no_empty_budget(tmp_path, run_cli, example_path):
+    result = run_cli("eval", "--model", "demo", "--workload", _few(tmp_path), "--budget", "keep=0.5",
+                     "--profile", example_path)
+    assert result.code == 2 and "at most one of --profile and --budget" in result.err
+    for empty in ("", " "):
+        result = run_cli("eval", "--model", "demo", "--workload", _few(tmp_path), "--budget", empty)
+        lines = result.err.strip().splitlines()
+        assert result.code == 2 and len(lines) == 1 and lines[0].startswith("error: --budget: empty"), result.err
+        assert "Traceback" not in result.err
+
+
+def test_eval_without_a_policy_evaluates_dense_and_says_so(tmp_path, run_cli):
+    result = run_cli("eval", "--model", "demo", "--workload", _few(tmp_path), "--json")
+    assert result.code == 0, result.err
+    assert "evaluating dense attention (the baseline)" in result.err
+    [row] = [r for r in json.loads(result.out) if r["task"] == "all"] or json.loads(result.out)
+    assert row["n"] == 4 and row["sparse"] == row["dense"] and row["sparsity"] == 0
+    table = run_cli("eval", "--model", "demo", "--workload", _few(tmp_path))
+    assert table.code == 0 and "dense (the baseline)" in table.out
+
+
+def test_eval_buckets_auto_means_what_it_means_in_search(tmp_path, run_cli):
+    from conftest import demo_slice
+    from sparsetune.profile.buckets import MIN_PER_BUCKET, auto_edges
+
+    # 4 per task at 256 and 512 tokens: 32 samples, enough for two automatic buckets (dense alone: quick).
+    workload = demo_slice(tmp_path, lengths=(256, 512), per_task=4)
+    assert auto_edges([256] * 16 + [512] * 16, min_per_bucket=MIN_PER_BUCKET) == [256, 512]
+    auto = run_cli("eval", "-m", "demo", "-w", workload, "--buckets", "auto", "--json")
+    plain = run_cli("eval", "-m", "demo", "-w", workload, "--json")
+    assert auto.code == plain.code == 0, auto.err + plain.err
+    spans = lambda out: sorted({(r["first"], r["last"]) for r in json.loads(out)})  # noqa: E731
+    assert spans(auto.out) == [(256, 256), (257, 512)]
+    assert spans(plain.out) == [(256, 512)]  # no --buckets and no profile: one bucket
+
+
+def test_auto_buckets_split_where_search_would(monkeypatch):
+    import sys
+
+    from sparsetune.evaluate.compare import AUTO, compare
+    from sparsetune.evaluate.decode import EvalResult
+
+    compare_mod = sys.modules["sparsetune.evaluate.compare"]  # the package re-exports `compare`, the function
+    parts = []
+
+    def fake_evaluate(loaded, part, policy, batch_size, on_batch=None):
+        parts.append(sorted({s.length for s in part}))
+        return EvalResult(correct=[True] * len(part), per_task={})
+
+    class S:
+        def __init__(self, n):
+            self.length, self.task = n, "t"
+
+    monkeypatch.setattr(compare_mod, "evaluate", fake_evaluate)
+    rows = compare(None, [S(256)] * 20 + [S(512)] * 20, None, AUTO)
+    assert [(r.first, r.last) for r in rows] == [(256, 256), (257, 512)]
+    assert parts == [[256], [512]]  # dense alone: one run per bucket
+
+
+def test_eval_knows_the_builtin_heldout_workload(run_cli, monkeypatch):
+    import sparsetune.evaluate as evaluate_pkg
+
+    got = {}
+
+    def fake_compare(loaded, samples, policy, edges, **kwargs):
+        got["n"] = len(samples)
+        return []
+
+    monkeypatch.setattr(evaluate_pkg, "compare", fake_compare)  # the name resolves; the evaluation is not the test
+    result = run_cli("eval", "-m", "demo", "-w", "demo-heldout", "--budget", "keep=0.5", "--json")
+    assert result.code == 0, result.err
+    assert got["n"] == 640
 
 
 def test_bad_budget_and_missing_model_exit_2(tmp_path, run_cli):
@@ -117,3 +186,16 @@ def test_workload_synth_sizes_samples_in_model_tokens(tmp_path, run_cli):
 def test_workload_synth_rejects_unknown_tasks(tmp_path, run_cli):
     result = run_cli("workload", "synth", "--model", "demo", "--tasks", "niah,poetry", "-o", tmp_path / "x.jsonl")
     assert result.code == 2 and "tasks: must be among" in result.err
+
+
+def test_eval_shows_progress_per_batch_as_plain_lines_when_piped(tmp_path, run_cli, monkeypatch):
+    from sparsetune.cli.progress import StepProgress
+
+    monkeypatch.setattr(StepProgress.__init__, "__defaults__", (0.0, 0.0))  # say everything at once
+    result = run_cli("eval", "-m", "demo", "-w", _few(tmp_path, 12), "--budget", "keep=0.5", "--json")
+    assert result.code == 0, result.err
+    lines = [line for line in result.err.splitlines() if " evaluate " in line]
+    # 12 samples, dense then sparse, in batches of 8: one line per batch, cumulative, ending at the total.
+    assert [line.split(" evaluate ")[1].split(" samples")[0] for line in lines] == ["8/24", "12/24", "20/24", "24/24"]
+    assert result.err.strip().splitlines()[-1].endswith(" s") and "done in" in result.err
+    json.loads(result.out)  # stdout keeps the results alone

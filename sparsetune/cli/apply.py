@@ -62,12 +62,13 @@ def apply(
     report = None
     if check:
         from ..evaluate import check_profile, load_inputs
-        from .progress import working
+        from .progress import StepProgress
         from .render import render_check
 
-        with working(console(stderr=True), f"check: {profile} on {workload}"):
-            loaded, work = load_inputs(model, deploy_lib.heldout_workload(workload), answer_tokens)  # type: ignore[arg-type]
-            report = check_profile(loaded_profile, loaded, work.samples, workload=work.name)
+        with StepProgress(console(stderr=True), f"check: {profile} on {workload}") as progress:
+            loaded, work = load_inputs(model, workload, answer_tokens, progress=progress.update)  # type: ignore[arg-type]
+            report = check_profile(loaded_profile, loaded, work.samples, workload=work.name,
+                                   progress=progress.update)
         result["check"] = report.to_dict()
         if not json_output:
             render_check(report, console(), title=f"check: {profile} with {loaded.name} on {work.name}")

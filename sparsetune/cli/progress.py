@@ -1,15 +1,14 @@
 """Progress for long commands (imported only by the CLI), on stderr so stdout keeps the results.
 
-On a terminal: rich bars (search: one per bucket) or a spinner with the elapsed time. Piped or logged:
-plain lines as things happen (search: one per finished trial), never a silence until the end.
+On a terminal: rich bars (search: one per bucket; eval and apply --check: one per stage, after a spinner
+while the model loads). Piped or logged: plain lines as things happen (search: one per finished trial;
+eval and apply --check: one every few seconds per stage), never a silence until the end.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
@@ -17,7 +16,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 
 from ..search.run import TrialEvent
 
-__all__ = ["SearchProgress", "working"]
+__all__ = ["SearchProgress", "StepProgress"]
 
 
 def _best(cost: float | None) -> str:
@@ -60,28 +59,61 @@ class SearchProgress:
                               last=e.last_state.lower())
 
 
-@contextlib.contextmanager
-def working(console: Console, text: str, after_s: float = 2.0) -> Iterator[None]:
-    """A spinner with the elapsed time while a long step runs. Piped: a plain line once it has run `after_s`
-    (so a quick failure stays one `error:` line) and another when it ends."""
-    start = time.monotonic()
-    if not console.is_terminal:
-        said = threading.Event()
+class StepProgress:
+    """A long step (load, fill answers, evaluate) whose `update` is the evaluation layer's `progress` callback
+    (`evaluate.progress.Progress`).
 
-        def say() -> None:
-            said.set()
-            print(f"{text} ...", file=console.file, flush=True)
+    On a terminal: a spinner until the first batch, then a bar per stage. Piped or logged, as `search` does:
+    plain lines, the first once the step has run `after_s` (so a quick failure stays one `error:` line), then
+    one per stage at most every `every_s` seconds and when the stage completes, and one when the step ends.
+    """
 
-        timer = threading.Timer(after_s, say)
-        timer.daemon = True
-        timer.start()
-        try:
-            yield
-        finally:
-            timer.cancel()
-        if said.is_set():
-            print(f"{text}: done in {time.monotonic() - start:.0f} s", file=console.file, flush=True)
-        return
-    with Progress(SpinnerColumn(), TextColumn(text), TimeElapsedColumn(), console=console, transient=True) as bar:
-        bar.add_task("", total=None)
-        yield
+    def __init__(self, console: Console, text: str, after_s: float = 2.0, every_s: float = 5.0) -> None:
+        self._console, self._text, self._after_s, self._every_s = console, text, after_s, every_s
+        self._live = console.is_terminal
+        self._start = self._last = time.monotonic()
+        self._said = threading.Event()
+        self._timer: threading.Timer | None = None
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+        self._tasks: dict[str, int] = {}
+        self._waiting: int | None = None
+
+    def _say(self, line: str) -> None:
+        self._said.set()
+        self._last = time.monotonic()
+        print(line, file=self._console.file, flush=True)
+
+    def __enter__(self) -> StepProgress:
+        self._start = self._last = time.monotonic()
+        if self._live:
+            self._progress.__enter__()
+            self._waiting = self._progress.add_task(self._text, total=None)
+        else:
+            self._timer = threading.Timer(self._after_s, self._say, args=(f"{self._text} ...",))
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self._live:
+            self._progress.__exit__(exc_type, *exc)  # type: ignore[arg-type]
+            return
+        assert self._timer is not None
+        self._timer.cancel()
+        if self._said.is_set() and exc_type is None:
+            self._say(f"{self._text}: done in {time.monotonic() - self._start:.0f} s")
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if self._live:
+            if self._waiting is not None:
+                self._progress.remove_task(self._waiting)
+                self._waiting = None
+            if stage not in self._tasks:
+                self._tasks[stage] = self._progress.add_task(f"{self._text}: {stage}", total=total)
+            self._progress.update(self._tasks[stage], completed=min(done, total))
+            return
+        now = time.monotonic()
+        if now - self._start >= self._after_s and (now - self._last >= self._every_s or done >= total):
+            self._say(f"{self._text}: {stage} {min(done, total)}/{total} samples, {now - self._start:.0f} s")

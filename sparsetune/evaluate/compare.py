@@ -5,32 +5,44 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from ..errors import BudgetError
 from ..profile.budget import Budget
 from ..profile.profile import Profile, load_profile
-from ..profile.buckets import bucket_index
+from ..profile.buckets import MIN_PER_BUCKET, auto_edges, bucket_index, parse_edges
 from ..runtime.hf_attention import Policy
 from ..profile.floor import measure_floor
 from ..profile.profile import Floor
 from ..workload.files import TokenSample
 from ..workload.models import LoadedModel
 from .decode import DEFAULT_BATCH_SIZE, evaluate
+from .progress import Progress, per_batch
 
-__all__ = ["BucketComparison", "compare", "eval_policy"]
+__all__ = ["AUTO", "BucketComparison", "compare", "eval_policy"]
+
+AUTO = "auto"  # `--buckets auto`: length quantiles of the workload, as `search` makes them
 
 
-def eval_policy(profile: str | os.PathLike[str] | None, budget: str | None,
-                edges: Sequence[int] | None = None) -> tuple[Profile | Budget, Sequence[int] | None]:
-    """The policy `sparsetune eval` compares with dense: a profile file or a fixed budget (exactly one),
-    and the bucket edges of its table: `edges` if given, else a profile's own, else None (one bucket)."""
-    if (profile is None) == (budget is None):
-        raise BudgetError("eval: give exactly one of --profile and --budget")
+def eval_policy(profile: str | os.PathLike[str] | None, budget: str | None, buckets: str | None = None,
+                ) -> tuple[Profile | Budget | None, Sequence[int] | Literal["auto"] | None]:
+    """The policy `sparsetune eval` compares with dense, and the bucket edges of its table.
+
+    The policy is a profile file or a fixed budget (at most one); neither is dense itself (None), the
+    baseline. `buckets` is `--buckets` as typed: edges, `auto` (`AUTO`: quantiles, once the lengths are
+    known), or None: a profile's own edges, else one bucket (None).
+    """
+    if profile is not None and budget is not None:
+        raise BudgetError("eval: give at most one of --profile and --budget (neither evaluates dense)")
+    if budget is not None and not budget.strip():
+        raise BudgetError("--budget: empty; give key=value pairs like keep=0.3,block=64, or leave --budget out "
+                          "to evaluate dense")
+    auto = buckets is not None and buckets.strip() == AUTO
+    edges = AUTO if auto else parse_edges(buckets)
     if profile is not None:
         loaded = load_profile(profile)
         return loaded, edges if edges is not None else loaded.edges
-    return Budget.parse(budget), edges  # type: ignore[arg-type]
+    return (Budget.parse(budget) if budget is not None else None), edges
 
 
 @dataclass(frozen=True)
@@ -53,27 +65,34 @@ class BucketComparison:
 def compare(
     loaded: LoadedModel,
     samples: Sequence[TokenSample],
-    policy: Budget | Policy,
-    edges: Sequence[int] | None = None,
+    policy: Budget | Policy | None,
+    edges: Sequence[int] | Literal["auto"] | None = None,
     confidence: float = 0.9,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress | None = None,
 ) -> list[BucketComparison]:
     """Per bucket, and per task within it: dense and `policy` accuracy, the lower bound and the sparsity.
 
-    `edges` None puts everything in one bucket. Samples beyond the last edge join the last bucket.
+    `policy` None is dense (evaluated once: the baseline alone). `edges` None puts everything in one
+    bucket; `AUTO` makes them from the lengths as `search` does. Samples beyond the last edge join the last
+    bucket. `progress("evaluate", done, total)` follows every batch, dense and policy runs together.
     """
     lengths = [s.length for s in samples]
+    if edges == AUTO:
+        edges = auto_edges(lengths, min_per_bucket=MIN_PER_BUCKET)
     edges = list(edges) if edges else [max(lengths)]
     groups: list[list[int]] = [[] for _ in edges]
     for i, n in enumerate(lengths):
         groups[bucket_index(edges, n)].append(i)  # type: ignore[index]
     rows: list[BucketComparison] = []
+    on_batch = per_batch(progress, "evaluate", len(samples) * (1 if policy is None else 2))
     for b, idx in enumerate(groups):
         if not idx:
             continue
         part = [samples[i] for i in idx]
-        dense = evaluate(loaded, part, None, batch_size).correct
-        result = evaluate(loaded, part, policy, batch_size)
+        base = evaluate(loaded, part, None, batch_size, on_batch)
+        dense = base.correct
+        result = base if policy is None else evaluate(loaded, part, policy, batch_size, on_batch)
         first = edges[b - 1] + 1 if b else min(lengths)
         last = edges[b] if b < len(edges) - 1 else max(edges[b], max(lengths[i] for i in idx))
         tasks = sorted({s.task for s in part})

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from ..profile.floor import DEFAULT_CONFIDENCE, judge_floor
 from ..profile.profile import Profile
 from .decode import DEFAULT_BATCH_SIZE, evaluate
+from .progress import Progress, per_batch
 
 __all__ = ["BucketCheck", "CheckReport", "Verdict", "check_profile"]
 
@@ -73,13 +74,14 @@ class CheckReport:
 
 
 def check_profile(profile: Profile, loaded: Any, samples: Sequence[Any], workload: str = "",
-                  batch_size: int | None = None) -> CheckReport:
+                  batch_size: int | None = None, progress: Progress | None = None) -> CheckReport:
     """Per profile bucket: dense and profile accuracy on `samples` (with answers), judged against the floor.
 
     The profile itself is the policy, so every attention call looks its budget up by KV length exactly
     as in serving. Each bucket is judged on the point estimate, and, with a per-task floor, every task
     (see the module docstring); bounds are at the floor's confidence. Dense buckets are not run
     (nothing changes there); a sparse bucket without samples is "untested", which does not fail the gate.
+    `progress("evaluate", done, total)` follows every batch of the sparse buckets' dense and profile runs.
     """
     confidence = profile.floor.confidence if profile.floor.confidence is not None else DEFAULT_CONFIDENCE
     floor = replace(profile.floor, confidence=None)  # the verdict on point estimates
@@ -91,6 +93,8 @@ def check_profile(profile: Profile, loaded: Any, samples: Sequence[Any], workloa
         rows.append(BucketCheck(first=1, last=profile.min_len - 1, n=len(groups[None]), dense_bucket=True,
                                 verdict=Verdict.DENSE))
     last = len(profile.buckets) - 1
+    runs = sum(2 * len(groups.get(i, [])) for i, b in enumerate(profile.buckets) if not b.dense)
+    on_batch = per_batch(progress, "evaluate", runs)
     for i, bucket in enumerate(profile.buckets):
         first, upto = profile.bucket_range(i)
         part = groups.get(i, [])
@@ -102,8 +106,8 @@ def check_profile(profile: Profile, loaded: Any, samples: Sequence[Any], workloa
             rows.append(BucketCheck(**head, verdict=Verdict.UNTESTED))
             continue
         size = batch_size or DEFAULT_BATCH_SIZE
-        dense = evaluate(loaded, part, None, batch_size=size)
-        sparse = evaluate(loaded, part, profile, batch_size=size)
+        dense = evaluate(loaded, part, None, batch_size=size, on_batch=on_batch)
+        sparse = evaluate(loaded, part, profile, batch_size=size, on_batch=on_batch)
         v = judge_floor(floor, dense.correct, sparse.correct, [s.task for s in part], confidence=confidence)
         m = v.overall
         rows.append(BucketCheck(**head, dense=m.dense, sparse=m.sparse, lower_bound=m.lower_bound,

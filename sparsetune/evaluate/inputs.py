@@ -3,28 +3,43 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from ..workload.files import DEFAULT_ANSWER_TOKENS, Workload, load_workload
 from ..workload.models import LoadedModel, load_model
+from .progress import Progress, per_batch
 
-__all__ = ["load_inputs", "load_more"]
+__all__ = ["DEMO_HELDOUT", "load_inputs", "load_more", "workload_source"]
+
+DEMO_HELDOUT = Path(__file__).resolve().parents[1] / "demo" / "heldout.jsonl"  # `--workload demo-heldout`
 
 
-def load_inputs(model: str, workload: str, answer_tokens: int = DEFAULT_ANSWER_TOKENS) -> tuple[LoadedModel, Workload]:
-    """The model and its workload; unlabelled samples get the dense model's greedy answer (fidelity mode)."""
+def workload_source(name: str) -> str:
+    """The one place built-in workload names beyond `demo` resolve: `demo-heldout` is the packaged held-out
+    split (for `eval`, `apply --check` and `search --confirm` alike); anything else passes through."""
+    return str(DEMO_HELDOUT) if name == "demo-heldout" else name
+
+
+def load_inputs(model: str, workload: str, answer_tokens: int = DEFAULT_ANSWER_TOKENS,
+                progress: Progress | None = None) -> tuple[LoadedModel, Workload]:
+    """The model and its workload; unlabelled samples get the dense model's greedy answer (fidelity mode),
+    reported as `progress("answers", done, total)` per batch."""
     import torch
 
     torch.set_grad_enabled(False)
     loaded = load_model(model)
-    return loaded, load_more(loaded, workload, answer_tokens)
+    return loaded, load_more(loaded, workload, answer_tokens, progress)
 
 
-def load_more(loaded: LoadedModel, workload: str, answer_tokens: int = DEFAULT_ANSWER_TOKENS) -> Workload:
+def load_more(loaded: LoadedModel, workload: str, answer_tokens: int = DEFAULT_ANSWER_TOKENS,
+              progress: Progress | None = None) -> Workload:
     """Another workload for an already loaded model (held-out or confirmation samples), answers filled."""
     from .decode import fill_answers
 
-    work = load_workload(workload, loaded.tokenizer, loaded.max_positions, answer_tokens=answer_tokens,
-                         vocab_size=loaded.vocab_size)
-    if any(s.answer_ids is None for s in work.samples):
-        work = dataclasses.replace(work, samples=fill_answers(loaded, work.samples, answer_tokens))
+    work = load_workload(workload_source(workload), loaded.tokenizer, loaded.max_positions,
+                         answer_tokens=answer_tokens, vocab_size=loaded.vocab_size)
+    todo = sum(s.answer_ids is None for s in work.samples)
+    if todo:
+        on_batch = per_batch(progress, "answers", todo)
+        work = dataclasses.replace(work, samples=fill_answers(loaded, work.samples, answer_tokens, on_batch=on_batch))
     return work

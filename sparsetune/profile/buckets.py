@@ -14,7 +14,9 @@ from typing import Protocol, TypeVar
 
 from ..errors import SearchError, WorkloadError
 
-__all__ = ["auto_edges", "bucket_index", "bucketize", "check_edges", "parse_edges"]
+__all__ = ["MIN_PER_BUCKET", "auto_edges", "bucket_index", "bucketize", "check_edges", "parse_edges"]
+
+MIN_PER_BUCKET = 16  # samples per automatic bucket (`--buckets auto`, search and eval alike)
 
 
 class _HasLength(Protocol):

@@ -12,6 +12,7 @@ import optuna
 
 from ..errors import SearchError
 from ..profile.budget import METHODS, Budget
+from ..profile.buckets import MIN_PER_BUCKET
 from ..profile.profile import Floor
 
 __all__ = ["MIN_BLOCKS", "SearchSettings", "SearchSpace"]
@@ -72,7 +73,7 @@ class SearchSettings:
     confirm_fraction: float = 1 / 3  # share of each bucket's samples (per task) kept for confirmation
     confirm_limit: int = 6  # candidates re-measured on the confirmation part, at most, per bucket
     edges: tuple[int, ...] | None = None  # bucket upper edges; None = automatic quantiles
-    min_per_bucket: int = 16  # automatic buckets and the "tiny bucket" warning
+    min_per_bucket: int = MIN_PER_BUCKET  # automatic buckets and the "tiny bucket" warning
     trials: int = 40  # complete trials per bucket (shared by all workers)
     timeout: float | None = None  # seconds for the whole search
     study: str = "sparsetune"
