@@ -59,7 +59,8 @@ def frontier_figure(outcomes: list[BucketOutcome], title: str = "") -> Any:
         dense = [t for t in done if is_dense_trial(t)]
         if dense:
             ax.scatter([1.0], [records[dense[0].number].accuracy], c="black", marker="s", s=30, label="dense")
-        ax.axhline(o.floor_accuracy, color="gray", ls="--", lw=1, label="floor")
+        if o.floor_accuracy is not None:  # None: stopped before the dense baseline, no floor yet
+            ax.axhline(o.floor_accuracy, color="gray", ls="--", lw=1, label="floor")
         if o.chosen is not None and not o.bucket.dense and o.chosen.number in records:
             ax.scatter([o.chosen.value], [records[o.chosen.number].accuracy], marker="*", s=220,
                        facecolors="gold", edgecolors="black", zorder=5, label="chosen")

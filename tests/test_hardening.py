@@ -248,10 +248,14 @@ def test_timeout_exits_3_and_says_so(tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 3, err
     assert "Traceback" not in err
-    assert "warning: --timeout 2 s" in err
-    profile = tmp_path / "p.yaml"
-    if profile.exists():  # the search got far enough to write one: it names its incomplete buckets
-        assert "incomplete:" in profile.read_text()
+    assert "warning: --timeout 2 s" in err and "incomplete buckets" in err
+    # However early the timeout, a profile is written, and its buckets say what they rest on.
+    from sparsetune import load_profile
+
+    profile = load_profile(tmp_path / "p.yaml")
+    assert profile.provenance.trials_per_bucket == 60
+    reasons = [b.reason or "" for b in profile.buckets]
+    assert all(r.startswith("incomplete: ") and " of 60 trials" in r for r in reasons), reasons
 
 
 # ---------------------------------------------------------------- readable by a person

@@ -176,8 +176,8 @@ def test_a_failing_bucket_is_a_search_warning(monkeypatch):
             r.status = BucketStatus.FAILING
 
     monkeypatch.setattr(run_mod, "_run_buckets", fake_run_buckets)
-    monkeypatch.setattr(run_mod, "profile_from_storage", lambda *a: None)
-    monkeypatch.setattr(run_mod, "bucket_outcomes", lambda *a: [])
+    monkeypatch.setattr(run_mod, "profile_from_storage", lambda *a, **k: None)
+    monkeypatch.setattr(run_mod, "bucket_outcomes", lambda *a, **k: [])
     from sparsetune.workload import TokenSample, Workload
 
     samples = [TokenSample([2] * 10, [5], "t", i + 1) for i in range(4)]
@@ -221,3 +221,21 @@ def test_a_bucket_keeps_the_block_sizes_its_study_was_created_with():
     old = {k: v for k, v in first.to_attr().items() if k != "block_sizes"}
     assert BucketMeta.from_attr(old).block_sizes is None and space.restricted_to(None) == space
     assert BucketMeta.from_attr(first.to_attr()) == first
+
+
+def test_a_search_stopped_before_a_baseline_writes_a_profile_that_says_so():
+    from sparsetune.search import bucket_outcomes, profile_from_storage
+    from sparsetune.search.study import create_or_load
+
+    storage = optuna.storages.InMemoryStorage()
+    create_or_load(storage, "s:256", _meta(), SearchSpace().dense_params())  # its dense trial only queued
+    # Strict (collect, a search without --timeout): not a profile yet.
+    with pytest.raises(SearchError, match="dense baseline trial has not completed"):
+        profile_from_storage(storage, "s")
+    profile = profile_from_storage(storage, "s", allow_incomplete=True)
+    assert [b.max_len for b in profile.buckets] == [256, 512] and all(b.dense for b in profile.buckets)
+    assert [b.reason.split(",")[0] for b in profile.buckets] == ["incomplete: 0 of 3 trials"] * 2
+    assert profile.provenance.trials_per_bucket == 3  # the target, not what some bucket reached
+    outcomes = bucket_outcomes(storage, "s", allow_incomplete=True)
+    assert [(o.first_len, o.bucket.max_len, o.incomplete) for o in outcomes] == [(100, 256, True), (257, 512, True)]
+    assert [profile.bucket_range(i) for i in range(2)] == [(100, 256), (257, 512)]

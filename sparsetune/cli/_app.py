@@ -12,8 +12,8 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "app", "console", "workload_app"]
 
 # Exit codes (README "Exit codes"); `cli._EXIT_CODES` maps errors to them. 0 done; 1 `apply --check` found a
-# bucket below the floor; 2 bad input, nothing written; 3 `search --timeout` stopped the search (a profile,
-# if one could be written, names its incomplete buckets; the same command resumes); 130 interrupted by
+# bucket below the floor; 2 bad input, nothing written; 3 `search --timeout` stopped the search (the profile
+# names its incomplete buckets and their trial counts; the same command resumes); 130 interrupted by
 # Ctrl-C (finished trials are kept; the same command resumes).
 EXIT_BAD_INPUT = 2
 EXIT_INCOMPLETE = 3

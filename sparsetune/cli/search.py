@@ -85,20 +85,17 @@ def search(
                                      on_event=progress.update, confirm=confirm)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None  # quick_interrupt has said so, in one line
-    except SearchError as exc:
-        if timeout is None or time.monotonic() - start < timeout or not _timed_out_early(out, storage, settings.study):
-            raise
-        print(f"warning: --timeout {timeout:g} s ended the search before every bucket had its dense baseline, so "
-              f"no profile was written ({exc}); rerun the same command to resume", file=sys.stderr)
-        raise typer.Exit(EXIT_INCOMPLETE) from None
     seconds = time.monotonic() - start
     for o in run.outcomes:
         if o.status is BucketStatus.FAILING:
             print(f"warning: {failing_message(o.bucket.max_len)}", file=sys.stderr)
-    incomplete = _mark_incomplete(run, out, storage, settings.study) if timeout is not None else []
+    # Only a timeout leaves buckets short (a lone worker otherwise returns when all are done); the profile's
+    # reasons name them and their trial counts.
+    incomplete = [f"{o.first_len}-{o.bucket.max_len}" for o in run.outcomes if o.incomplete and timeout is not None]
     if incomplete:
         print(f"warning: --timeout {timeout:g} s stopped the search; incomplete buckets (their budgets rest on "
-              f"fewer trials): {', '.join(incomplete)}; rerun the same command to resume", file=sys.stderr)
+              f"fewer trials, or on none: dense): {', '.join(incomplete)}; rerun the same command to resume",
+              file=sys.stderr)
     if json_output:
         sys.stdout.write(json.dumps({"profile": run.profile.to_dict(), "path": str(run.profile_path),
                                      "plot": str(run.plot_path) if run.plot_path else None,
@@ -112,42 +109,3 @@ def search(
     if incomplete:
         raise typer.Exit(EXIT_INCOMPLETE)
 
-
-def _timed_out_early(out: Path, storage: Optional[str], study: str) -> bool:
-    """Whether the storage holds a bucket without its dense baseline (what a too-short --timeout leaves)."""
-    from ..errors import SparsetuneError
-    from ..search import study_progress
-    from ..search.storage import storage_for
-
-    try:
-        st, _ = storage_for(out, storage, existing=True)
-        return any(not b.baseline for b in study_progress(st, study))
-    except SparsetuneError:
-        return False
-
-
-def _mark_incomplete(run, out: Path, storage: Optional[str], study: str) -> list[str]:  # noqa: ANN001 - SearchRun
-    """Buckets short of their trials after a --timeout: named in the profile (each bucket's `reason`), which is
-    re-written; returns their ranges. (A stopgap until `search.results` records this itself.)"""
-    import dataclasses
-
-    from ..search import study_progress
-    from ..search.storage import storage_for
-
-    st, _ = storage_for(out, storage, existing=True)
-    short = {b.max_len: b for b in study_progress(st, study) if b.complete < b.target}
-    if not short:
-        return []
-    buckets, names = [], []
-    for i, b in enumerate(run.profile.buckets):
-        p = short.get(b.max_len)
-        if p is None:
-            buckets.append(b)
-            continue
-        note = f"incomplete: {p.complete} of {p.target} trials (stopped by --timeout)"
-        buckets.append(dataclasses.replace(b, reason=f"{note}; {b.reason}" if b.reason else note))
-        first, last = run.profile.bucket_range(i)
-        names.append(f"{first}-{last}")
-    run.profile = dataclasses.replace(run.profile, buckets=tuple(buckets))
-    run.profile.save(run.profile_path)
-    return names

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import warnings
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import optuna
@@ -41,10 +43,18 @@ class BucketOutcome:
     first_len: int  # shortest length of the bucket's range, as the profile has it
     trials: list[FrozenTrial]
     chosen: FrozenTrial | None
-    floor_accuracy: float  # the accuracy the constraint compared with (absolute value)
+    floor_accuracy: float | None  # the accuracy the constraint compared with (None: no dense baseline yet)
     kernel: KernelConfig | None
     status: BucketStatus | None = None  # how this worker's search left it (None: read from storage only)
     failed_confirmation: tuple[int, ...] = ()  # candidates (trial numbers) that missed the floor on confirmation
+    complete: int = 0  # complete trials in storage
+    target: int = 0  # complete trials the search asked for
+
+    @property
+    def incomplete(self) -> bool:
+        """Short of its trials (a --timeout, a worker still running, trials that kept failing): the bucket's
+        `reason` in the profile says so."""
+        return self.complete < self.target
 
 
 def _per_task(tasks: list[str], dense: list[bool], sparse: list[bool]) -> dict[str, TaskAccuracy]:
@@ -164,11 +174,34 @@ def _outcome(study: optuna.Study) -> BucketOutcome:
                                           per_task=_per_task(meta.tasks, dense, dense)),
                         confirmation=confirmation, sparsity=0.0, cost=1.0)
         chosen = base
-    # The span as the profile gives it (`Profile.bucket_range`): the first bucket starts at min_len.
-    first_len = meta.min_len if meta.index == 0 else meta.first_len
-    return BucketOutcome(bucket=bucket, first_len=first_len, trials=trials, chosen=chosen,
-                         floor_accuracy=target, kernel=kernel,
-                         failed_confirmation=tuple(c.number for c in w.failed))
+    bucket = _noted(bucket, len(complete), meta.trials)
+    return BucketOutcome(bucket=bucket, first_len=_first_len(meta), trials=trials, chosen=chosen,
+                         floor_accuracy=target, kernel=kernel, failed_confirmation=tuple(c.number for c in w.failed),
+                         complete=len(complete), target=meta.trials)
+
+
+def _first_len(meta: BucketMeta) -> int:
+    """The span's start as the profile gives it (`Profile.bucket_range`): the first bucket starts at min_len."""
+    return meta.min_len if meta.index == 0 else meta.first_len
+
+
+def _noted(bucket: Bucket, complete: int, target: int) -> Bucket:
+    """A bucket short of its trials says so first in its reason, with its trial count."""
+    if complete >= target:
+        return bucket
+    note = f"incomplete: {complete} of {target} trials"
+    return dataclasses.replace(bucket, reason=f"{note}; {bucket.reason}" if bucket.reason else note)
+
+
+def _unfinished(first_len: int, max_len: int, trials: list[FrozenTrial], target: int) -> BucketOutcome:
+    """A bucket the search stopped before its dense baseline completed (or never reached): dense until the
+    search resumes, since nothing was measured there."""
+    done = sum(t.state == TrialState.COMPLETE for t in trials)
+    bucket = Bucket(max_len=max_len, dense=True,
+                    reason=f"incomplete: {done} of {target} trials, stopped before the dense baseline completed; "
+                           f"dense until the search resumes")
+    return BucketOutcome(bucket=bucket, first_len=first_len, trials=trials, chosen=None, floor_accuracy=None,
+                         kernel=None, complete=done, target=target)
 
 
 def _kernel_config(cost: dict[str, Any], budget: Budget) -> KernelConfig:
@@ -180,8 +213,26 @@ def _kernel_config(cost: dict[str, Any], budget: Budget) -> KernelConfig:
     return KernelConfig(**default_config(budget.block_size))
 
 
-def bucket_outcomes(storage: optuna.storages.BaseStorage, prefix: str) -> list[BucketOutcome]:
-    return [_outcome(s) for s in bucket_studies(storage, prefix)]
+def bucket_outcomes(storage: optuna.storages.BaseStorage, prefix: str,
+                    allow_incomplete: bool = False) -> list[BucketOutcome]:
+    """Every bucket's choice, by edge. A bucket without its dense baseline, or never started, is a SearchError,
+    or with `allow_incomplete` (what a search stopped by its --timeout leaves) a dense `incomplete` bucket."""
+    studies = bucket_studies(storage, prefix)
+    if not allow_incomplete:
+        return [_outcome(s) for s in studies]
+    out = []
+    for s in studies:
+        meta = meta_of(s)
+        started = dense_record(s) is not None
+        out.append(_outcome(s) if started else
+                   _unfinished(_first_len(meta), meta.max_len, s.get_trials(deepcopy=False), meta.trials))
+    last = meta_of(studies[-1])
+    reached = {o.bucket.max_len for o in out}
+    for i, edge in enumerate(last.edges):
+        if edge not in reached:
+            first = last.edges[i - 1] + 1 if i else last.min_len
+            out.append(_unfinished(first, edge, [], last.trials))
+    return sorted(out, key=lambda o: o.bucket.max_len)
 
 
 @dataclass(frozen=True)
@@ -243,15 +294,19 @@ def study_progress(storage: optuna.storages.BaseStorage, prefix: str) -> list[Bu
     return sorted(rows, key=lambda r: r.max_len)
 
 
-def profile_from_storage(storage: optuna.storages.BaseStorage, prefix: str) -> Profile:
+def profile_from_storage(storage: optuna.storages.BaseStorage, prefix: str,
+                         allow_incomplete: bool = False) -> Profile:
     """The profile of everything the studies `<prefix>:<max_len>` hold, whoever ran their trials.
 
-    Deterministic for given storage contents: `created` is the last complete trial's completion time.
+    Deterministic for given storage contents: `created` is the last complete trial's completion time. A bucket
+    short of its trials starts its `reason` with ``incomplete: <complete> of <target> trials``;
+    `provenance.trials_per_bucket` is the target. A bucket without its dense baseline (or never started) is a
+    SearchError, or with `allow_incomplete` a dense bucket that says so (`bucket_outcomes`).
     """
     from .._version import __version__
 
     studies = bucket_studies(storage, prefix)
-    outcomes = [_outcome(s) for s in studies]
+    outcomes = bucket_outcomes(storage, prefix, allow_incomplete)
     meta = meta_of(studies[-1])
     missing = [e for e in meta.edges if e not in {o.bucket.max_len for o in outcomes}]
     if missing:
@@ -259,7 +314,8 @@ def profile_from_storage(storage: optuna.storages.BaseStorage, prefix: str) -> P
                           f"started; run the search (it resumes) before writing the profile")
     # Complete trials only: skipped or failed ones may still end after the last trial that counts.
     finished = [t.datetime_complete for s in studies for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    created = max(finished).astimezone().replace(microsecond=0)  # type: ignore[type-var]
+    last_done = max(finished) if finished else datetime.now(timezone.utc)  # type: ignore[type-var]
+    created = last_done.astimezone().replace(microsecond=0)
     kernels = {o.bucket.max_len: o.kernel for o in outcomes if o.kernel is not None}
     return Profile(
         model=meta.model,
@@ -268,8 +324,7 @@ def profile_from_storage(storage: optuna.storages.BaseStorage, prefix: str) -> P
         method=meta.method,  # type: ignore[arg-type]
         provenance=Provenance(
             sparsetune=__version__, created=created.isoformat().replace("+00:00", "Z"), study=prefix,
-            trials_per_bucket=max(sum(t.state == TrialState.COMPLETE for t in s.get_trials(deepcopy=False))
-                                  for s in studies),
+            trials_per_bucket=meta.trials,  # the target; a bucket short of it says so in its reason
             seed=meta.seed, storage=Provenance.create(study=prefix, trials_per_bucket=0, seed=0,
                                                       storage=meta.storage).storage),
         min_len=meta.min_len,

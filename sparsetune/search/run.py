@@ -102,7 +102,8 @@ def search(
     `evaluate.fill_answers` first). A bucket whose dense accuracy is below `settings.min_dense` is a
     SearchError (a broken set-up would make every budget "meet" the floor). A bucket whose confirmation
     samples cannot show the floor at its confidence, or that the search gave up on, is reported with a
-    `SearchWarning` (the latter's outcome status is `BucketStatus.FAILING`).
+    `SearchWarning` (the latter's outcome status is `BucketStatus.FAILING`). Buckets a timeout cut short are
+    `BucketOutcome.incomplete`, and their profile reasons say so (`results.profile_from_storage`).
     """
     samples = workload.samples
     if any(s.answer_ids is None for s in samples) or (confirm and any(s.answer_ids is None for s in confirm.samples)):
@@ -160,9 +161,10 @@ def search(
     for run in runs:
         if run.status is BucketStatus.FAILING:
             warnings.warn(failing_message(run.edge), FailingBucketWarning, stacklevel=2)
-    profile = profile_from_storage(storage, settings.study)
+    partial = settings.timeout is not None  # a --timeout may stop before a baseline: the profile says which
+    profile = profile_from_storage(storage, settings.study, allow_incomplete=partial)
     outcomes = [dataclasses.replace(o, status=status.get(o.bucket.max_len))
-                for o in bucket_outcomes(storage, settings.study)]
+                for o in bucket_outcomes(storage, settings.study, allow_incomplete=partial)]
     return profile, outcomes
 
 
