@@ -86,6 +86,7 @@ def test_synth_uses_the_umask_and_refuses_lengths_beyond_the_model(tmp_path, run
 @pytest.mark.parametrize("extra, words", [
     (("--seed", "-1"), ("seed", "-1")),
     (("--timeout", "nan"), ("timeout",)),
+    (("--threads", "0"), ("threads", "0")),
 ])
 def test_bad_search_arguments_touch_no_storage(tmp_path, run_cli, extra, words):
     workload = demo_slice(tmp_path)
@@ -93,6 +94,29 @@ def test_bad_search_arguments_touch_no_storage(tmp_path, run_cli, extra, words):
     result = run_cli("search", "-m", "demo", "-w", workload, "-o", tmp_path / "p.yaml", *extra)
     _one_line_exit_2(result, *words)
     assert _files(tmp_path) == before  # no journal remembers a bad argument
+
+
+def test_search_threads_are_set_before_the_model_loads(tmp_path, run_cli, monkeypatch):
+    import torch
+
+    import sparsetune.evaluate.inputs as inputs
+    from sparsetune.errors import ModelError
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("threads", n)))
+    monkeypatch.setattr(torch, "set_num_interop_threads", lambda n: calls.append(("interop", n)))
+
+    def no_model(name):  # the order is the test; stop before any real work
+        calls.append(("load", name))
+        raise ModelError("stop here")
+
+    monkeypatch.setattr(inputs, "load_model", no_model)
+    result = run_cli("search", "-m", "demo", "-w", demo_slice(tmp_path), "-o", tmp_path / "p.yaml", "--threads", "3")
+    _one_line_exit_2(result, "stop here")
+    assert calls == [("threads", 3), ("interop", 3), ("load", "demo")]
+    calls.clear()
+    run_cli("search", "-m", "demo", "-w", demo_slice(tmp_path), "-o", tmp_path / "p.yaml")
+    assert calls == [("load", "demo")]  # without --threads, torch's default stands
 
 
 def _profile_for(tmp_path: Path, example_dict, workload: Path) -> Path:

@@ -36,6 +36,9 @@ def search(
     study: StudyOpt = None,
     seed: SeedOpt = 0,
     answer_tokens: AnswerTokensOpt = 8,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", help="Torch CPU threads for this worker (default: torch's, all cores); give each of several "
+                          "workers on one host its share.", show_default=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Overwrite an existing file at --out that is not a profile of this model and workload.")] = False,
     json_output: JsonOpt = False,
@@ -62,7 +65,7 @@ def search(
     settings = SearchSettings(floor=floor, floor_kind=floor_kind, confidence=confidence or None,
                               per_task=per_task, min_dense=min_dense, edges=parse_edges(buckets),
                               trials=trials, timeout=timeout, study=study or out.stem, seed=seed,
-                              space=SearchSpace(method=method))
+                              space=SearchSpace(method=method), threads=threads)
     check_writable(out, SearchError)
     check_writable(out.with_suffix(".png"), SearchError)
     check_overwrite(out, model, workload, force)

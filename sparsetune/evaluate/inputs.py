@@ -9,7 +9,7 @@ from ..workload.files import DEFAULT_ANSWER_TOKENS, Workload, load_workload
 from ..workload.models import LoadedModel, load_model
 from .progress import Progress, per_batch
 
-__all__ = ["DEMO_HELDOUT", "load_inputs", "load_more", "workload_source"]
+__all__ = ["DEMO_HELDOUT", "load_inputs", "load_more", "set_threads", "workload_source"]
 
 DEMO_HELDOUT = Path(__file__).resolve().parents[1] / "demo" / "heldout.jsonl"  # `--workload demo-heldout`
 
@@ -20,13 +20,28 @@ def workload_source(name: str) -> str:
     return str(DEMO_HELDOUT) if name == "demo-heldout" else name
 
 
+def set_threads(threads: int) -> None:
+    """Torch's CPU threads for this process: intra-op, and inter-op where torch still allows it (only before
+    its first parallel work). Workers sharing a host each take a share of the cores instead of all of them."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # parallel work already ran in this process: the inter-op pool is fixed
+        pass
+
+
 def load_inputs(model: str, workload: str, answer_tokens: int = DEFAULT_ANSWER_TOKENS,
-                progress: Progress | None = None) -> tuple[LoadedModel, Workload]:
+                progress: Progress | None = None, threads: int | None = None) -> tuple[LoadedModel, Workload]:
     """The model and its workload; unlabelled samples get the dense model's greedy answer (fidelity mode),
-    reported as `progress("answers", done, total)` per batch."""
+    reported as `progress("answers", done, total)` per batch. `threads` (`set_threads`) applies before the
+    model loads; None keeps torch's default."""
     import torch
 
     torch.set_grad_enabled(False)
+    if threads is not None:
+        set_threads(threads)
     loaded = load_model(model)
     return loaded, load_more(loaded, workload, answer_tokens, progress)
 

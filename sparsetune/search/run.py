@@ -382,7 +382,7 @@ def run_search(model: str, workload: str, settings: SearchSettings, out: str | o
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress is ours; Optuna's per-trial INFO lines are noise
     out = Path(out)
-    loaded, work = load_inputs(model, workload, answer_tokens)  # bad inputs fail before a journal exists
+    loaded, work = load_inputs(model, workload, answer_tokens, threads=settings.threads)  # before any journal
     extra = None if confirm is None else load_more(loaded, confirm, answer_tokens)
     storage, where = storage_for(out, storage_url)
     profile, outcomes = search(loaded, work, settings, storage, storage_url=storage_url, on_event=on_event,

@@ -80,6 +80,7 @@ class SearchSettings:
     seed: int = 0
     space: SearchSpace = field(default_factory=SearchSpace)
     batch_size: int = 8
+    threads: int | None = None  # torch CPU threads of this worker (None: torch's default, all cores)
 
     def __post_init__(self) -> None:
         if isinstance(self.floor, bool) or not isinstance(self.floor, (int, float)) or not 0 < self.floor <= 1:
@@ -102,6 +103,9 @@ class SearchSettings:
             raise SearchError(f"seed: must be an integer in [0, 2**32), got {self.seed!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise SearchError(f"batch-size: must be an integer >= 1, got {self.batch_size!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise SearchError(f"threads: must be an integer >= 1, got {self.threads!r}")
         if not self.study or not isinstance(self.study, str):
             raise SearchError(f"study: must be a non-empty name, got {self.study!r}")
         if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
