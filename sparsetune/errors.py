@@ -15,6 +15,7 @@ __all__ = [
     "SearchError",
     "DeployError",
     "AttentionError",
+    "ServeError",
     "SearchWarning",
     "FailingBucketWarning",
 ]
@@ -50,6 +51,10 @@ class DeployError(SparsetuneError, ValueError):
 
 class AttentionError(SparsetuneError, ValueError):
     """Attention inputs or a block mask break a rule (shapes, dtypes, mask layout)."""
+
+
+class ServeError(SparsetuneError, ValueError):
+    """`sparsetune serve` cannot start as asked (no profile in the folder, serve extra missing, port taken)."""
 
 
 class SearchWarning(RuntimeWarning):

@@ -19,7 +19,8 @@ MAX_LINES = 400
 # (package or module the rule is about, the packages/modules it must never import); names are
 # dotted module paths. kernels/ is installed as sparsetune.kernels.
 LOWER = ("sparsetune.profile", "sparsetune.runtime", "sparsetune.attention", "sparsetune.kernels")
-TUNER = ("sparsetune.workload", "sparsetune.evaluate", "sparsetune.search", "sparsetune.deploy", "sparsetune.cli")
+TUNER = ("sparsetune.workload", "sparsetune.evaluate", "sparsetune.search", "sparsetune.deploy", "sparsetune.serving",
+         "sparsetune.cli")
 RULES: list[tuple[str, tuple[str, ...]]] = [(low, TUNER) for low in LOWER]
 # kernels/ imports nothing of sparsetune but itself.
 KERNELS_ONLY = "sparsetune.kernels"

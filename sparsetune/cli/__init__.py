@@ -21,7 +21,7 @@ import traceback
 
 from ..errors import SparsetuneError
 # Importing a command module registers its command; this order is the order of `--help`.
-from . import show, search, collect, eval, apply, retime, workload  # noqa: F401, I001
+from . import show, search, collect, eval, apply, retime, serve, workload  # noqa: F401, I001
 from ._app import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED, app
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "app", "main"]
