@@ -32,16 +32,20 @@ def test_registry_and_style_choice():
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_pass_key_tasks_hold_their_answers(seed):
-    for task in ("niah", "multikey"):
-        s = sample(task, seed)
-        key = re.search(r"What is the special pass key for (\S+)\? The special pass key for \1 is$", s.prompt).group(1)
-        stated = re.findall(r"The special pass key for (\S+) is (\d{5})\.", s.prompt)
-        assert (key, s.answer) in stated and len(dict(stated)) == len(stated)  # keys distinct
-        assert len(stated) == 1 if task == "niah" else 4 <= len(stated) <= 8
+    s = sample("niah", seed)
+    key = re.search(r"What is the special pass key for (\S+)\? The special pass key for \1 is$", s.prompt).group(1)
+    assert re.findall(r"The special pass key for (\S+) is (\d{5})\.", s.prompt) == [(key, s.answer)]
+
+    s = sample("multikey", seed)
+    who = re.search(r"What is the pass key of (\w+)\? The pass key of \1 is$", s.prompt).group(1)
+    stated = re.findall(r"The ([a-z ]+) of (\w+) is (\d{5})\.", s.prompt)
+    assert 3 <= len(stated) <= 5 and ("pass key", who, s.answer) in stated
+    assert len({w for _, w, _ in stated}) == len({k for k, _, _ in stated}) == len(stated)  # people, kinds distinct
+
     s = sample("mv", seed)
-    key = re.search(r"pass keys for (\S+) are$", s.prompt).group(1)
-    values = [v for k, v in re.findall(r"The special pass key for (\S+) is (\d{5})\.", s.prompt) if k == key]
-    assert 2 <= len(values) <= 4 and s.answer == ", ".join(values)  # in order of appearance
+    who = re.search(r"What are the two pass keys of (\w+)\? The two pass keys of \1 are$", s.prompt).group(1)
+    values = re.findall(rf"(?:One|The other) pass key of {who} is (\d{{5}})\.", s.prompt)
+    assert len(values) == 2 and s.answer == " and ".join(values)  # in order of appearance
 
 
 @pytest.mark.parametrize("seed", SEEDS)

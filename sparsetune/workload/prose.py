@@ -25,6 +25,11 @@ _KEY_ADJ = ("quiet", "rapid", "golden", "silent", "brave", "lucky", "hidden", "b
             "frozen", "clever", "purple", "sleepy", "proud", "tiny")
 _KEY_ANIMAL = ("otter", "falcon", "badger", "heron", "lynx", "walrus", "gecko", "bison", "raven", "koala",
                "panda", "moose", "shark", "tiger", "camel", "zebra")
+# multikey and mv name people: distinct one-word keys (adjective-animal keys share halves, and SmolLM2-135M
+# confused them). multikey's distractors are other kinds of number, each of another person.
+_NAMES = ("Alice", "Boris", "Carmen", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ingrid", "Jonas", "Keiko",
+          "Lars", "Mateo", "Nadia", "Oscar", "Priya", "Quentin", "Rosa", "Stefan", "Tomas", "Ulla", "Victor")
+_KINDS = ("room number", "locker code", "ticket number", "phone code", "order number", "seat number")
 # cwe's vocabulary: plain nouns, one token or two in common BPE vocabularies.
 _CWE_WORDS = ("apple", "candle", "mirror", "pencil", "garden", "rocket", "button", "ladder", "pillow", "carpet",
               "guitar", "wallet", "jacket", "basket", "bottle", "helmet", "ticket", "magnet", "saddle", "hammer")
@@ -69,21 +74,32 @@ def _haystack(intro: str) -> Callable[[int, list[list[str]], random.Random], tup
     return context
 
 
-def _retrieval(rng: random.Random, n: int) -> Parts:
-    keys = _keys(rng, n)
-    values = [_number(rng) for _ in keys]
-    key = rng.choice(keys)
+def _retrieval(rng: random.Random) -> Parts:
+    key = _keys(rng, 1)[0]
+    value = _number(rng)
     query = f"What is the special pass key for {key}? The special pass key for {key} is".split()
-    return [_pass_key(k, v) for k, v in zip(keys, values)], query, [values[keys.index(key)]]
+    return [_pass_key(key, value)], query, [value]
+
+
+def _multi_key(rng: random.Random) -> Parts:
+    """3-5 numbers of different kinds, each of another person; one is the asked person's pass key."""
+    people = rng.sample(_NAMES, rng.randint(3, 5))
+    values = [_number(rng) for _ in people]
+    kinds = rng.sample(_KINDS, len(people))
+    asked = rng.randrange(len(people))
+    kinds[asked] = "pass key"
+    query = f"What is the pass key of {people[asked]}? The pass key of {people[asked]} is".split()
+    needles = [f"The {kind} of {who} is {value}.".split() for kind, who, value in zip(kinds, people, values)]
+    return needles, query, [values[asked]]
 
 
 def _multi_value(rng: random.Random) -> Parts:
-    key = _keys(rng, 1)[0]
-    values = [_number(rng) for _ in range(rng.randint(2, 4))]
-    query = (f"What are all the special pass keys for {key}, in the order they appear? "
-             f"The special pass keys for {key} are").split()
-    answer = [v + "," for v in values[:-1]] + [values[-1]]
-    return [_pass_key(key, v) for v in values], query, answer
+    """Two pass keys of one person, answered both in order: ``41752 and 38291``."""
+    who = rng.choice(_NAMES)
+    values = [_number(rng), _number(rng)]
+    needles = [f"One pass key of {who} is {values[0]}.".split(), f"The other pass key of {who} is {values[1]}.".split()]
+    query = f"What are the two pass keys of {who}? The two pass keys of {who} are".split()
+    return needles, query, [values[0], "and", values[1]]
 
 
 def _variable(rng: random.Random) -> str:
@@ -123,11 +139,9 @@ _CWE_QUERY = "Question: which word appears most often in the list above? Answer:
 
 # name -> (parts, context), registered as `tasks.TEXT_REGISTRY`.
 TASKS: dict[str, tuple[Callable[[random.Random], Parts], Callable]] = {
-    "niah": (lambda rng: _retrieval(rng, 1),
-             _haystack("A special pass key is hidden in the text below. Find it and remember it.")),
-    "multikey": (lambda rng: _retrieval(rng, rng.randint(4, 8)),
-                 _haystack("Several special pass keys are hidden in the text below. Remember each of them.")),
-    "mv": (_multi_value, _haystack("Some special pass keys are hidden in the text below. Remember all of them.")),
+    "niah": (_retrieval, _haystack("A special pass key is hidden in the text below. Find it and remember it.")),
+    "multikey": (_multi_key, _haystack("Some numbers are hidden in the text below. Remember them.")),
+    "mv": (_multi_value, _haystack("Two pass keys are hidden in the text below. Remember both.")),
     "vt": (_variable_tracking,
            _haystack("Variable assignments are hidden in the text below. Keep track of the values they pass on.")),
     "cwe": (lambda rng: ([], _CWE_QUERY, []), _cwe_context),

@@ -16,8 +16,10 @@ starts (``... What is the special pass key for quiet-otter? The special pass key
 answered `` 41752``), in a haystack of short sentences:
 
 - ``niah``: one sentence "The special pass key for KEY is NUMBER." hidden in the haystack.
-- ``multikey``: 4-8 such sentences with distinct keys; the question names one.
-- ``mv``: 2-4 pass keys for the same key; the answer lists them in order of appearance.
+- ``multikey``: 3-5 sentences "The KIND of NAME is NUMBER." for different people and kinds (room number,
+  locker code, ...); one is a pass key, and the question names its owner.
+- ``mv``: two pass keys of one person ("One pass key of NAME is ...", "The other ..."), answered
+  ``A and B`` in order of appearance.
 - ``vt``: a chain of 2-3 assignments ``VAR A = 41752.`` ... ``VAR B = VAR A.`` (plus a distractor
   chain); asked for the number the last variable holds: one retrieval per hop.
 - ``cwe``: a comma-separated list where one word is three times as frequent; asked for that word.
