@@ -7,7 +7,7 @@ profiles/demo.yaml, and stock `transformers serve` on the demo model (transforme
 Each round sends 32 concurrent greedy /v1/completions requests (real HTTP calls, one thread each), with
 prompt lengths spread over every bucket of the profile (dense below 254, 254-256, 257-512, 513-1024,
 1025+, and beyond the last edge) and few enough new tokens that no request crosses an edge. Rounds
-alternate between the servers after one warm-up round each, so drift in the machine's load hits both.
+alternate between the servers after --warmup uncounted rounds each, so drift in the machine's load hits both.
 
 Checked (exit 1 if any fails): every request answers 200; every sparse request's record (GET
 /sparsetune/stats?recent=N, by its X-Request-ID) names its expected bucket and that bucket's budget, with
@@ -181,7 +181,9 @@ def quantile(values: list[float], q: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=8, help="counted rounds per server (after one warm-up)")
+    parser.add_argument("--rounds", type=int, default=8, help="counted rounds per server (after the warm-up ones)")
+    parser.add_argument("--warmup", type=int, default=3, help="uncounted rounds per server first (the allocator "
+                                                               "settles: RSS rises over the first 2-3 rounds)")
     parser.add_argument("--repeats", type=int, default=3, help="sequential passes over the 32 prompts per server")
     parser.add_argument("--rss-slack-mib", type=float, default=16.0, help="allowed RSS growth over counted rounds")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "serve_load.json")
@@ -211,14 +213,14 @@ def main() -> int:
     rss: dict[str, list[float]] = {"sparse": [], "dense": []}
     failures: list[str] = []
     try:
-        for rnd in range(args.rounds + 1):  # round 0 warms both up and is not counted
+        for rnd in range(args.warmup + args.rounds):  # the first `warmup` rounds are not counted
             for kind in ("sparse", "dense") if rnd % 2 == 0 else ("dense", "sparse"):
                 tag = f"{kind}{rnd}"
                 lat, wall, failed = one_round(urls[kind], tag, work)
                 failures += failed
                 if kind == "sparse":
                     failures += check_records(urls[kind], tag, work, profile, labels)
-                if rnd > 0:
+                if rnd >= args.warmup:
                     latencies[kind] += lat
                     walls[kind].append(wall)
                     rss[kind].append(rss_mib(procs[kind].pid))
@@ -242,7 +244,7 @@ def main() -> int:
                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_load.py " + shlex.join(sys.argv[1:]),
         "servers": {k: shlex.join(c).replace(str(tmp), "$TMP").replace(str(ROOT), ".") for k, c in commands.items()},
-        "rounds": args.rounds, "concurrency": CONCURRENCY, "mix": MIX,
+        "rounds": args.rounds, "warmup": args.warmup, "concurrency": CONCURRENCY, "mix": MIX,
         **summary,
         "ratio": {"p50": summary["sparse"]["p50_s"] / summary["dense"]["p50_s"],
                   "p95": summary["sparse"]["p95_s"] / summary["dense"]["p95_s"],
