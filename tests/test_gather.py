@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sparsetune import Budget
-from sparsetune.attention import block_sparse_attention, gathered_attention, reference_attention, select_blocks
+from sparsetune.attention import (block_sparse_attention, gathered_attention, gathered_decode, reference_attention,
+                                  select_blocks)
 
 CASES = [  # B, Hq, Hkv, Sq, Sk, D, block, keep / tau
     (2, 4, 2, 300, 300, 32, 64, 0.3),
@@ -72,3 +73,23 @@ def test_a_mask_keeping_every_visible_block_runs_causal_sdpa(monkeypatch):
     mask = select_blocks(q, k, Budget(keep=0.999, block_size=32))
     out = block_sparse_attention(q, k, v, mask)
     torch.testing.assert_close(out, reference_attention(q, k, v, mask), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sk,bs,keep", [(777, 32, 0.2), (64, 64, 0.5), (1000, 64, 0.9), (129, 16, 0.05)])
+def test_decode_gathers_the_kept_keys_and_equals_the_reference(sk, bs, keep):
+    q, k, v = _qkv(2, 6, 2, 1, sk, 32, seed=sk)
+    q = q.transpose(1, 2).contiguous().transpose(1, 2)  # a strided q, as transformers passes it
+    mask = select_blocks(q, k, Budget(keep=keep, block_size=bs))
+    out = gathered_decode(q, k, v, mask, scale=0.3)
+    assert out is not None
+    torch.testing.assert_close(out, reference_attention(q, k, v, mask, scale=0.3), atol=1e-5, rtol=1e-5)
+
+
+def test_decode_with_uneven_rows_is_left_to_the_reference():
+    q, k, v = _qkv(1, 4, 2, 1, 300, 32)
+    mask = select_blocks(q, k, Budget(method="coverage", tau=0.5, block_size=32))
+    blocks = mask.to_block_bool().clone()
+    blocks[0, 0, 0, 0] = not bool(blocks[0, 1, 0, 0])  # the heads now keep different counts
+    odd = type(mask).from_block_bool(blocks, 32, 1, 300)
+    assert gathered_decode(q, k, v, odd) is None
+    torch.testing.assert_close(block_sparse_attention(q, k, v, odd), reference_attention(q, k, v, odd))

@@ -171,6 +171,20 @@ def test_decode_row_equals_last_prefill_row(method, sk):
     assert torch.equal(decode.kv_num_blocks[:, :, 0], prefill.kv_num_blocks[:, :, -1])
 
 
+@pytest.mark.parametrize("sink,local", [(0, 1), (2, 1), (1, 3), (0, 9)])
+def test_decode_ties_and_edges_match_the_prefill_row(sink, local):
+    # Decode has its own few-op topk path; ties (identical key blocks) go to the lower index as in the
+    # general path's stable sort, and sink/local may cover every block.
+    q, k = _qk(1, 4, 2, 145, 145)
+    k[:, :, 16:128] = k[:, :, :16].repeat(1, 1, 7, 1)  # blocks 1-7 equal block 0: tied scores
+    for keep in (0.05, 0.3, 0.61, 0.99):
+        budget = Budget(block_size=16, keep=keep, sink=sink, local=local)
+        prefill = select_blocks(q, k, budget)
+        decode = select_blocks(q[:, :, -1:], k, budget)
+        assert torch.equal(decode.kv_indices[:, :, 0], prefill.kv_indices[:, :, -1]), (keep, sink, local)
+        assert torch.equal(decode.kv_num_blocks[:, :, 0], prefill.kv_num_blocks[:, :, -1])
+
+
 @pytest.mark.parametrize("sk", [100, 128, 77])
 def test_decode_keeps_as_many_blocks_as_the_last_prefill_row(sk):
     # Whatever queries the last block pools, topk keeps the same number of blocks.

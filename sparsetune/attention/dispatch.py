@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..profile.budget import Budget
-from .gather import gathered_attention
+from .gather import gathered_attention, gathered_decode
 from .mask import AttentionError, BlockMask
 from .reference import check_inputs, reference_attention
 from .select import select_blocks
@@ -63,8 +63,8 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bl
     kernel's speed, never its result; None picks a default for the block size. On CPU a torch
     path runs unless ``SPARSETUNE_TRITON_INTERPRET=1``, the cheapest that gives this result:
     causal SDPA when every visible block is kept, `gathered_attention` (work scales with the kept
-    blocks) for prefill and chunks, the masked-SDPA reference for a single query block (decode),
-    where one masked row costs no more than gathering it.
+    blocks) for prefill and chunks, `gathered_decode` (the kept keys, one unmasked call) for a single
+    query, the masked-SDPA reference for any other single query block.
     """
     check_inputs(q, k, v, block_mask)
     if not uses_triton(q):
@@ -73,7 +73,8 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bl
             return dense_causal_attention(q, k, v, scale=scale)
         if block_mask.num_q_blocks > 1:
             return gathered_attention(q, k, v, block_mask, scale=scale)
-        return reference_attention(q, k, v, block_mask, scale=scale)
+        out = gathered_decode(q, k, v, block_mask, scale=scale) if q.shape[2] == 1 else None
+        return reference_attention(q, k, v, block_mask, scale=scale) if out is None else out
     _check_kernel_inputs(q, k, v)
     return _kernel_module().block_sparse_attn_fwd(
         q, k, v, block_mask.kv_num_blocks, block_mask.kv_indices, block_mask.block_size,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .mask import BlockMask
 
-__all__ = ["gathered_attention"]
+__all__ = ["gathered_attention", "gathered_decode"]
 
 # The CPU fused kernel that returns its log-sum-exp (what SDPA calls on CPU); absent in other builds,
 # where every row takes the masked call.
@@ -111,3 +111,34 @@ def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_
         out[:, :, :, split] = merged[:, :, :, split]
     out = torch.nan_to_num(out, nan=0.0)  # padding queries see no key: zeros, not NaN
     return out.reshape(b, hq, qb * bs, d)[:, :, front:front + sq].to(q.dtype)
+
+
+def gathered_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask,
+                    scale: float | None = None) -> torch.Tensor | None:
+    """One query (decode) over its selected blocks: their keys gathered, one unmasked SDPA call.
+
+    The last query sees every key, so no mask is needed once the gathered keys stop at Sk; that holds
+    when every (batch, head) keeps the same number of blocks, the last one the diagonal (every `topk`
+    decode). Returns None otherwise (the caller takes the masked reference).
+    """
+    b, hq, _, d = q.shape
+    hkv, sk = k.shape[1], k.shape[2]
+    bs, kb = block_mask.block_size, block_mask.num_kv_blocks
+    counts = block_mask.kv_num_blocks[:, :, 0]
+    width = int(counts.amax())
+    idx = block_mask.kv_indices[:, :, 0, :width].long()  # (B, Hkv, W), ascending
+    if int(counts.amin()) != width or bool((idx[:, :, -1] != kb - 1).any()):
+        return None
+    dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    # Whole blocks are copied as blocks (the diagonal, last and maybe partial, is appended as it is).
+    bi = torch.arange(b, device=q.device)[:, None, None]
+    hi = torch.arange(hkv, device=q.device)[None, :, None]
+    whole = (kb - 1) * bs
+
+    def kept(x: torch.Tensor) -> torch.Tensor:
+        blocks = x[:, :, :whole].reshape(b, hkv, kb - 1, bs, d)[bi, hi, idx[..., :-1]].reshape(b, hkv, -1, d)
+        return torch.cat([blocks, x[:, :, whole:]], dim=2).to(dtype)
+
+    kg, vg = kept(k), kept(v)
+    out = F.scaled_dot_product_attention(q.to(dtype).reshape(b, hkv, hq // hkv, d), kg, vg, scale=scale)
+    return out.view(b, hq, 1, d).to(q.dtype)

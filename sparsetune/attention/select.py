@@ -78,6 +78,26 @@ def _check(q: torch.Tensor, k: torch.Tensor, budget: Budget) -> None:
         raise AttentionError(f"seq_q: must be <= seq_k (queries are the last keys), got {q.shape[2]} > {k.shape[2]}")
 
 
+def _decode_topk(scores: torch.Tensor, budget: Budget, seq_k: int) -> BlockMask:
+    """`select_blocks` for one query under topk, in a few ops (decode runs it per layer per token).
+
+    The same blocks as the general path: the sink and local blocks, then the best of the blocks
+    between them by a stable descending sort (ties to the lower index), up to ceil(keep * visible).
+    """
+    num_cols = scores.shape[-1]  # every block is visible to the last query
+    n_keep = max(math.ceil(num_cols * budget.keep - _CEIL_EPS), 1)
+    lo = min(budget.sink, num_cols)
+    hi = max(num_cols - budget.local, lo)  # blocks [lo, hi) are ranked, the rest always kept
+    kept = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    kept[..., :lo] = True
+    kept[..., hi:] = True
+    extra = n_keep - (lo + num_cols - hi)
+    if extra > 0 and hi > lo:
+        best = torch.sort(scores[..., lo:hi], dim=-1, descending=True, stable=True).indices[..., :extra]
+        kept.scatter_(-1, best + lo, True)
+    return BlockMask.from_block_bool(kept, budget.block_size, 1, seq_k)
+
+
 def select_blocks(q: torch.Tensor, k: torch.Tensor, budget: Budget) -> BlockMask:
     """Select key blocks per (batch, KV head, query block) under `budget`.
 
@@ -105,6 +125,8 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, budget: Budget) -> BlockMask
         return BlockMask.full(batch, kv_heads, bs, seq_q, seq_k, q.device)
 
     scores = block_scores(q, k, bs)  # [B, Hkv, QB, KB]
+    if seq_q == 1 and budget.method == "topk":
+        return _decode_topk(scores, budget, seq_k)
     num_rows, num_cols = scores.shape[-2:]
     first = (seq_k - seq_q) // bs
     diag = torch.arange(num_rows, device=q.device) + first  # absolute block of each row
