@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 
 import pytest
@@ -319,6 +320,25 @@ def test_tiny_gguf_apply_writes_a_converted_folder(tiny, tmp_path, run_cli):
         short = deployed(ids[:, :60]).logits  # the profile's dense bucket
     assert (got - want).abs().max().item() < 1e-4 and (got - dense).abs().max().item() > 1e-2
     assert (short - dense[:, :60]).abs().max().item() < 1e-4
+
+
+@needs_extra
+@pytest.mark.parametrize("cut", ["header", "metadata", "tensors"])
+def test_damaged_gguf_is_one_line_exit_2(tiny, tmp_path, run_cli, cut):
+    """A truncated file is a one-line model error, not a traceback (the reader raises struct.error)."""
+    written, _ = tiny
+    data = written.path.read_bytes()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes({"header": data[:4], "metadata": data[:2000], "tensors": data[:-5000]}[cut])
+    w = tmp_path / "w.jsonl"
+    w.write_text('{"prompt": "the key is", "answer": "60494"}\n')
+    for args in (["eval", "--model", bad, "--workload", w, "--budget", SPARSE_TINY],
+                 ["workload", "synth", "--model", bad, "-o", tmp_path / "s.jsonl"]):
+        r = run_cli(*args)
+        assert r.code == 2, r
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and re.match(rf"error: model: cannot (read|load the tokenizer of) the GGUF file "
+                                            rf"{re.escape(repr(str(bad)))}: \S", lines[0]), r.err
 
 
 # ---------------------------------------------------------------- the real SmolLM2 file

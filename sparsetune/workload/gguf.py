@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ SHORT_NAMES: dict[str, tuple[str, str, str]] = {
 _find_spec = importlib.util.find_spec  # tests hide packages here, not in importlib (transformers caches its own look-ups)
 # Config entries that describe the reading, not the model: left out of the hash and the converted config.
 _VOLATILE = ("_name_or_path", "transformers_version", "dtype", "quantization_config")
+# What reading a damaged file raises: a truncated header or metadata is a struct.error from the reader.
+_READ_ERRORS = (OSError, ValueError, KeyError, RuntimeError, struct.error)
 
 
 def _short_name_file(name: str) -> Path:
@@ -109,7 +112,7 @@ def gguf_config(path: Path) -> tuple[Any, dict[str, Any]]:
     require_gguf_packages()
     try:
         config = AutoConfig.from_pretrained(**_where(path))
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except _READ_ERRORS as e:
         raise ModelError(f"model: cannot read the GGUF file {str(path)!r}: {e}") from None
     data = {k: v for k, v in config.to_dict().items() if k not in _VOLATILE}
     return config, json.loads(json.dumps(data))  # plain JSON types, as a config.json would give back
@@ -131,7 +134,7 @@ def load_gguf_tokenizer(path: Path) -> Any:
     require_gguf_packages()
     try:
         return AutoTokenizer.from_pretrained(**_where(path))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+    except (*_READ_ERRORS, TypeError) as e:
         raise ModelError(f"model: cannot load the tokenizer of the GGUF file {str(path)!r}: {e}") from None
 
 
@@ -145,7 +148,7 @@ def load_gguf_model(path: Path, dtype: Any) -> Any:
         # sparsetune draws its own progress, so that bar goes nowhere (warnings still reach logging).
         with contextlib.redirect_stderr(io.StringIO()):
             model = AutoModelForCausalLM.from_pretrained(**_where(path), dtype=dtype, attn_implementation="sdpa")
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except _READ_ERRORS as e:
         raise ModelError(f"model: cannot load the weights of the GGUF file {str(path)!r}: {e}") from None
     return model.eval()
 
