@@ -96,3 +96,18 @@ def test_fidelity_answer_stops_at_eos(lm, monkeypatch):
     monkeypatch.setattr(lm.model.generation_config, "eos_token_id", greedy[1])
     [filled] = fill_answers(lm, [sample], answer_tokens=4)
     assert filled.answer_ids == greedy[: greedy.index(greedy[1]) + 1]
+
+
+def test_batches_group_similar_lengths_under_a_token_cap():
+    from sparsetune.evaluate.decode import MAX_BATCH_TOKENS, _batches
+    from sparsetune.workload.files import TokenSample
+
+    lengths = [2000, 30, 40, 2040, 1000, 35, 1020, 990, 5000]
+    samples = [TokenSample(input_ids=[1] * n, answer_ids=[2], task="t", line=i + 1) for i, n in enumerate(lengths)]
+    batches = _batches(samples, 8)
+    assert sorted(i for b in batches for i in b) == list(range(len(samples)))
+    for b in batches:
+        widths = [lengths[i] for i in b]
+        assert widths == sorted(widths) and (len(b) == 1 or len(b) * max(widths) <= MAX_BATCH_TOKENS)
+    assert [[lengths[i] for i in b] for b in batches] == [[30, 35, 40, 990], [1000, 1020], [2000, 2040], [5000]]
+    assert [len(b) for b in _batches(samples[1:3] * 6, 8)] == [8, 4]  # short prompts: the count caps
