@@ -63,7 +63,7 @@ SYNTH: dict[str, Any] | None = None  # how `split_path` draws a split that is no
 # or one token count.
 SUITES: dict[str, dict[str, Any]] = {
     "smollm2": {
-        "EDGES": (1024, 2048), "KEEPS": (1.0, 0.5, 0.35, 0.2, 0.1, 0.05), "BLOCKS": (64,), "SINKS": (1,),
+        "EDGES": (1024, 2048), "KEEPS": (1.0, 0.5, 0.2, 0.1, 0.05), "BLOCKS": (64,), "SINKS": (1,),
         "LOCALS": (1,), "TOKENS": (128, 256, 384, 512, 768, 1024), "GATES": (1024,),
         "SPLITS": {}, "FRESH_SEEDS": (), "PER_TASK": 16,
         "SYNTH": {"tasks": ("niah", "multikey", "mv"), "style": "text",
