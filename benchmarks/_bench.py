@@ -248,9 +248,10 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def splice(path: Path, name: str, body: str, header: str = "# Benchmark results\n", before: str | None = None) -> None:
+def splice(path: Path, name: str, body: str, header: str = "# Benchmark results\n", before: str | None = None,
+           owner: str = "benchmarks/report.py") -> None:
     """Replace (or add) this script's marked section of a Markdown file (see `sparsetune._io.splice_block`)."""
-    splice_block(path, f"bench:{name}", body, owner="benchmarks/report.py", header=header, before=before)
+    splice_block(path, f"bench:{name}", body, owner=owner, header=header, before=before)
 
 
 def pct(x: float) -> str:

@@ -49,9 +49,9 @@ def run_times() -> str:
     return "\n".join(out)
 
 
-def provenance(m: dict[str, Any], extra: str = "") -> str:
+def provenance(m: dict[str, Any], extra: str = "", reproduce: str | None = None) -> str:
     return (f"- Machine: {m['machine']}\n- Date: {m['date']} (commit {m['commit']}); wall time {m['wall_s']:.0f} s"
-            f"{extra}\n- Reproduce: `{m['command']}` (or everything: `{RUN_ALL}`)")
+            f"{extra}\n- Reproduce: `{m['command']}` (or everything: `{reproduce or RUN_ALL}`)")
 
 
 def relation(a: float, b: float) -> str:
@@ -78,10 +78,20 @@ def budget_str(b: dict[str, Any] | None) -> str:
 # ---------------------------------------------------------------------------------------------- tolerance
 
 
-def tolerance_section(t: dict[str, Any]) -> str:
+DEMO_NOTES = [
+    "Sparsity counts blocks (a partly masked diagonal block counts as one visible block), as the cost model does. "
+    "At 256 tokens with block 64 there are only 4 blocks, and sink + local keep 2 of them, so little sparsity is "
+    "possible there at this block size.",
+    "Accuracy is teacher-forced exact match; the model is the repo's demo (2 layers, 4 heads, 2 KV heads, "
+    "head_dim 64), not a production LLM.",
+]
+
+
+def tolerance_section(t: dict[str, Any], title: str = "## Tolerance map", notes: list[str] = DEMO_NOTES,
+                      reproduce: str | None = None) -> str:
     tasks = sorted(t["buckets"][0]["dense"])
     s = t["slice"]
-    lines = ["## Tolerance map", "",
+    lines = [title, "",
              f"Accuracy against sparsity per length bucket and task, {t['model']} model, topk with block "
              f"{s['block_size']}, sink {s['sink']}, local {s['local']} fixed and keep over "
              f"{{{', '.join(f'{k:g}' for k in t['keeps'])}}}. Splits {' + '.join(t['splits'])} pooled. "
@@ -118,13 +128,8 @@ def tolerance_section(t: dict[str, Any]) -> str:
     lines += ["", "Notes:", "",
               f"- n per task and bucket is {t['buckets'][0]['summary'][tasks[0]]['n']}: a per-task floor of "
               f"{t['floor']} x dense then allows no lost sample where dense is perfect, so per-task columns mean "
-              "\"no sample lost\" and are noisy; the all-tasks column is the one the search uses.",
-              "- Sparsity counts blocks (a partly masked diagonal block counts as one visible block), as the "
-              "cost model does. At 256 tokens with block 64 there are only 4 blocks, and sink + local keep 2 of "
-              "them, so little sparsity is possible there at this block size.",
-              "- Accuracy is teacher-forced exact match; the model is the repo's demo (2 layers, 4 heads, 2 KV heads, "
-              "head_dim 64), not a production LLM.", "",
-              provenance(t["meta"])]
+              "\"no sample lost\" and are noisy; the all-tasks column is the one the search uses."]
+    lines += [f"- {x}" for x in notes] + ["", provenance(t["meta"], reproduce=reproduce)]
     return "\n".join(lines)
 
 
