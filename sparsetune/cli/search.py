@@ -78,14 +78,12 @@ def search(
             warnings.simplefilter("always", SearchWarning)
             warnings.simplefilter("ignore", FailingBucketWarning)  # said below, once, from the outcomes
             warnings.showwarning = lambda message, *_a, **_k: print(f"warning: {message}", file=sys.stderr)
-            if json_output:
-                run = run_search(model, workload, settings, out, storage, answer_tokens, confirm=confirm)
-            else:
-                from .progress import SearchProgress
+            from .progress import SearchProgress
 
-                with SearchProgress(console(stderr=True)) as progress:
-                    run = run_search(model, workload, settings, out, storage, answer_tokens,
-                                     on_event=progress.update, confirm=confirm)
+            # Progress goes to stderr, so it shows with --json too (a scripted search is long work as well).
+            with SearchProgress(console(stderr=True)) as progress:
+                run = run_search(model, workload, settings, out, storage, answer_tokens,
+                                 on_event=progress.update, confirm=confirm)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None  # quick_interrupt has said so, in one line
     seconds = time.monotonic() - start
