@@ -62,6 +62,8 @@ def relation(a: float, b: float) -> str:
 def trend(seq: list[tuple[int, float]]) -> str:
     """How a per-length series moves: every step up, or where it falls."""
     falls = [(a, b) for a, b in zip(seq, seq[1:]) if b[1] < a[1] - 1e-9]
+    if all(abs(x[1] - seq[0][1]) < 1e-9 for x in seq):
+        return f"It is flat: {seq[0][1]:.2f} at every length."
     overall = "rises" if seq[-1][1] > seq[0][1] else "does not rise"
     if not falls:
         return f"It {overall} with length at every step ({seq[0][1]:.2f} -> {seq[-1][1]:.2f})."
@@ -107,6 +109,8 @@ def tolerance_section(t: dict[str, Any], title: str = "## Tolerance map", notes:
 
         def cell(key: str) -> str:
             v = sm[key]
+            if v["dense_accuracy"] == 0:
+                return "- (dense 0)"  # every budget "meets" a floor relative to nothing
             star = "*" if v["non_monotone"] else ""
             return f"{v['max_sparsity']:.2f} ({v['keep']:g}){star}"
 

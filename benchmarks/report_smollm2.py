@@ -29,6 +29,40 @@ def _times() -> list[tuple[str, str]]:
     return [tuple(line.split("\t", 1)) for line in f.read_text().splitlines() if "\t" in line] if f.is_file() else []
 
 
+def retention(tol: dict[str, Any]) -> str:
+    tasks = sorted(tol["buckets"][0]["dense"])
+    keeps = [k for k in tol["keeps"] if k < 1]
+    rows = []
+    for bk in tol["buckets"]:
+        dense = {t: v["correct"] / v["n"] for t, v in bk["dense"].items()}
+        dense["all"] = bk["summary"]["all"]["dense_accuracy"]
+        for task in ["all"] + tasks:
+            cells = []
+            for k in keeps:
+                row = next(r for r in bk["rows"] if r["keep"] == k)
+                cells.append("-" if dense[task] == 0 else f"{row['accuracy'][task] / dense[task]:.2f}")
+            rows.append([bk["max_len"], task, fmt(dense[task], 2)] + cells)
+    return md_table(["bucket", "task", "dense"] + [f"keep {k:g}" for k in keeps], rows)
+
+
+def premise(tol: dict[str, Any]) -> list[str]:
+    """The premise's two questions, answered from the map's numbers."""
+    out = []
+    for k in [k for k in tol["keeps"] if k < 1][:2]:
+        seq = []
+        for bk in tol["buckets"]:
+            row = next(r for r in bk["rows"] if r["keep"] == k)
+            d = bk["summary"]["all"]["dense_accuracy"]
+            seq.append((bk["max_len"], row["accuracy"]["all"] / d if d else 0.0))
+        out.append(f"All-task retention at keep {k:g} by length: " + ", ".join(f"{e}: {v:.2f}" for e, v in seq)
+                   + ". " + R.trend(seq))
+    held = [(bk["max_len"], bk["summary"]["all"]["max_sparsity"]) for bk in tol["buckets"]]
+    if all(v == 0 for _, v in held):
+        out.append(f"No sparse keep meets {tol['floor']} x dense (all tasks) in any bucket: on this model and slice the "
+                   "tolerated sparsity is 0 at every length, so the premise that it rises with length is not seen.")
+    return out
+
+
 def search_and_gate() -> list[str]:
     prof = Path(B.ROOT / "profiles" / "smollm2.yaml")
     gate = R.load("smollm2_gate.json")
@@ -102,7 +136,8 @@ def main() -> None:
         lines += ["Wall times (`benchmarks/out/smollm2_times.tsv`): " + "; ".join(f"{k}: {v}" for k, v in times) + ".", ""]
     if tol:
         lines.append(R.tolerance_section(tol, title="### Tolerance map (1k, 2k, 4k tokens)", notes=NOTES, reproduce=RUN))
-        lines.append("")
+        lines += ["", "Retention (sparse accuracy / dense accuracy, same samples) by keep, all tasks and per task:", "",
+                  retention(tol), ""] + [f"- {x}" for x in premise(tol)] + [""]
     lines += ["### Searched profile and its gate", ""] + search_and_gate()
     if pol:
         lines += ["### Same floor, three policies", ""] + R.policies_model(pol)
