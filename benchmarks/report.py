@@ -259,7 +259,7 @@ def policy_findings(r: dict[str, Any]) -> list[str]:
     return out
 
 
-def policies_model(r: dict[str, Any]) -> list[str]:
+def policies_model(r: dict[str, Any], reproduce: str | None = None) -> list[str]:
     h = r["headline"]
     pols = r["policies"]
     order = ["a", "b", "c", "b_gated", "a_grid", *r.get("extra", [])]
@@ -297,7 +297,7 @@ def policies_model(r: dict[str, Any]) -> list[str]:
     out.append(md_table(["policy", "cost (search mix)"] + [f"{e}: acc / dense" for e in r["edges"]]
                         + ["all >= floor", "candidates evaluated"], rows))
     out += ["", provenance(r["meta"], f"; {r['chunks_evaluated']} chunks of 8 samples evaluated in this run "
-                                      "(the rest came from the cache)"), ""]
+                                      "(the rest came from the cache)", reproduce=reproduce), ""]
     if r["model"] != "demo":
         out += [f"Plot: [out/policies_{r['model']}.png](out/policies_{r['model']}.png).", ""]
     return out
