@@ -74,9 +74,15 @@ SUITES: dict[str, dict[str, Any]] = {
 }
 
 
+SUITE = "demo"  # the suite the settings above belong to (`use_suite`)
+
+
 def use_suite(model: str) -> None:
     """Point the module's settings at `model`'s suite, if it has one (the demo's otherwise). Call once, first."""
-    globals().update(SUITES.get(model, {}))
+    global SUITE
+    if model in SUITES:
+        globals().update(SUITES[model])
+        SUITE = model
 
 
 def split_path(split: str) -> str:
@@ -102,11 +108,10 @@ def _synth_split(split: str) -> str:
     from sparsetune.workload.files import synth_workload, write_jsonl
     from sparsetune.workload.models import load_tokenizer
 
-    model = next(name for name, suite in SUITES.items() if suite["SYNTH"] is SYNTH)
     seed, lengths, per_task = SYNTH["splits"][split]
-    path = OUT / f"{model}_{split}_{seed}.jsonl"
+    path = OUT / f"{SUITE}_{split}_{seed}.jsonl"
     if not path.is_file():
-        rows = synth_workload(load_tokenizer(model), SYNTH["tasks"], lengths, per_task, seed, style=SYNTH["style"])
+        rows = synth_workload(load_tokenizer(SUITE), SYNTH["tasks"], lengths, per_task, seed, style=SYNTH["style"])
         write_jsonl(path, rows)
     return str(path)
 

@@ -68,7 +68,8 @@ def search_and_gate() -> list[str]:
     gate = R.load("smollm2_gate.json")
     if not prof.is_file():
         return ["`profiles/smollm2.yaml` has not been written yet (the search did not finish).", ""]
-    policy = B.ProfilePolicy(prof).to_dict()
+    loaded = B.ProfilePolicy(prof)
+    policy = loaded.to_dict()
     out = ["`sparsetune search --model smollm2 --workload benchmarks/out/smollm2_search_1401.jsonl --buckets 1024,2048 "
            "--trials 6` (48 samples per bucket: 16 per task; 32 searched, 16 confirming) wrote "
            "`profiles/smollm2.yaml`:", ""]
@@ -78,7 +79,7 @@ def search_and_gate() -> list[str]:
         rows.append([f"{bk['min_len']}-{bk['max_len']}", R.budget_str(bk["budget"]) if not bk["dense"] else "dense",
                      "-" if conf is None else f"{conf['sparse']:.3f} / {conf['dense']:.3f} (n={conf['n']})"])
     out.append(md_table(["bucket", "budget", "confirmation acc / dense"], rows))
-    reasons = yaml_reasons(prof)
+    reasons = [f"{b.max_len}: {' '.join(b.reason.split())}" for b in loaded.profile.buckets if b.reason]
     if reasons:
         out += [""] + [f"- {r}" for r in reasons]
     if gate is not None:
@@ -90,13 +91,6 @@ def search_and_gate() -> list[str]:
                  fmt(b.get("floor")), fmt(b.get("sparsity"), 2), b["verdict"]] for b in check["buckets"]]
         out.append(md_table(["bucket", "n", "dense", "profile", "floor", "sparsity", "verdict"], rows))
     return out + [""]
-
-
-def yaml_reasons(prof: Path) -> list[str]:
-    import yaml
-
-    data = yaml.safe_load(prof.read_text())
-    return [f"{b['max_len']}: {' '.join(str(b.get('reason', '')).split())}" for b in data["buckets"] if b.get("reason")]
 
 
 def cpu_section(c: dict[str, Any] | None) -> list[str]:

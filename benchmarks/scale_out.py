@@ -21,7 +21,10 @@ import time
 from pathlib import Path
 
 import _bench as B
-import yaml
+
+from sparsetune import load_profile
+from sparsetune.search import study_progress
+from sparsetune.search.storage import open_storage
 
 ST = str(Path(sys.executable).with_name("sparsetune"))
 
@@ -42,22 +45,12 @@ def _run(workdir: Path, workers: int, trials: int) -> dict:
     codes = [p.returncode for p in procs]
     if any(codes):
         raise SystemExit(f"a worker failed ({codes}): {errors}")
-    budgets = [{b["max_len"]: b.get("budget") for b in yaml.safe_load((workdir / f"w{workers}_{i}.yaml").read_text())["buckets"]}
-               for i in range(workers)]
+    budgets = [{b.max_len: None if b.budget is None else b.budget.to_dict()
+                for b in load_profile(workdir / f"w{workers}_{i}.yaml").buckets} for i in range(workers)]
+    progress = study_progress(open_storage(str(journal), journal), "scale")
     return {"workers": workers, "wall_s": round(wall, 1), "budgets": budgets[0],
-            "workers_agree": all(b == budgets[0] for b in budgets), "trials": _trials(journal)}
-
-
-def _trials(journal: Path) -> dict:
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    storage = JournalStorage(JournalFileBackend(str(journal)))
-    per_study = {}
-    for s in optuna.get_all_study_summaries(storage):
-        states = [t.state.name for t in optuna.load_study(study_name=s.study_name, storage=storage).trials]
-        per_study[s.study_name] = {"complete": states.count("COMPLETE"), "all": len(states)}
-    return per_study
+            "workers_agree": all(b == budgets[0] for b in budgets),
+            "trials": {p.max_len: {"complete": p.complete, "failed": p.failed} for p in progress}}
 
 
 def main() -> None:

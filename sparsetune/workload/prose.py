@@ -45,9 +45,9 @@ def _number(rng: random.Random) -> str:
     return str(rng.randint(10000, 99999))
 
 
-def _keys(rng: random.Random, n: int) -> list[str]:
-    pairs = rng.sample([(a, b) for a in _KEY_ADJ for b in _KEY_ANIMAL], n)
-    return [f"{a}-{b}" for a, b in pairs]
+def _key(rng: random.Random) -> str:
+    a, b = rng.sample([(a, b) for a in _KEY_ADJ for b in _KEY_ANIMAL], 1)[0]  # rng.sample: drawn workloads depend on it
+    return f"{a}-{b}"
 
 
 def _pass_key(key: str, value: str) -> list[str]:
@@ -75,7 +75,7 @@ def _haystack(intro: str) -> Callable[[int, list[list[str]], random.Random], tup
 
 
 def _retrieval(rng: random.Random) -> Parts:
-    key = _keys(rng, 1)[0]
+    key = _key(rng)
     value = _number(rng)
     query = f"What is the special pass key for {key}? The special pass key for {key} is".split()
     return [_pass_key(key, value)], query, [value]
