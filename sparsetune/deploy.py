@@ -153,7 +153,7 @@ def check_overwrite(out: Path, model: str, workload: str, force: bool = False) -
 
     from .errors import SearchError, SparsetuneError
     from .profile import load_profile
-    from .workload.files import DEMO_WORKLOAD
+    from .workload.files import workload_file
 
     out = Path(out).expanduser()
     if force or not out.exists():
@@ -169,8 +169,7 @@ def check_overwrite(out: Path, model: str, workload: str, force: bool = False) -
         hashes = {canonical_sha256(data)}
         data.pop(CONFIG_KEY, None)
         hashes.add(canonical_sha256(data))
-        work = DEMO_WORKLOAD if workload == "demo" else Path(workload).expanduser()
-        work_sha = hashlib.sha256(work.read_bytes()).hexdigest()
+        work_sha = hashlib.sha256(workload_file(workload).read_bytes()).hexdigest()
     except (SparsetuneError, OSError):
         return
     other = []

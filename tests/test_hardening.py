@@ -153,8 +153,9 @@ def test_overwrite_guard_lets_the_same_search_and_force_through(tmp_path, exampl
     workload = demo_slice(tmp_path)
     same = _profile_for(tmp_path, example_dict, workload)
     check_overwrite(same, "demo", str(workload))  # the same model and workload: the same search's output
-    with pytest.raises(SearchError, match="different workload"):
-        check_overwrite(same, "demo", "demo")
+    for builtin in ("demo", "demo-heldout"):  # built-in names are read as the files they stand for
+        with pytest.raises(SearchError, match="different workload"):
+            check_overwrite(same, "demo", builtin)
     check_overwrite(same, "demo", "demo", force=True)
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..workload.files import DEFAULT_ANSWER_TOKENS, Workload, load_workload
+from ..workload.files import DEFAULT_ANSWER_TOKENS, DEMO_HELDOUT, Workload, load_workload
 from ..workload.models import LoadedModel, load_model
 from .progress import Progress, per_batch
 
 __all__ = ["DEMO_HELDOUT", "load_inputs", "load_more", "set_threads", "workload_source"]
-
-DEMO_HELDOUT = Path(__file__).resolve().parents[1] / "demo" / "heldout.jsonl"  # `--workload demo-heldout`
 
 
 def workload_source(name: str) -> str:

@@ -21,6 +21,7 @@ from . import tasks as _tasks
 __all__ = [
     "DEFAULT_ANSWER_TOKENS",
     "DEFAULT_TASK",
+    "DEMO_HELDOUT",
     "DEMO_WORKLOAD",
     "TokenSample",
     "Workload",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 DEMO_WORKLOAD = Path(__file__).resolve().parents[1] / "demo" / "workload.jsonl"
+DEMO_HELDOUT = Path(__file__).resolve().parents[1] / "demo" / "heldout.jsonl"  # `--workload demo-heldout`
 DEFAULT_ANSWER_TOKENS = 8  # fidelity mode: greedy tokens that become the reference answer
 DEFAULT_TASK = "default"  # task of a line without "task"
 
@@ -150,6 +152,12 @@ def _parse_line(where: str, line: int, raw: str, tokenizer: Any, vocab_size: int
     if answer is not None and not answer_ids:
         raise WorkloadError(f"{where}: the answer {answer!r} tokenizes to nothing")
     return TokenSample(input_ids=input_ids, answer_ids=answer_ids, task=task, line=line)
+
+
+def workload_file(name: str | os.PathLike[str]) -> Path:
+    """The file a `--workload` value names: the built-in `demo` and `demo-heldout`, else the path itself."""
+    builtin = {"demo": DEMO_WORKLOAD, "demo-heldout": DEMO_HELDOUT}.get(os.fspath(name))
+    return builtin if builtin is not None else Path(name).expanduser()
 
 
 def load_workload(
