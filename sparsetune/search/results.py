@@ -294,19 +294,21 @@ def study_progress(storage: optuna.storages.BaseStorage, prefix: str) -> list[Bu
     return sorted(rows, key=lambda r: r.max_len)
 
 
-def profile_from_storage(storage: optuna.storages.BaseStorage, prefix: str,
-                         allow_incomplete: bool = False) -> Profile:
+def profile_from_storage(storage: optuna.storages.BaseStorage, prefix: str, allow_incomplete: bool = False,
+                         outcomes: list[BucketOutcome] | None = None) -> Profile:
     """The profile of everything the studies `<prefix>:<max_len>` hold, whoever ran their trials.
 
     Deterministic for given storage contents: `created` is the last complete trial's completion time. A bucket
     short of its trials starts its `reason` with ``incomplete: <complete> of <target> trials``;
     `provenance.trials_per_bucket` is the target. A bucket without its dense baseline (or never started) is a
-    SearchError, or with `allow_incomplete` a dense bucket that says so (`bucket_outcomes`).
+    SearchError, or with `allow_incomplete` a dense bucket that says so (`bucket_outcomes`). `outcomes`: that
+    function's result, when the caller already has it.
     """
     from .._version import __version__
 
     studies = bucket_studies(storage, prefix)
-    outcomes = bucket_outcomes(storage, prefix, allow_incomplete)
+    if outcomes is None:
+        outcomes = bucket_outcomes(storage, prefix, allow_incomplete)
     meta = meta_of(studies[-1])
     missing = [e for e in meta.edges if e not in {o.bucket.max_len for o in outcomes}]
     if missing:

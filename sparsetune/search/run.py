@@ -162,10 +162,9 @@ def search(
         if run.status is BucketStatus.FAILING:
             warnings.warn(failing_message(run.edge), FailingBucketWarning, stacklevel=2)
     partial = settings.timeout is not None  # a --timeout may stop before a baseline: the profile says which
-    profile = profile_from_storage(storage, settings.study, allow_incomplete=partial)
-    outcomes = [dataclasses.replace(o, status=status.get(o.bucket.max_len))
-                for o in bucket_outcomes(storage, settings.study, allow_incomplete=partial)]
-    return profile, outcomes
+    outcomes = bucket_outcomes(storage, settings.study, allow_incomplete=partial)
+    profile = profile_from_storage(storage, settings.study, allow_incomplete=partial, outcomes=outcomes)
+    return profile, [dataclasses.replace(o, status=status.get(o.bucket.max_len)) for o in outcomes]
 
 
 def failing_message(edge: int) -> str:
