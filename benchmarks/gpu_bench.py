@@ -19,7 +19,6 @@ check the plumbing without a GPU.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -42,15 +41,9 @@ def _ensure_package() -> None:
     except ImportError:
         pass
     sys.path.insert(0, str(ROOT))
-    import sparsetune
-
-    # `kernels/` installs as `sparsetune.kernels` (pyproject's package-dir); mirror that.
-    spec = importlib.util.spec_from_file_location(
-        "sparsetune.kernels", ROOT / "kernels" / "__init__.py", submodule_search_locations=[str(ROOT / "kernels")])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sparsetune.kernels"] = module
-    spec.loader.exec_module(module)
-    sparsetune.kernels = module  # type: ignore[attr-defined]
+    # `kernels/` is `sparsetune.kernels` through the symlink sparsetune/kernels (a namespace package: no
+    # __init__.py), so the checkout on sys.path is all it takes.
+    import sparsetune.kernels  # noqa: F401,F811
 
 
 class CaseTimeout(Exception):
@@ -144,7 +137,7 @@ def correctness_case(torch: Any, device: str, dtype: Any, shape: tuple, budget: 
 
 def stage_correctness(bench: Bench, torch: Any, device: str, smoke: bool) -> None:
     from sparsetune import Budget
-    from sparsetune.kernels import QUICK_CONFIGS, default_config, keep_config
+    from sparsetune.kernels.configs import QUICK_CONFIGS, default_config, keep_config
 
     print("== correctness", flush=True)
     if smoke:
@@ -178,7 +171,7 @@ def stage_correctness(bench: Bench, torch: Any, device: str, smoke: bool) -> Non
 def stage_speed(bench: Bench, torch: Any, args: argparse.Namespace, device: str = "cuda") -> None:
     from sparsetune import Budget, timing
     from sparsetune.attention import select_blocks
-    from sparsetune.kernels import configs_for
+    from sparsetune.kernels.configs import configs_for
     from sparsetune.kernels.block_sparse_attn import block_sparse_attn_fwd
     from sparsetune.timing import attention_flops, dense_sdpa_ms
 

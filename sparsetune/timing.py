@@ -181,7 +181,7 @@ def time_launch_configs(seq_len: int, budget: Budget, heads: int, kv_heads: int,
     if heads < 1 or kv_heads < 1 or heads % kv_heads:
         raise SparsetuneError(f"time_launch_configs: heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
     from .attention import select_blocks
-    from .kernels import configs_for
+    from .kernels.configs import configs_for
     from .kernels.block_sparse_attn import block_sparse_attn_fwd
 
     dev = torch.device("cuda")

@@ -39,7 +39,7 @@ from sparsetune.attention import (  # noqa: E402
     reference_attention,
     select_blocks,
 )
-from sparsetune.kernels import CONFIGS, QUICK_CONFIGS, configs_for, default_config, keep_config  # noqa: E402
+from sparsetune.kernels.configs import CONFIGS, QUICK_CONFIGS, configs_for, default_config, keep_config  # noqa: E402
 
 DEVICE = "cuda" if ON_GPU else "cpu"
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -229,7 +229,7 @@ import json, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from sparsetune.kernels import keep_config
+from sparsetune.kernels.configs import keep_config
 from sparsetune.kernels.block_sparse_attn import _block_sparse_attn_fwd as K
 
 names, out = K.arg_names, []

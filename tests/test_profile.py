@@ -459,7 +459,7 @@ def test_floats_survive_yaml_exactly(example_dict):
 @pytest.mark.parametrize("block_size", [16, 32, 64, 128])
 def test_profile_validation_and_the_kernel_launcher_accept_the_same_configs(example_dict, block_size):
     """One rule (kernels/configs.py): a profile that validates never makes the launcher raise, and back."""
-    from sparsetune.kernels import CONFIGS, keep_config
+    from sparsetune.kernels.configs import CONFIGS, keep_config
 
     for conf in CONFIGS:
         data = copy.deepcopy(example_dict)

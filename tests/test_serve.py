@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -245,3 +246,56 @@ def test_a_taken_port_exits_2_before_the_model_loads(deploy_dir):
                               capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == f"error: port: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def _stream(url: str, body: dict) -> list[dict | str]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line[len("data: "):] for line in r.read().decode().splitlines() if line.startswith("data: ")]
+    return [e if e == "[DONE]" else json.loads(e) for e in events]
+
+
+def test_a_streamed_completion_is_the_same_text_in_pieces_then_usage_and_done(server):
+    url, proc, _ = server
+    body = {"prompt": prompt_of(700), "max_tokens": 8, "temperature": 0}
+    status, whole = request(f"{url}/v1/completions", body)
+    assert status == 200
+    events = _stream(f"{url}/v1/completions", {**body, "stream": True, "stream_options": {"include_usage": True}})
+    assert events[-1] == "[DONE]"
+    chunks, usage = events[:-2], events[-2]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == whole["choices"][0]["text"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
+    assert usage["choices"] == [] and usage["usage"] == whole["usage"]
+    assert proc.poll() is None
+
+
+def test_a_chat_request_renders_the_model_template_and_answers_as_the_rendered_prompt(tmp_path, deploy_dir):
+    folder = tmp_path / "chat"
+    shutil.copytree(deploy_dir, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    proc, url = start_server(folder, tmp_path / "server.log")
+    try:
+        question = prompt_of(380)
+        status, chat = request(f"{url}/v1/chat/completions", {"messages": [{"role": "user", "content": question}],
+                                                               "max_tokens": 6, "temperature": 0})
+        assert status == 200, chat
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        import sparsetune  # noqa: F401 - registers attn_implementation="sparsetune"
+
+        tok = AutoTokenizer.from_pretrained(folder)
+        ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                      return_dict=True, return_tensors="pt")
+        n = ids["input_ids"].shape[1]
+        sparse = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sparsetune")
+        with torch.no_grad():
+            want = sparse.generate(**ids, max_new_tokens=6, do_sample=False)[0, n:]
+        assert chat["object"] == "chat.completion" and chat["choices"][0]["message"]["role"] == "assistant"
+        assert chat["choices"][0]["message"]["content"] == tok.decode(want, skip_special_tokens=True)
+        assert chat["usage"] == {"prompt_tokens": n, "completion_tokens": len(want), "total_tokens": n + len(want)}
+    finally:
+        assert stop_server(proc) == 0

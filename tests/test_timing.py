@@ -73,7 +73,7 @@ def test_time_launch_configs_refuses_without_cuda():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_time_launch_configs_on_gpu():
-    from sparsetune.kernels import configs_for
+    from sparsetune.kernels.configs import configs_for
 
     res = time_launch_configs(2048, Budget(keep=0.3), heads=8, kv_heads=2, head_dim=64,
                               configs=configs_for(64, 64, quick=True)[:2], warmup=5, rep=20)

@@ -1,4 +1,4 @@
-"""`sparsetune serve`: a deploy folder (or a model plus --profile) behind transformers' OpenAI-compatible server."""
+"""`sparsetune serve`: a deploy folder (or a model plus --profile) behind an OpenAI-compatible server."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from ._app import ProfileOpt, app
 
 
 _HELP = (
-    "Serve a profile through transformers' OpenAI-compatible server; each request runs the budget its own "
+    "Serve a profile through an OpenAI-compatible server (FastAPI over transformers' generate); each request runs the budget its own "
     "KV length selects, dense below the first bucket.\n\n"
-    "Endpoints: /v1/completions, /v1/chat/completions, /v1/models, /health (transformers'), and "
+    "Endpoints: /v1/completions, /v1/chat/completions, /v1/models, /health, and "
     "GET /sparsetune/stats: totals per bucket (?recent=N adds the last N requests). One log line per request "
     "gives its KV length, bucket, budget and achieved sparsity.\n\n"
     "Needs the serve extra: pip install 'sparsetune\\[serve]'. Exit code 2: bad input (no profile, a profile "

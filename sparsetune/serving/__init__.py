@@ -1,8 +1,9 @@
-"""`sparsetune serve`: a profile behind transformers' OpenAI-compatible server, its budget looked up per request.
+"""`sparsetune serve`: a profile behind an OpenAI-compatible server, its budget looked up per request.
 
     target.py     what to serve: a deploy folder, or a model plus a profile; refused before anything loads
     recorder.py   per-request records (KV length, bucket, budget, achieved sparsity), log lines, totals
-    app.py        transformers' server composed with the sparsetune attention and the recorder; uvicorn
+    requests.py   the OpenAI request bodies it takes, checked (unknown field: 422, bad value: 400)
+    app.py        FastAPI routes over transformers' public generate(), the recorder around each call; uvicorn
 
 Above the runtime layer, beside `deploy` (whose model checks it reuses); nothing below imports it.
 `import sparsetune.serving` is cheap: fastapi, uvicorn, torch and transformers load in `run_server`.

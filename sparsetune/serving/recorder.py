@@ -1,6 +1,6 @@
 """Per-request visibility for `sparsetune serve`: which bucket and budget each request ran, and totals.
 
-How a request is seen. transformers' server runs every ``model.generate`` of a model on one inference
+How a request is seen. The server (`app`) runs every ``model.generate`` of its model on one inference
 thread, one request at a time (`app` wraps each submitted call in `Recorder.run`). During that call:
 
 - the attention asks the policy for a budget at every layer and step (`RecordingPolicy.lookup`, the
