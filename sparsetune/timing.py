@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import SearchError, SparsetuneError
-from .profile.budget import Budget
+from .profile.budget import ESTIMATORS, Budget
 
 if TYPE_CHECKING:
     from .profile.profile import Profile
@@ -48,7 +48,7 @@ def attention_flops(seq_len: int, head_dim: int, heads: int = 1, density: float 
 
 
 def cost_model(seq_len: int, block_size: int, density: float, head_dim: int, heads: int = 1,
-               kv_heads: int | None = None) -> CostEstimate:
+               kv_heads: int | None = None, estimator: str = "pooled", stride: int | None = None) -> CostEstimate:
     """Relative cost of block-sparse attention from FLOP counts (label ``cost-model``).
 
     The model, per forward of ``seq_len`` tokens (prefill), H query heads, Hkv KV heads, D:
@@ -57,9 +57,10 @@ def cost_model(seq_len: int, block_size: int, density: float, head_dim: int, hea
       costing 4*D FLOPs (2*D for the QK^T multiply-add, 2*D for PV): ``2 * D * L^2 * H``.
     - sparse: the same per pair over the kept blocks only: ``density * dense``, where density
       is kept visible blocks over visible blocks (`BlockMask.density`).
-    - selection: mean-pooling q and k (one add per element: ``(H + Hkv) * L * D``), the pooled
-      score matrix (``2 * QB * KB * D`` per KV head, QB = KB = ceil(L / block_size)), and the
-      per-row sort (``QB * KB * log2(KB)`` comparisons per KV head, counted as FLOPs).
+    - selection: what the budget's estimator declares (`EstimatorSpec.selection_flops`): for pooled,
+      mean-pooling q and k (``(H + Hkv) * L * D``), the pooled score matrix (``2 * QB * KB * D`` per KV
+      head, QB = KB = ceil(L / block_size)) and the per-row sort (``QB * KB * log2(KB)`` per KV head);
+      for sampled, exact q.k of every stride-th query (``(L / stride) * L / 2`` pairs per query head).
 
     It ignores memory traffic, launch overhead and partial diagonal blocks, so it ranks budgets
     rather than predicting milliseconds.
@@ -73,11 +74,9 @@ def cost_model(seq_len: int, block_size: int, density: float, head_dim: int, hea
     if kv_heads < 1 or heads % kv_heads:
         raise SparsetuneError(f"cost_model: heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
     dense = attention_flops(seq_len, head_dim, heads)
-    blocks = math.ceil(seq_len / block_size)
-    pooling = (heads + kv_heads) * seq_len * head_dim
-    scores = 2.0 * blocks * blocks * head_dim * kv_heads
-    sort = blocks * blocks * math.log2(max(blocks, 2)) * kv_heads
-    selection = 0.0 if density >= 1.0 else pooling + scores + sort  # a dense budget skips selection
+    spec = ESTIMATORS[estimator]
+    selection = 0.0 if density >= 1.0 else spec.selection_flops(  # a dense budget skips selection
+        seq_len, block_size, head_dim, heads, kv_heads, stride)
     return CostEstimate(sparse_flops=density * dense, selection_flops=selection, dense_flops=dense)
 
 

@@ -255,6 +255,16 @@ def test_bad_input_exits_2(run_cli, model_dir, profile_path, tmp_path, args, mes
 # ---------------------------------------------------------------- exports
 
 
+def test_json_table_round_trips_the_estimator_and_its_stride(model_dir):
+    budget = Budget(keep=0.2, block_size=32, estimator="sampled", stride=8)
+    profile = make_profile(model_dir, budget)
+    table = lookup_table(profile)
+    assert {(row.get("estimator"), row.get("stride")) for row in table["buckets"] if not row["dense"]} == {("sampled", 8)}
+    policy = TablePolicy(json.loads(json.dumps(table)))
+    assert [policy.lookup(n) for n in range(0, 1500, 7)] == [profile.lookup(n) for n in range(0, 1500, 7)]
+    assert budget in {policy.lookup(n) for n in range(1500)}
+
+
 def test_json_table_looks_up_like_the_profile(run_cli, model_dir, profile_path, tmp_path):
     tuned = {GPU: DeviceSection(timing="measured", kernels={512: KernelConfig(BLOCK_M=16, BLOCK_N=16, num_warps=4,
                                                                                num_stages=2, ms=0.1)})}
@@ -270,7 +280,8 @@ def test_json_table_looks_up_like_the_profile(run_cli, model_dir, profile_path, 
         (8, 64, True), (65, 256, False), (257, None, False)]
     assert table["buckets"][2]["kernels"] == {GPU: {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 2}}
     assert table["buckets"][1] == {"min_len": 65, "max_len": 256, "dense": False, "method": "coverage",
-                                   "block_size": 32, "tau": 0.9, "sink": 0, "local": 2, "kernels": {}}
+                                   "block_size": 32, "tau": 0.9, "sink": 0, "local": 2, "estimator": "pooled",
+                                   "kernels": {}}
     policy = TablePolicy(table)
     for length in range(0, 1500):
         assert policy.lookup(length) == profile.lookup(length), length

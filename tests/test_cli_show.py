@@ -38,7 +38,8 @@ def test_show_json_is_the_profile(run_cli, example_path):
     result = run_cli("show", "--json", example_path)
     assert result.code == 0, result.err
     data = json.loads(result.out)
-    assert data["buckets"][1]["budget"] == {"method": "topk", "block_size": 64, "keep": 0.45, "sink": 1, "local": 1}
+    assert data["buckets"][1]["budget"] == {"method": "topk", "block_size": 64, "keep": 0.45, "sink": 1, "local": 1,
+                                            "estimator": "pooled"}  # a schema-2 budget reads as pooled
     assert list(data["devices"]["cpu"]["kernels"]) == ["1024", "2048"]
     assert Profile.from_dict(data) == load_profile(example_path)
 

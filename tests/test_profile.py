@@ -439,7 +439,9 @@ def test_runtime_api_imports_without_typer_or_rich():
 
 
 def test_schema_version_constant_and_upgrade_hook(example_dict, monkeypatch):
-    assert sparsetune.PROFILE_SCHEMA_VERSION == 2 == Profile.from_dict(example_dict).schema
+    assert example_dict["schema"] == 2  # the shipped example is a schema-2 file, read through the upgrade
+    assert sparsetune.PROFILE_SCHEMA_VERSION == 3 == Profile.from_dict(example_dict).schema
+    assert all(b.budget is None or b.budget.estimator == "pooled" for b in Profile.from_dict(example_dict).buckets)
     # An upgrade step for an older version is applied before validation.
     monkeypatch.setitem(versions.UPGRADES, 0, lambda d: {**{k: v for k, v in d.items() if k != "first_len"}, "min_len": d["first_len"]})
     old = {**example_dict, "schema": 0, "first_len": 5}

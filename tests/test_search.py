@@ -200,6 +200,10 @@ def test_fidelity_mode_scores_against_the_dense_models_own_answers(tmp_path):
     (["--buckets", "100,300,600"], "buckets: no sample falls in the bucket(s) ending at 100"),
     (["--buckets", "512,256"], "buckets: edges must be positive and strictly increasing"),
     (["--trials", "0"], "trials: must be >= 1"),
+    (["--estimator", "pooled,magic"], "estimator: a comma-separated list of distinct pooled, sampled, oracle, got "
+                                      "pooled,magic"),
+    (["--estimator", "sampled,oracle"], "estimator: oracle costs a dense pass (a diagnostic ceiling, not deployable); "
+                                        "pass --allow-oracle"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, run_cli, extra, message):
     workload = _slice(tmp_path, lengths=(256, 512), per_task=1)
@@ -215,3 +219,26 @@ def test_empty_workload_exits_2(tmp_path, run_cli):
     empty.write_text("")
     result = run_cli("search", "--model", "demo", "--workload", empty, "-o", tmp_path / "p.yaml")
     assert result.code == 2 and "empty workload" in result.err and len(result.err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_search_chooses_the_estimator_per_bucket_and_the_profile_names_it(tmp_path):
+    out = tmp_path / "p.yaml"
+    r = _run(*_search_args(_slice(tmp_path), out, 6, "--json", "--confidence", "0", "--estimator", "pooled,sampled"))
+    assert r.returncode == 0, r.stderr
+    profile = load_profile(out)
+    storage = _journal(out)
+    seen = set()
+    for bucket in profile.buckets:
+        study = optuna.load_study(study_name=f"p:{bucket.max_len}", storage=storage)
+        assert meta_of(study).estimators == ("pooled", "sampled")
+        for t in study.get_trials(states=(TrialState.COMPLETE,)):
+            seen.add(t.params.get("estimator"))
+            if t.params.get("estimator") == "sampled":
+                assert t.params["sampled_stride"] in (8, 16, 32)
+        if bucket.budget is not None:  # the budget the study chose, estimator and stride included
+            chosen = [c for c in candidates(study) if c.budget == bucket.budget]
+            assert chosen and chosen[0].budget.estimator in ("pooled", "sampled")
+    assert {"pooled", "sampled"} <= seen
+    show = _run("show", out)
+    assert show.returncode == 0

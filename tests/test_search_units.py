@@ -239,3 +239,36 @@ def test_a_search_stopped_before_a_baseline_writes_a_profile_that_says_so():
     outcomes = bucket_outcomes(storage, "s", allow_incomplete=True)
     assert [(o.first_len, o.bucket.max_len, o.incomplete) for o in outcomes] == [(100, 256, True), (257, 512, True)]
     assert [profile.bucket_range(i) for i in range(2)] == [(100, 256), (257, 512)]
+
+
+def test_anchors_are_the_simple_policies_each_estimator_starts_from():
+    from sparsetune.search.space import SearchSpace
+
+    assert SearchSpace().anchor_params() == []  # off unless asked for
+    space = SearchSpace(anchors=True, estimators=("pooled", "sampled"), block_sizes=(32, 64, 128))
+    budgets = [space.budget_of(p) for p in space.anchor_params()]
+    assert [(b.estimator, b.stride, b.keep) for b in budgets] == [
+        ("pooled", None, 0.5), ("pooled", None, 0.3), ("pooled", None, 0.2), ("pooled", None, 0.1),
+        ("sampled", 16, 0.5), ("sampled", 16, 0.3), ("sampled", 16, 0.2), ("sampled", 16, 0.1)]
+    assert {(b.block_size, b.sink, b.local) for b in budgets} == {(64, 1, 1)}
+    coverage = SearchSpace(method="coverage", anchors=True, block_sizes=(32,))
+    assert [(b.block_size, b.tau) for b in map(coverage.budget_of, coverage.anchor_params())] == [
+        (32, 0.95), (32, 0.9), (32, 0.8)]
+
+
+def test_a_new_study_enqueues_dense_then_the_anchors_and_suggest_reads_them_back():
+    import optuna
+
+    from sparsetune.search.space import SearchSpace
+    from sparsetune.search.study import create_or_load
+
+    space = SearchSpace(anchors=True, estimators=("pooled", "sampled"), block_sizes=(32, 64))
+    storage = optuna.storages.InMemoryStorage()
+    study, _ = create_or_load(storage, "s:512", _meta(), space.dense_params(), anchors=space.anchor_params())
+    got = []
+    for _ in range(1 + len(space.anchor_params())):
+        trial = study.ask()
+        got.append(space.suggest(trial))
+        study.tell(trial, 1.0)
+    assert got[0].is_dense
+    assert got[1:] == [space.budget_of(p) for p in space.anchor_params()]

@@ -108,5 +108,5 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, budget: 
         mask = BlockMask.full(q.shape[0], k.shape[1], budget.block_size, q.shape[2], k.shape[2], q.device)
         check_inputs(q, k, v, mask)
         return dense_causal_attention(q, k, v, scale=scale), mask
-    mask = select_blocks(q, k, budget)
+    mask = select_blocks(q, k, budget, scale=scale)
     return block_sparse_attention(q, k, v, mask, scale=scale, config=config), mask

@@ -1,4 +1,4 @@
-"""Budget -> block mask: which key blocks each query block keeps, from pooled q.k scores.
+"""Budget -> block mask: which key blocks each query block keeps, ranked by the budget's estimator.
 
 Vectorized torch only (no Python loop over blocks): this runs in every forward pass, on CPU at
 a few thousand tokens and on GPU up to 64k.
@@ -11,6 +11,8 @@ import math
 import torch
 
 from ..profile.budget import Budget
+from .estimate import block_logits
+from .estimate_pooled import block_scores
 from .mask import AttentionError, BlockMask
 
 __all__ = ["block_scores", "select_blocks"]
@@ -19,51 +21,6 @@ __all__ = ["block_scores", "select_blocks"]
 # 7.000000000000001, whose ceil would keep an extra block. Values within EPS of an integer
 # count as that integer.
 _CEIL_EPS = 1e-9
-
-
-def _block_sums(x: torch.Tensor, start: int, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum x (..., S, D) over absolute blocks, positions being start .. start + S - 1.
-
-    Returns fp32 sums (..., NB, D) and the token count per block (NB,), NB = blocks touched.
-    Full blocks are summed through a view (no copy of x); only the partial first/last blocks
-    are summed separately.
-    """
-    seq = x.shape[-2]
-    lead = start % block_size
-    head = min(seq, (block_size - lead) % block_size)  # tokens of a partial first block
-    full = (seq - head) // block_size
-    tail = seq - head - full * block_size
-    parts, counts = [], []
-    if head:
-        parts.append(x[..., :head, :].sum(dim=-2, keepdim=True, dtype=torch.float32))
-        counts.append(head)
-    if full:
-        body = x[..., head:head + full * block_size, :]
-        body = body.reshape(*x.shape[:-2], full, block_size, x.shape[-1])
-        parts.append(body.sum(dim=-2, dtype=torch.float32))
-        counts += [block_size] * full
-    if tail:
-        parts.append(x[..., seq - tail:, :].sum(dim=-2, keepdim=True, dtype=torch.float32))
-        counts.append(tail)
-    sums = torch.cat(parts, dim=-2) if len(parts) > 1 else parts[0]
-    return sums, torch.tensor(counts, dtype=torch.float32, device=x.device)
-
-
-def block_scores(q: torch.Tensor, k: torch.Tensor, block_size: int) -> torch.Tensor:
-    """fp32 [B, Hkv, QB, KB]: mean-pooled query block (over the GQA group's heads) . mean-pooled key block.
-
-    Query blocks are absolute (see `BlockMask`); a partial block pools the tokens it has. At
-    decode (Sq == 1) the pooled query is the current query alone.
-    """
-    batch, heads, seq_q, dim = q.shape
-    kv_heads, seq_k = k.shape[1], k.shape[2]
-    # Group heads stay a separate dim here; the mean over them comes after block pooling.
-    qg = q.reshape(batch, kv_heads, heads // kv_heads, seq_q, dim)
-    q_sum, q_cnt = _block_sums(qg, seq_k - seq_q, block_size)
-    q_pool = q_sum.mean(dim=2) / q_cnt[:, None]
-    k_sum, k_cnt = _block_sums(k, 0, block_size)
-    k_pool = k_sum / k_cnt[:, None]
-    return q_pool @ k_pool.transpose(-1, -2)
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, budget: Budget) -> None:
@@ -98,16 +55,19 @@ def _decode_topk(scores: torch.Tensor, budget: Budget, seq_k: int) -> BlockMask:
     return BlockMask.from_block_bool(kept, budget.block_size, 1, seq_k)
 
 
-def select_blocks(q: torch.Tensor, k: torch.Tensor, budget: Budget) -> BlockMask:
+def select_blocks(q: torch.Tensor, k: torch.Tensor, budget: Budget, scale: float | None = None) -> BlockMask:
     """Select key blocks per (batch, KV head, query block) under `budget`.
 
     q ``(B, Hq, Sq, D)``, k ``(B, Hkv, Sk, D)``; the queries are the last Sq positions of Sk.
     Visible blocks of row r are ``0 .. first_q_block + r``. Always kept: the `sink` first and
     the `local` most recent visible blocks (the diagonal is one), so no row is ever empty.
 
+    The budget's estimator (`attention.estimate`) gives each visible block a logit whose softmax is the
+    estimated attention mass (`scale`: the attention's, default 1/sqrt(D)); pooled ranks by its raw scores.
+
     - ``topk``: keep ``max(ceil(keep * visible), always-kept)`` blocks: the always-kept ones,
-      then the highest pooled scores. Kept sets are nested as keep grows.
-    - ``coverage``: softmax of the pooled scores scaled by 1/sqrt(D), over visible blocks;
+      then the highest estimates. Kept sets are nested as keep grows.
+    - ``coverage``: the estimated mass over visible blocks;
       always-kept blocks come first and count toward the mass, then blocks by descending
       probability until the kept mass reaches ``tau`` (the block that crosses it is kept).
       Nested as tau grows.
@@ -124,7 +84,12 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, budget: Budget) -> BlockMask
     if budget.is_dense or seq_q == 0:
         return BlockMask.full(batch, kv_heads, bs, seq_q, seq_k, q.device)
 
-    scores = block_scores(q, k, bs)  # [B, Hkv, QB, KB]
+    scale = dim ** -0.5 if scale is None else scale
+    if budget.estimator == "pooled":  # rank by the raw scores (the order of their logits, without rounding)
+        scores = block_scores(q, k, bs)  # [B, Hkv, QB, KB]
+        logits = scores * scale
+    else:
+        scores = logits = block_logits(q, k, budget, scale)
     if seq_q == 1 and budget.method == "topk":
         return _decode_topk(scores, budget, seq_k)
     num_rows, num_cols = scores.shape[-2:]
@@ -141,8 +106,7 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, budget: Budget) -> BlockMask
         n_keep = torch.ceil((diag + 1).double() * budget.keep - _CEIL_EPS).clamp(min=1)
         keep_sorted = cols.expand_as(order) < n_keep[:, None].to(order.dtype)
     else:
-        logits = (scores * dim ** -0.5).masked_fill(~visible, -math.inf)
-        prob = torch.softmax(logits, dim=-1).gather(-1, order)
+        prob = torch.softmax(logits.masked_fill(~visible, -math.inf), dim=-1).gather(-1, order)
         # Exclusive prefix sum: the mass kept before each block (monotone along the order).
         mass_before = torch.nn.functional.pad(torch.cumsum(prob, dim=-1)[..., :-1], (1, 0))
         keep_sorted = mass_before < budget.tau

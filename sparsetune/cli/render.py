@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..profile.budget import ESTIMATORS
 from ..profile.profile import Profile
 
 __all__ = ["render_check", "render_comparison", "render_profile", "render_progress"]
@@ -64,7 +65,10 @@ def _budget_text(budget: Any) -> str:
     if budget is None:
         return "dense"
     ratio = "keep" if budget.method == "topk" else "tau"
-    return f"{ratio} {budget.ratio:.3g} b{budget.block_size} s{budget.sink} l{budget.local}"
+    text = f"{ratio} {budget.ratio:.3g} b{budget.block_size} s{budget.sink} l{budget.local}"
+    if budget.estimator != "pooled":  # pooled is the default; others are named (oracle: not deployable)
+        text += f" {budget.estimator}" + (f"/{budget.stride}" if budget.stride else "")
+    return text
 
 
 def _buckets_table(profile: Profile) -> Table:
@@ -74,6 +78,10 @@ def _buckets_table(profile: Profile) -> Table:
     if profile.min_len > 1:
         notes.append(f"inputs shorter than {profile.min_len} run dense")
     notes.append("acc: search samples; conf, lower: confirmation samples; n: search+confirmation")
+    diagnostic = sorted({b.budget.estimator for b in profile.buckets
+                         if b.budget is not None and not ESTIMATORS[b.budget.estimator].deployable})
+    if diagnostic:
+        notes.append(f"{', '.join(diagnostic)}: a diagnostic ceiling that costs a dense pass, not for deployment")
     table = _table(title="buckets", caption="; ".join(notes))
     for name in ("tokens", "budget", "acc", "conf", "lower", "n", "sparsity", "cost", "bound by"):
         table.add_column(name, justify="left" if name in ("tokens", "budget", "bound by") else "right", no_wrap=True)

@@ -29,7 +29,17 @@ def search(
     min_dense: Annotated[float, typer.Option(
         "--min-dense", help="Refuse a bucket whose dense accuracy is below this (a broken prompt format).")] = 0.2,
     buckets: BucketsOpt = "auto",
-    method: Annotated[str, typer.Option("--method", help="Block selection: topk or coverage.")] = "topk",
+    method: Annotated[str, typer.Option("--method", help="Block selection rule: topk or coverage.")] = "topk",
+    estimator: Annotated[str, typer.Option(
+        "--estimator", help="How blocks are ranked, one or a comma-separated choice the search makes per bucket: "
+                            "pooled (mean-pooled q.k), sampled (exact attention of every stride-th query), oracle "
+                            "(the true mass: a dense pass, needs --allow-oracle).")] = "pooled",
+    anchors: Annotated[bool, typer.Option(
+        "--anchors", help="Start each bucket's study from simple policies (fixed keeps 0.5, 0.3, 0.2, 0.1 at block "
+                          "64, sink 1, local 1, per estimator) before TPE explores.")] = False,
+    allow_oracle: Annotated[bool, typer.Option(
+        "--allow-oracle", help="Let the search use the oracle estimator (a diagnostic ceiling, not deployable: "
+                               "the profile says so).")] = False,
     trials: Annotated[int, typer.Option("--trials", help="Complete trials per bucket.")] = 40,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop after this many seconds.")] = None,
     storage: StorageOpt = None,
@@ -65,7 +75,9 @@ def search(
     settings = SearchSettings(floor=floor, floor_kind=floor_kind, confidence=confidence or None,
                               per_task=per_task, min_dense=min_dense, edges=parse_edges(buckets),
                               trials=trials, timeout=timeout, study=study or out.stem, seed=seed,
-                              space=SearchSpace(method=method), threads=threads)
+                              space=SearchSpace(method=method, anchors=anchors, estimators=tuple(
+                                  e.strip() for e in estimator.split(",") if e.strip())),
+                              threads=threads, allow_oracle=allow_oracle)
     check_writable(out, SearchError)
     check_writable(out.with_suffix(".png"), SearchError)
     check_overwrite(out, model, workload, force)

@@ -139,4 +139,5 @@ def policy_cost(policy: Any, seq_len: int, heads: int, kv_heads: int, head_dim: 
     if budget is None or budget.is_dense:
         return 1.0
     density = prefill_density(seq_len, json.dumps(budget.to_dict(), sort_keys=True), heads, kv_heads, head_dim)
-    return cost_model(seq_len, budget.block_size, density, head_dim, heads, kv_heads).relative
+    return cost_model(seq_len, budget.block_size, density, head_dim, heads, kv_heads, budget.estimator,
+                      budget.stride).relative

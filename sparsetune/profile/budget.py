@@ -8,9 +8,51 @@ from typing import Any, Literal
 
 from ..errors import BudgetError
 
-__all__ = ["Budget", "MAX_BLOCK_SIZE", "METHODS", "MIN_BLOCK_SIZE", "is_power_of_two"]
+__all__ = ["Budget", "ESTIMATORS", "EstimatorSpec", "MAX_BLOCK_SIZE", "METHODS", "MIN_BLOCK_SIZE",
+           "is_power_of_two"]
 
-METHODS = ("topk", "coverage")
+METHODS = ("topk", "coverage")  # the rules: a fixed share of blocks, or the blocks that reach a mass
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """How a budget ranks key blocks: its name, its one parameter (`stride`) and what the search may try.
+
+    The estimator functions live in ``attention/estimate_*.py`` (this layer only names them); the search reads
+    `strides` as its choices and `cost` for the cost model.
+    """
+
+    name: str
+    summary: str
+    strides: tuple[int, ...] = ()  # the stride values a search tries; empty: no stride parameter
+    default_stride: int | None = None
+    deployable: bool = True  # False: a diagnostic that costs a dense pass (search needs --allow-oracle)
+
+    def selection_flops(self, seq_len: int, block_size: int, head_dim: int, heads: int, kv_heads: int,
+                        stride: int | None = None) -> float:
+        """FLOPs of selecting blocks for one prefill of `seq_len` tokens (what the cost model adds to sparse).
+
+        pooled: mean-pool q and k (one add per element), the pooled score matrix (2*D per block pair per KV
+        head) and the per-row sort. sampled (oracle: stride 1): exact q.k of the L/stride sampled queries
+        against the keys they see (L/2 on average, 2*D per pair per query head), softmax and block sums
+        (about 4 per pair), and the sort. Counts, not milliseconds: they rank budgets.
+        """
+        blocks = math.ceil(seq_len / block_size)
+        sort = blocks * blocks * math.log2(max(blocks, 2)) * kv_heads
+        if self.name == "pooled":
+            pooling = (heads + kv_heads) * seq_len * head_dim
+            return pooling + 2.0 * blocks * blocks * head_dim * kv_heads + sort
+        pairs = (seq_len / (stride or 1)) * (seq_len / 2.0) * heads
+        return pairs * (2.0 * head_dim + 4.0) + sort
+
+
+ESTIMATORS: dict[str, EstimatorSpec] = {spec.name: spec for spec in (
+    EstimatorSpec("pooled", "mean-pooled query block . mean-pooled key block (cheap; dilutes short needles)"),
+    EstimatorSpec("sampled", "exact softmax of every stride-th query of each query block, mass per key block",
+                  strides=(8, 16, 32), default_stride=16),
+    EstimatorSpec("oracle", "exact softmax mass of every query (a dense pass: the ceiling, a diagnostic)",
+                  deployable=False),
+)}
 MIN_BLOCK_SIZE = 16  # the smallest tile tl.dot takes
 # Far beyond any useful sparse block (kernels tile 16-128): a larger one is a typo, and one block of
 # it would cover whole requests (dense by construction).
@@ -28,6 +70,7 @@ class Budget:
     `topk` keeps ``ceil(keep * visible)`` key blocks per query block; `coverage` keeps the
     smallest set whose estimated attention mass reaches `tau`. Either way the `sink` first
     blocks and the `local` most recent blocks (the diagonal block counts as one) are kept.
+    The `estimator` (`ESTIMATORS`) ranks the blocks; `stride` is its parameter where it has one.
     """
 
     method: Literal["topk", "coverage"] = "topk"
@@ -36,10 +79,24 @@ class Budget:
     tau: float | None = None  # coverage: attention mass to reach, in (0, 1]
     sink: int = 1  # first blocks always kept (attention sinks)
     local: int = 1  # most recent blocks always kept, >= 1 so no query row is empty
+    estimator: str = "pooled"  # how blocks are ranked (ESTIMATORS)
+    stride: int | None = None  # sampled: every stride-th query of a block is scored exactly
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise BudgetError(f"method: must be one of {', '.join(METHODS)}, got {self.method!r}")
+        spec = ESTIMATORS.get(self.estimator) if isinstance(self.estimator, str) else None
+        if spec is None:
+            raise BudgetError(f"estimator: must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if not spec.strides:
+            if self.stride is not None:
+                raise BudgetError(f"stride: not used by estimator {self.estimator!r}, got {self.stride!r}")
+        else:
+            if self.stride is None:
+                object.__setattr__(self, "stride", spec.default_stride)
+            if not is_power_of_two(self.stride) or self.stride > self.block_size:  # type: ignore[arg-type]
+                raise BudgetError(f"stride: must be a power of two <= block_size ({self.block_size}), "
+                                  f"got {self.stride!r}")
         if not is_power_of_two(self.block_size) or not MIN_BLOCK_SIZE <= self.block_size <= MAX_BLOCK_SIZE:
             raise BudgetError(f"block_size: must be a power of two in [{MIN_BLOCK_SIZE}, {MAX_BLOCK_SIZE}], "
                               f"got {self.block_size!r}")
@@ -75,11 +132,24 @@ class Budget:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    def to_text(self) -> str:
+        """The command-line form `parse` reads back: ``keep=0.3,block=64,sink=1,local=1,estimator=sampled,stride=16``."""
+        ratio = f"keep={self.keep!r}" if self.method == "topk" else f"tau={self.tau!r}"
+        text = f"{ratio},block={self.block_size},sink={self.sink},local={self.local}"
+        if self.estimator != "pooled":
+            text += f",estimator={self.estimator}" + (f",stride={self.stride}" if self.stride is not None else "")
+        return text
+
     @classmethod
     def parse(cls, text: str) -> "Budget":
-        """Parse ``keep=0.3,block=64,sink=1,local=1`` (or ``tau=0.9,...``) as typed on a command line."""
+        """Parse ``keep=0.3,block=64,sink=1,local=1`` (or ``tau=0.9,...``) as typed on a command line.
+
+        ``method=`` takes a rule (topk, coverage) or an estimator (``method=oracle,keep=0.2``): a method is an
+        estimator plus a rule, and the rule follows from ``keep`` or ``tau``.
+        """
         aliases = {"block": "block_size", "block_size": "block_size", "keep": "keep", "tau": "tau",
-                   "sink": "sink", "local": "local", "method": "method"}
+                   "sink": "sink", "local": "local", "method": "method", "estimator": "estimator",
+                   "stride": "stride"}
         fields: dict[str, Any] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, raw = part.partition("=")
@@ -88,10 +158,14 @@ class Budget:
                     f"budget: expected key=value with keys {', '.join(sorted(set(aliases)))}, got {part!r}")
             name = aliases[key.strip()]
             try:
-                fields[name] = raw.strip() if name == "method" else (
+                fields[name] = raw.strip() if name in ("method", "estimator") else (
                     float(raw) if name in ("keep", "tau") else int(raw))
             except ValueError:
                 raise BudgetError(f"budget.{name}: must be a number, got {raw.strip()!r}") from None
+        if fields.get("method") in ESTIMATORS:
+            if "estimator" in fields and fields["estimator"] != fields["method"]:
+                raise BudgetError(f"budget: method={fields['method']} and estimator={fields['estimator']} disagree")
+            fields["estimator"] = fields.pop("method")
         fields.setdefault("method", "coverage" if "tau" in fields else "topk")
         if fields["method"] == "topk":
             fields.setdefault("keep", 1.0)

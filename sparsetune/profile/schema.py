@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._typed import schema_of
-from .budget import MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Budget
+from .budget import ESTIMATORS, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Budget
 from .profile import Profile
 
 __all__ = ["json_schema", "json_schema_text", "main"]
@@ -29,6 +29,12 @@ _BUDGET_SCHEMA: dict[str, dict[str, Any]] = {
             "exclusiveMinimum": 0, "maximum": 1},
     "sink": {"description": "first key blocks always kept (attention sinks)", "minimum": 0},
     "local": {"description": "most recent key blocks always kept (the diagonal counts as one)", "minimum": 1},
+    "estimator": {"description": "how key blocks are ranked: " + "; ".join(f"{s.name}: {s.summary}"
+                                                                         for s in ESTIMATORS.values()),
+                  "enum": list(ESTIMATORS)},
+    "stride": {"description": "sampled only: every stride-th query of a block is scored exactly (a power of two "
+                              "<= block_size); absent: the estimator's default",
+               "minimum": 1},
 }
 
 

@@ -11,7 +11,7 @@ from .budget import METHODS
 
 __all__ = ["PROFILE_SCHEMA_VERSION", "UPGRADES", "inherit_method", "upgrade"]
 
-PROFILE_SCHEMA_VERSION = 2  # bump on any change old readers would misread; add an upgrade step
+PROFILE_SCHEMA_VERSION = 3  # bump on any change old readers would misread; add an upgrade step
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -20,9 +20,15 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 3 added `budget.estimator` (and its `stride`): every schema-2 budget was ranked by pooled q.k,
+    the default, so a schema-2 profile reads as one whose budgets all say `estimator: pooled`."""
+    return data
+
+
 # Upgrade steps, keyed by the version they read: UPGRADES[1] turns a schema-1 mapping into a schema-2
 # one. When the format changes, bump PROFILE_SCHEMA_VERSION and add the step here, so old profiles load.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upgrade(data: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -68,7 +68,8 @@ class TablePolicy:
                 first, upto = int(row["min_len"]), row["max_len"]
                 budget = None if row.get("dense") else Budget(
                     method=row["method"], block_size=row["block_size"], keep=row.get("keep"), tau=row.get("tau"),
-                    sink=row["sink"], local=row["local"])
+                    sink=row["sink"], local=row["local"], estimator=row.get("estimator", "pooled"),
+                    stride=row.get("stride"))
                 kernels = {name: KernelConfig(**{k: cfg[k] for k in LAUNCH_KEYS})
                            for name, cfg in (row.get("kernels") or {}).items()}
             except (KeyError, TypeError, ValueError, AttributeError) as exc:  # BudgetError is a ValueError

@@ -69,12 +69,12 @@ class Candidate:
     @property
     def family(self) -> tuple:
         b = self.budget
-        return (b.method, b.block_size, b.sink, b.local)
+        return (b.method, b.estimator, b.stride, b.block_size, b.sink, b.local)  # keep is monotone within one
 
     @property
     def ratio(self) -> float:
         b = self.budget
-        return float(b.keep if b.method == "topk" else b.tau)  # type: ignore[arg-type]
+        return b.ratio
 
 
 @dataclass(frozen=True)

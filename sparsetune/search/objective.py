@@ -173,7 +173,8 @@ class Objective:
         m = self.meta
         assert m is not None
         if m.timing == "cost-model":
-            est = cost_model(m.rep_len, budget.block_size, density, m.model.head_dim, m.model.heads, m.model.kv_heads)
+            est = cost_model(m.rep_len, budget.block_size, density, m.model.head_dim, m.model.heads, m.model.kv_heads,
+                             budget.estimator, budget.stride)
             return {"relative": est.relative, "label": "cost-model"}
         key = (m.max_len, budget)
         if key not in self.timings:

@@ -19,6 +19,7 @@ from ..profile.budget import Budget
 from ..profile.floor import floor_target, holds_on_confirmation, judge_floor
 from ..profile.profile import (Accuracy, Bucket, DeviceSection, Floor, KernelConfig, Profile, Provenance, TaskAccuracy)
 from .confirm import Candidate, walk
+from .space import SearchSpace
 from .study import (BucketMeta, TrialRecord, bucket_studies, confirmations, is_dense_trial, is_feasible, meta_of,
                     worker_of)
 
@@ -85,9 +86,8 @@ def dense_record(study: optuna.Study) -> TrialRecord | None:
 
 
 def _budget(meta: BucketMeta, params: dict[str, Any]) -> Budget:
-    ratio = "keep" if meta.method == "topk" else "tau"
-    return Budget(method=meta.method, block_size=params["block_size"], sink=params["sink"],  # type: ignore[arg-type]
-                  local=params["local"], **{ratio: params[ratio]})
+    space = SearchSpace(method=meta.method, estimators=meta.estimators, block_sizes=meta.block_sizes or (64,))
+    return space.budget_of(params)
 
 
 def candidates(study: optuna.Study) -> list[Candidate]:

@@ -137,7 +137,10 @@ def search(
     identity = {"model": loaded.config_sha256, "workload": workload.sha256,
                 "floor": {"kind": floor.kind, "value": floor.value, "confidence": floor.confidence,
                           "per_task": floor.per_task},
-                "method": settings.space.method, "edges": edges, "confirm": confirm_id}
+                "method": settings.space.method, "edges": edges, "confirm": confirm_id,
+                # Only a study of other estimators differs: studies written before there was a choice resume.
+                **({"estimators": list(settings.space.estimators)} if settings.space.estimators != ("pooled",)
+                   else {})}
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     runs, prev = [], 0
     for i, (edge, group, (explore, check)) in enumerate(zip(edges, groups, parts)):
@@ -146,6 +149,7 @@ def search(
             identity=identity, model=model, workload=work, floor=floor, method=settings.space.method,
             timing=timing, device=device, index=i, first_len=prev + 1 if i else min(lengths), max_len=edge,
             n=len(explore), rep_len=rep_len, block_sizes=settings.space.at_length(rep_len).block_sizes,
+            estimators=settings.space.estimators,
             tasks=[s.task for s in explore], edges=edges,
             # The shortest KV length any sample's forward sees: its prompt (answers are decoded after).
             min_len=min(len(s.input_ids) for s in samples),
@@ -285,8 +289,9 @@ def _run_buckets(runs: list[_BucketRun], loaded: LoadedModel, storage: optuna.st
         busy, ran = [], False
         for k, run in enumerate(pending):
             if run.study is None:
+                here = settings.space.restricted_to(run.meta.block_sizes)
                 run.study, meta = create_or_load(storage, study_name(settings.study, run.edge), run.meta,
-                                                 settings.space.restricted_to(run.meta.block_sizes).dense_params())
+                                                 here.dense_params(), anchors=here.anchor_params())
                 run.study.sampler = LaneSeededTPE(settings.seed)
                 space = settings.space.restricted_to(meta.block_sizes)  # the creator's: every worker agrees
                 run.objective = Objective(loaded, run.samples, meta, space, run.study, storage,

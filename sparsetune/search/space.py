@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 
 from ..errors import SearchError
-from ..profile.budget import METHODS, Budget
+from ..profile.budget import ESTIMATORS, METHODS, Budget
 from ..profile.buckets import MIN_PER_BUCKET
 from ..profile.profile import Floor
 
@@ -28,21 +28,63 @@ class SearchSpace:
     """What Optuna may choose per bucket. Ranges are wide; TPE narrows them."""
 
     method: str = "topk"
+    # Estimators the study chooses among (a categorical dimension when more than one); `stride` choices are
+    # each estimator's own (`EstimatorSpec.strides`), as the parameter `<estimator>_stride`.
+    estimators: tuple[str, ...] = ("pooled",)
     block_sizes: tuple[int, ...] = (32, 64, 128)
     keep: tuple[float, float] = (0.02, 1.0)  # topk keep ratio, sampled on a log scale
     tau: tuple[float, float] = (0.5, 1.0)  # coverage mass
     max_sink: int = 2
     max_local: int = 2
+    # Simple policies enqueued after the dense trial, per estimator (block 64 or the nearest searched, sink 1,
+    # local 1, the estimator's default stride): the study then holds them, and TPE starts from measured points.
+    anchors: bool = False
+    anchor_keeps: tuple[float, ...] = (0.5, 0.3, 0.2, 0.1)
+    anchor_taus: tuple[float, ...] = (0.95, 0.9, 0.8)
 
     def suggest(self, trial: optuna.Trial) -> Budget:
         block = trial.suggest_categorical("block_size", list(self.block_sizes))
         sink = trial.suggest_int("sink", 0, self.max_sink)
         local = trial.suggest_int("local", 1, self.max_local)
+        estimator = (self.estimators[0] if len(self.estimators) == 1
+                     else trial.suggest_categorical("estimator", list(self.estimators)))
+        strides = self.strides(estimator)
+        stride = trial.suggest_categorical(f"{estimator}_stride", list(strides)) if strides else None
+        chosen = {"estimator": estimator, "stride": stride}
         if self.method == "topk":
             keep = trial.suggest_float("keep", *self.keep, log=True)
-            return Budget(method="topk", block_size=block, keep=keep, sink=sink, local=local)
+            return Budget(method="topk", block_size=block, keep=keep, sink=sink, local=local, **chosen)
         tau = trial.suggest_float("tau", *self.tau)
-        return Budget(method="coverage", block_size=block, tau=tau, sink=sink, local=local)
+        return Budget(method="coverage", block_size=block, tau=tau, sink=sink, local=local, **chosen)
+
+    def anchor_params(self) -> list[dict[str, Any]]:
+        """Parameters of the anchor trials (none unless `anchors`), cheapest last within each estimator."""
+        if not self.anchors:
+            return []
+        block = min(self.block_sizes, key=lambda b: (abs(b - 64), b))
+        ratio, values = ("keep", self.anchor_keeps) if self.method == "topk" else ("tau", self.anchor_taus)
+        out = []
+        for estimator in self.estimators:
+            chosen: dict[str, Any] = {} if len(self.estimators) == 1 else {"estimator": estimator}
+            strides = self.strides(estimator)
+            if strides:
+                default = ESTIMATORS[estimator].default_stride
+                chosen[f"{estimator}_stride"] = default if default in strides else strides[-1]
+            out += [{"block_size": block, "sink": min(1, self.max_sink), "local": 1, ratio: v, **chosen}
+                    for v in values]
+        return out
+
+    def strides(self, estimator: str) -> tuple[int, ...]:
+        """The estimator's stride choices that every searched block size takes (one distribution per study)."""
+        return tuple(s for s in ESTIMATORS[estimator].strides if s <= min(self.block_sizes))
+
+    def budget_of(self, params: dict[str, Any]) -> Budget:
+        """The budget a trial with these parameters evaluated (`suggest`'s inverse)."""
+        estimator = params.get("estimator", self.estimators[0])
+        ratio = "keep" if self.method == "topk" else "tau"
+        return Budget(method=self.method, block_size=params["block_size"], sink=params["sink"],  # type: ignore[arg-type]
+                      local=params["local"], estimator=estimator, stride=params.get(f"{estimator}_stride"),
+                      **{ratio: params[ratio]})
 
     def at_length(self, rep_len: int) -> SearchSpace:
         """The space for a bucket of representative length `rep_len`: block sizes that split it into at least
@@ -81,6 +123,7 @@ class SearchSettings:
     space: SearchSpace = field(default_factory=SearchSpace)
     batch_size: int = 8
     threads: int | None = None  # torch CPU threads of this worker (None: torch's default, all cores)
+    allow_oracle: bool = False  # let the search use non-deployable estimators (the oracle: a dense pass)
 
     def __post_init__(self) -> None:
         if isinstance(self.floor, bool) or not isinstance(self.floor, (int, float)) or not 0 < self.floor <= 1:
@@ -97,6 +140,14 @@ class SearchSettings:
             raise SearchError(f"confirm-limit: must be >= 1, got {self.confirm_limit}")
         if self.space.method not in METHODS:
             raise SearchError(f"method: must be one of {', '.join(METHODS)}, got {self.space.method!r}")
+        unknown = [e for e in self.space.estimators if e not in ESTIMATORS]
+        if unknown or not self.space.estimators or len(set(self.space.estimators)) < len(self.space.estimators):
+            raise SearchError(f"estimator: a comma-separated list of distinct {', '.join(ESTIMATORS)}, got "
+                              f"{','.join(self.space.estimators) or 'nothing'}")
+        diagnostic = [e for e in self.space.estimators if not ESTIMATORS[e].deployable]
+        if diagnostic and not self.allow_oracle:
+            raise SearchError(f"estimator: {', '.join(diagnostic)} costs a dense pass (a diagnostic ceiling, not "
+                              "deployable); pass --allow-oracle to search with it anyway")
         if self.trials < 1:
             raise SearchError(f"trials: must be >= 1, got {self.trials}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -75,6 +76,7 @@ class BucketMeta:
     # Block sizes the study searches (`SearchSpace.at_length`); None: written by an earlier version, which
     # searched every block size of the space.
     block_sizes: tuple[int, ...] | None = None
+    estimators: tuple[str, ...] = ("pooled",)  # the estimators the study chooses among (SearchSpace.estimators)
 
     def to_attr(self) -> dict[str, Any]:
         """The JSON the study stores (the layout earlier versions wrote)."""
@@ -88,6 +90,7 @@ class BucketMeta:
             "trials": self.trials, "seed": self.seed, "study": self.study, "storage": self.storage,
             "confirm": {"n": self.confirm_n, "tasks": list(self.confirm_tasks), "limit": self.confirm_limit},
             **({"block_sizes": list(self.block_sizes)} if self.block_sizes is not None else {}),
+            **({"estimators": list(self.estimators)} if self.estimators != ("pooled",) else {}),
         }
 
     @classmethod
@@ -101,7 +104,8 @@ class BucketMeta:
                    edges=list(d["edges"]), min_len=d["min_len"], trials=d["trials"], seed=d["seed"],
                    study=d["study"], storage=d["storage"], confirm_n=c.get("n", 0),
                    confirm_tasks=list(c.get("tasks", [])), confirm_limit=c.get("limit", 6),
-                   block_sizes=tuple(d["block_sizes"]) if d.get("block_sizes") is not None else None)
+                   block_sizes=tuple(d["block_sizes"]) if d.get("block_sizes") is not None else None,
+                   estimators=tuple(d.get("estimators", ("pooled",))))
 
 
 def _plain(info: Any) -> dict[str, Any]:
@@ -218,8 +222,10 @@ def study_name(prefix: str, max_len: int) -> str:
 
 
 def create_or_load(storage: optuna.storages.BaseStorage, name: str, meta: BucketMeta,
-                   dense_params: dict[str, Any], wait_s: float = 30.0) -> tuple[optuna.Study, BucketMeta]:
-    """Create the bucket's study and enqueue its dense trial, or load it if another worker made it.
+                   dense_params: dict[str, Any], wait_s: float = 30.0,
+                   anchors: Sequence[dict[str, Any]] = ()) -> tuple[optuna.Study, BucketMeta]:
+    """Create the bucket's study and enqueue its dense trial (then the `anchors`, simple policies TPE starts
+    from), or load it if another worker made it.
 
     Creation is atomic in every Optuna storage, so exactly one worker enqueues the dense trial. It
     does so before writing the study's `meta`, and a loader waits for `meta`: a worker that loads
@@ -244,6 +250,8 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, meta: Bucket
                 f"use another --study or storage") from None
         return study, BucketMeta.from_attr(old)
     study.enqueue_trial(dense_params, user_attrs={_DENSE: True})
+    for params in anchors:
+        study.enqueue_trial(params)
     study.set_user_attr(_META, meta.to_attr())
     return study, meta
 

@@ -38,7 +38,9 @@ def budget_text(budget: Budget | None) -> str:
     if budget is None or budget.is_dense:
         return "dense"
     ratio = f"keep={budget.keep:.3f}" if budget.method == "topk" else f"tau={budget.tau:.3f}"
-    return f"{budget.method} {ratio} block={budget.block_size} sink={budget.sink} local={budget.local}"
+    estimator = "" if budget.estimator == "pooled" else f" estimator={budget.estimator}" + (
+        f" stride={budget.stride}" if budget.stride else "")
+    return f"{budget.method} {ratio} block={budget.block_size} sink={budget.sink} local={budget.local}{estimator}"
 
 
 class RecordingPolicy:

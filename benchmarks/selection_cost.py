@@ -1,0 +1,74 @@
+"""What selection costs beside the sparse attention call it serves, per estimator, on this CPU.
+
+    .venv/bin/python benchmarks/selection_cost.py [--lengths 1024,2048,4096] [--keep 0.2] [--threads 1]
+
+SmolLM2-135M's attention shape (9 query heads, 3 KV heads, head_dim 64), random q/k/v in fp32, block 64,
+sink 1, local 1. Per length and estimator: the median of `--reps` timings of `select_blocks` alone and of
+`sparse_attention` (selection plus the CPU sparse path), and selection's share of the whole call. The
+issue's target: sampled (stride 16) selection <= 15% of the sparse call at 2k tokens.
+
+Writes benchmarks/out/selection_cost.json and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from sparsetune.attention import select_blocks, sparse_attention
+from sparsetune.profile.budget import Budget
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def _median_ms(fn, reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lengths", default="1024,2048,4096")
+    ap.add_argument("--keep", type=float, default=0.2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=7)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    rows = []
+    for length in map(int, args.lengths.split(",")):
+        gen = torch.Generator().manual_seed(length)
+        q = torch.randn(1, 9, length, 64, generator=gen)
+        k, v = (torch.randn(1, 3, length, 64, generator=gen) for _ in range(2))
+        for estimator, stride in (("pooled", None), ("sampled", 16), ("sampled", 8), ("oracle", None)):
+            budget = Budget(keep=args.keep, block_size=64, sink=1, local=1, estimator=estimator, stride=stride)
+            select_ms = _median_ms(lambda: select_blocks(q, k, budget), args.reps)
+            call_ms = _median_ms(lambda: sparse_attention(q, k, v, budget), args.reps)
+            rows.append({"tokens": length, "estimator": estimator, "stride": stride, "keep": args.keep,
+                         "select_ms": round(select_ms, 2), "call_ms": round(call_ms, 2),
+                         "share": round(select_ms / call_ms, 3)})
+            print(rows[-1], flush=True)
+    OUT.mkdir(exist_ok=True)
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch "
+                       f"{torch.__version__}", "command": "benchmarks/selection_cost.py " + " ".join(
+                           f"--{k} {v}" for k, v in vars(args).items())}
+    (OUT / "selection_cost.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
+    print("| tokens | estimator | select ms | sparse call ms | selection share |\n|---|---|---|---|---|")
+    for r in rows:
+        name = r["estimator"] + (f"/{r['stride']}" if r["stride"] else "")
+        print(f"| {r['tokens']} | {name} | {r['select_ms']} | {r['call_ms']} | {100 * r['share']:.0f}% |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Block estimators against an fp64 brute force: the oracle is the true mass, sampled is the true mass of
+its sampled queries, and a planted needle shows why pooling loses what sampling keeps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sparsetune.attention import select_blocks
+from sparsetune.attention.estimate import ESTIMATE, block_logits
+from sparsetune.attention.estimate_sampled import sampled_positions
+from sparsetune.errors import BudgetError
+from sparsetune.profile.budget import ESTIMATORS, Budget
+
+
+def true_mass(q, k, bs, scale, positions=None):
+    """fp64 [B, Hkv, QB, KB]: mean over a query block's (chosen) queries and the group's heads of the causal
+    softmax mass on each key block. Loops, no cleverness: the reference the estimators must equal."""
+    q, k = q.double(), k.double()
+    batch, heads, seq_q, _ = q.shape
+    kv_heads, seq_k = k.shape[1], k.shape[2]
+    group, first = heads // kv_heads, (seq_k - seq_q) // bs
+    rows, cols = (seq_k - 1) // bs - first + 1, math.ceil(seq_k / bs)
+    out = torch.zeros(batch, kv_heads, rows, cols, dtype=torch.float64)
+    count = torch.zeros(rows, dtype=torch.float64)
+    chosen = range(seq_q) if positions is None else positions.tolist()
+    for i in chosen:
+        p = seq_k - seq_q + i
+        r = p // bs - first
+        count[r] += 1
+        for h in range(heads):
+            probs = torch.softmax((k[:, h // group, :p + 1] @ q[:, h, i, :, None]).squeeze(-1) * scale, dim=-1)
+            for c in range(cols):
+                out[:, h // group, r, c] += probs[:, c * bs:(c + 1) * bs].sum(-1) / group
+    return out / count[:, None]
+
+
+SHAPES = [  # (B, Hq, Hkv, Sq, Sk, D, block): prefill, partial blocks, a chunk, GQA 3:1, decode
+    (1, 2, 2, 64, 64, 8, 16),
+    (2, 6, 2, 70, 70, 8, 16),
+    (1, 4, 1, 40, 100, 16, 32),
+    (1, 3, 1, 1, 77, 8, 16),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_oracle_is_the_true_mass_per_block(shape):
+    batch, hq, hkv, sq, sk, d, bs = shape
+    torch.manual_seed(sum(shape))
+    q, k = torch.randn(batch, hq, sq, d), torch.randn(batch, hkv, sk, d)
+    scale = 0.7
+    got = block_logits(q, k, Budget(keep=0.5, block_size=bs, estimator="oracle"), scale).exp().double()
+    want = true_mass(q, k, bs, scale)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5), f"oracle mass: max error {(got - want).abs().max():.2e}"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("stride", [4, 16])
+def test_sampled_is_the_true_mass_of_its_sampled_queries(shape, stride):
+    batch, hq, hkv, sq, sk, d, bs = shape
+    torch.manual_seed(sum(shape) + stride)
+    q, k = torch.randn(batch, hq, sq, d), torch.randn(batch, hkv, sk, d)
+    budget = Budget(keep=0.5, block_size=bs, estimator="sampled", stride=stride)
+    got = block_logits(q, k, budget, d ** -0.5).exp().double()
+    positions = sampled_positions(sq, sk, stride)
+    assert (sk - sq + positions).tolist() == [p for p in range(sk - sq, sk) if p % stride == stride - 1 or p == sk - 1]
+    want = true_mass(q, k, bs, d ** -0.5, positions)
+    assert torch.allclose(got, want, atol=1e-5), f"sampled mass: max error {(got - want).abs().max():.2e}"
+
+
+def test_every_query_block_gets_a_sample_and_its_mass_sums_to_one():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 2, 100, 8), torch.randn(1, 2, 300, 8)
+    mass = block_logits(q, k, Budget(keep=0.5, block_size=32, estimator="sampled", stride=32), 0.3).exp()
+    assert torch.allclose(mass.sum(-1), torch.ones(mass.shape[:-1]), atol=1e-5)
+
+
+def test_a_planted_needle_is_found_by_sampling_and_lost_by_pooling():
+    """One key in block 5 matches the last query block's queries strongly; the rest is noise. Pooling averages
+    that key with 63 others (and the block's keys with opposite noise), sampling sees its true weight."""
+    torch.manual_seed(1)
+    d, bs, seq = 32, 64, 512
+    q, k = torch.randn(1, 1, seq, d) * 0.3, torch.randn(1, 1, seq, d) * 0.3
+    needle = torch.randn(d)
+    needle = needle / needle.norm() * 6
+    k[0, 0, 5 * bs + 17] = needle
+    k[0, 0, 5 * bs:6 * bs] -= needle / 40  # the rest of its block points away: its mean hides the needle
+    q[0, 0, -bs:] += needle / 3  # the question attends to the needle
+    row = -1  # the last query block
+    for estimator, found in (("sampled", True), ("oracle", True), ("pooled", False)):
+        budget = Budget(keep=0.3, block_size=bs, sink=0, local=1, estimator=estimator)
+        mask = select_blocks(q, k, budget)
+        kept = mask.kv_indices[0, 0, row, :int(mask.kv_num_blocks[0, 0, row])].tolist()
+        assert (5 in kept) is found, f"{estimator}: kept blocks {kept}"
+
+
+def test_registry_and_declarations_agree_and_budgets_round_trip_as_text():
+    assert ESTIMATE.keys() == ESTIMATORS.keys()
+    assert not ESTIMATORS["oracle"].deployable and ESTIMATORS["sampled"].deployable
+    for text in ("keep=0.2,block=64,sink=1,local=1", "tau=0.9,block=32,sink=0,local=2,estimator=sampled,stride=8",
+                 "keep=0.123456789,block=64,sink=1,local=1,estimator=oracle"):
+        assert Budget.parse(text).to_text() == text
+    assert Budget.parse("method=oracle,keep=0.2,block=64") == Budget(keep=0.2, block_size=64, estimator="oracle")
+    assert Budget.parse("estimator=sampled,keep=0.2").stride == ESTIMATORS["sampled"].default_stride
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"estimator": "bogus"}, "estimator: must be one of pooled, sampled, oracle, got 'bogus'"),
+    ({"estimator": "pooled", "stride": 8}, "stride: not used by estimator 'pooled', got 8"),
+    ({"estimator": "sampled", "stride": 12}, "stride: must be a power of two <= block_size (64), got 12"),
+    ({"estimator": "sampled", "stride": 128}, "stride: must be a power of two <= block_size (64), got 128"),
+])
+def test_a_bad_estimator_or_stride_names_the_field(fields, message):
+    with pytest.raises(BudgetError) as info:
+        Budget(keep=0.5, block_size=64, **fields)
+    assert str(info.value) == message
