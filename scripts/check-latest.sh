@@ -4,8 +4,8 @@
 # install tests (kernels shadowing, python -m sparsetune) and the serve tests against them.
 #   bash scripts/check-latest.sh        # run it before regenerating the lock, and weekly (or in a cron CI job)
 # Exit code: the tests'. A pass means `bash scripts/lock.sh` can move the lock forward safely.
-# torch stays at the lock's version unless SPARSETUNE_TORCH_SPEC says otherwise: the newest torch on the
-# default index is a multi-GB CUDA build. Environment: PYTHON, SPARSETUNE_TORCH_SPEC, KEEP=1 keeps the venv
+# torch stays at the lock's version unless SPARSETUNE_TORCH_SPEC says otherwise (SPARSETUNE_TORCH_SPEC=torch: the
+# newest, which on the default index is a multi-GB CUDA build). Environment: PYTHON, SPARSETUNE_TORCH_SPEC, KEEP=1 keeps the venv
 # (in .venv-latest) for a rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,9 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/python" -m pip install --quiet --upgrade pip
   "$venv/bin/python" -m pip install --quiet "$torch_spec"
 fi
-"$venv/bin/python" -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test,postgres,gguf,serve]'
+echo "$torch_spec" > "$venv/torch-constraint.txt"  # eager upgrades would otherwise move torch (and its triton) too
+"$venv/bin/python" -m pip install --quiet --upgrade --upgrade-strategy eager -c "$venv/torch-constraint.txt" \
+  -e '.[test,postgres,gguf,serve]'
 
 say "moved from requirements.lock (package: locked -> newest):"
 "$venv/bin/python" - <<'PY'
