@@ -20,7 +20,7 @@ from .profile.budget import ESTIMATORS, Budget
 if TYPE_CHECKING:
     from .profile.profile import Profile
 
-__all__ = ["ConfigTiming", "CostEstimate", "TimingResult", "attention_flops", "cost_model", "retime_profile",
+__all__ = ["ConfigTiming", "CostEstimate", "TimingResult", "attention_flops", "budget_cost", "cost_model", "retime_profile",
            "time_launch_configs"]
 
 
@@ -45,6 +45,18 @@ class CostEstimate:
 def attention_flops(seq_len: int, head_dim: int, heads: int = 1, density: float = 1.0, batch: int = 1) -> float:
     """FLOPs of causal attention keeping `density` of the visible pairs: 4*D per pair, L^2/2 pairs per head."""
     return 4.0 * head_dim * (seq_len * seq_len / 2.0) * heads * batch * density
+
+
+def budget_cost(budget: Budget, seq_len: int, density: float, head_dim: int, heads: int, kv_heads: int,
+                layers: int | None = None) -> float:
+    """Relative attention cost of one prefill under `budget` (cost model, selection included); `density` is
+    the sparse layers' kept share, and the budget's `dense_layers` of the model's `layers` cost dense."""
+    rel = cost_model(seq_len, budget.block_size, density, head_dim, heads, kv_heads, budget.estimator,
+                     budget.stride).relative
+    if budget.dense_layers and layers:
+        share = min(budget.dense_layers, layers) / layers
+        rel = share + (1.0 - share) * rel
+    return rel
 
 
 def cost_model(seq_len: int, block_size: int, density: float, head_dim: int, heads: int = 1,

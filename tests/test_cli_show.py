@@ -39,7 +39,7 @@ def test_show_json_is_the_profile(run_cli, example_path):
     assert result.code == 0, result.err
     data = json.loads(result.out)
     assert data["buckets"][1]["budget"] == {"method": "topk", "block_size": 64, "keep": 0.45, "sink": 1, "local": 1,
-                                            "estimator": "pooled"}  # a schema-2 budget reads as pooled
+                                            "estimator": "pooled", "dense_layers": 0, "dense_tail": 0}  # schema 2
     assert list(data["devices"]["cpu"]["kernels"]) == ["1024", "2048"]
     assert Profile.from_dict(data) == load_profile(example_path)
 

@@ -81,7 +81,7 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, budget: Budget, scale: float
     batch, _, seq_q, dim = q.shape
     kv_heads, seq_k = k.shape[1], k.shape[2]
     bs = budget.block_size
-    if budget.is_dense or seq_q == 0:
+    if budget.is_dense or seq_q == 0 or (seq_q == 1 and budget.dense_tail):  # decode: the last block, dense
         return BlockMask.full(batch, kv_heads, bs, seq_q, seq_k, q.device)
 
     scale = dim ** -0.5 if scale is None else scale
@@ -98,6 +98,9 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, budget: Budget, scale: float
     cols = torch.arange(num_cols, device=q.device)
     visible = cols[None, :] <= diag[:, None]  # [QB, KB]
     always = visible & ((cols[None, :] < budget.sink) | (cols[None, :] > diag[:, None] - budget.local))
+    if budget.dense_tail:  # the last query blocks keep every visible block
+        last = (seq_k - 1) // bs
+        always = always | (visible & (diag[:, None] > last - budget.dense_tail))
 
     # Always-kept first (+inf), invisible last (-inf); stable sort breaks ties by block index.
     prio = scores.masked_fill(always, math.inf).masked_fill(~visible, -math.inf)

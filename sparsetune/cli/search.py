@@ -34,6 +34,12 @@ def search(
         "--estimator", help="How blocks are ranked, one or a comma-separated choice the search makes per bucket: "
                             "pooled (mean-pooled q.k), sampled (exact attention of every stride-th query), oracle "
                             "(the true mass: a dense pass, needs --allow-oracle).")] = "pooled",
+    dense_layers: Annotated[str, typer.Option(
+        "--dense-layers", help="First layers that attend densely: one value, or a comma-separated choice the "
+                               "search makes per bucket (e.g. 0,2).")] = "0",
+    dense_tail: Annotated[str, typer.Option(
+        "--dense-tail", help="Last query blocks kept dense (where the question is; decode then runs dense): one "
+                             "value or a choice (e.g. 0,1).")] = "0",
     anchors: Annotated[bool, typer.Option(
         "--anchors", help="Start each bucket's study from simple policies (fixed keeps 0.5, 0.3, 0.2, 0.1 at block "
                           "64, sink 1, local 1, per estimator) before TPE explores.")] = False,
@@ -67,6 +73,7 @@ def search(
     from ..profile.buckets import parse_edges
     from ..errors import FailingBucketWarning, SearchError, SearchWarning
     from ..search import BucketStatus, SearchSettings, SearchSpace, run_search
+    from ..search.space import parse_choices
     from ..search.run import failing_message
     from ._app import EXIT_INCOMPLETE, EXIT_INTERRUPTED
     from .interrupt import quick_interrupt
@@ -76,7 +83,9 @@ def search(
                               per_task=per_task, min_dense=min_dense, edges=parse_edges(buckets),
                               trials=trials, timeout=timeout, study=study or out.stem, seed=seed,
                               space=SearchSpace(method=method, anchors=anchors, estimators=tuple(
-                                  e.strip() for e in estimator.split(",") if e.strip())),
+                                  e.strip() for e in estimator.split(",") if e.strip()),
+                                  dense_layers=parse_choices("dense-layers", dense_layers),
+                                  dense_tails=parse_choices("dense-tail", dense_tail)),
                               threads=threads, allow_oracle=allow_oracle)
     check_writable(out, SearchError)
     check_writable(out.with_suffix(".png"), SearchError)

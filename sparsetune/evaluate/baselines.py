@@ -131,13 +131,13 @@ def prefill_density(seq_len: int, budget_json: str, heads: int, kv_heads: int, h
     return select_blocks(q, k, Budget(**json.loads(budget_json))).density
 
 
-def policy_cost(policy: Any, seq_len: int, heads: int, kv_heads: int, head_dim: int) -> float:
+def policy_cost(policy: Any, seq_len: int, heads: int, kv_heads: int, head_dim: int,
+                layers: int | None = None) -> float:
     """Attention cost of the prefill at `seq_len` under `policy`, relative to dense (cost model, selection included)."""
-    from ..timing import cost_model
+    from ..timing import budget_cost
 
     budget = None if policy is None else policy.lookup(seq_len)
     if budget is None or budget.is_dense:
         return 1.0
     density = prefill_density(seq_len, json.dumps(budget.to_dict(), sort_keys=True), heads, kv_heads, head_dim)
-    return cost_model(seq_len, budget.block_size, density, head_dim, heads, kv_heads, budget.estimator,
-                      budget.stride).relative
+    return budget_cost(budget, seq_len, density, head_dim, heads, kv_heads, layers)

@@ -81,6 +81,11 @@ class Budget:
     local: int = 1  # most recent blocks always kept, >= 1 so no query row is empty
     estimator: str = "pooled"  # how blocks are ranked (ESTIMATORS)
     stride: int | None = None  # sampled: every stride-th query of a block is scored exactly
+    # Structure: the first `dense_layers` layers attend densely (MInference's starting layer: early layers
+    # spread attention widely); the last `dense_tail` query blocks keep every visible block (where a prompt's
+    # question sits; decode steps are in the last block, so they are dense too).
+    dense_layers: int = 0
+    dense_tail: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -110,7 +115,7 @@ class Budget:
         if not 0 < value <= 1:
             raise BudgetError(f"{ratio}: must be in (0, 1], got {value!r}")
         object.__setattr__(self, ratio, float(value))
-        for name, low in (("sink", 0), ("local", 1)):
+        for name, low in (("sink", 0), ("local", 1), ("dense_layers", 0), ("dense_tail", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise BudgetError(f"{name}: must be an integer >= {low}, got {v!r}")
@@ -130,7 +135,9 @@ class Budget:
         return cls(method="topk", block_size=block_size, keep=1.0, sink=0, local=1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The fields that are set; structure knobs at 0 (their default) are left out."""
+        return {k: v for k, v in asdict(self).items()
+                if v is not None and not (k in ("dense_layers", "dense_tail") and v == 0)}
 
     def to_text(self) -> str:
         """The command-line form `parse` reads back: ``keep=0.3,block=64,sink=1,local=1,estimator=sampled,stride=16``."""
@@ -138,6 +145,9 @@ class Budget:
         text = f"{ratio},block={self.block_size},sink={self.sink},local={self.local}"
         if self.estimator != "pooled":
             text += f",estimator={self.estimator}" + (f",stride={self.stride}" if self.stride is not None else "")
+        for name in ("dense_layers", "dense_tail"):
+            if getattr(self, name):
+                text += f",{name}={getattr(self, name)}"
         return text
 
     @classmethod
@@ -149,7 +159,7 @@ class Budget:
         """
         aliases = {"block": "block_size", "block_size": "block_size", "keep": "keep", "tau": "tau",
                    "sink": "sink", "local": "local", "method": "method", "estimator": "estimator",
-                   "stride": "stride"}
+                   "stride": "stride", "dense_layers": "dense_layers", "dense_tail": "dense_tail"}
         fields: dict[str, Any] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, raw = part.partition("=")

@@ -35,6 +35,9 @@ _BUDGET_SCHEMA: dict[str, dict[str, Any]] = {
     "stride": {"description": "sampled only: every stride-th query of a block is scored exactly (a power of two "
                               "<= block_size); absent: the estimator's default",
                "minimum": 1},
+    "dense_layers": {"description": "first layers that attend densely (absent: 0)", "minimum": 0},
+    "dense_tail": {"description": "last query blocks that keep every visible block; decode steps then run dense "
+                                  "(absent: 0)", "minimum": 0},
 }
 
 

@@ -221,9 +221,14 @@ def _budget(policy: Budget | Policy | None, kv_len: int) -> Budget | None:
     return None if budget is None or budget.is_dense else budget
 
 
-def _run(state: _State, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> torch.Tensor:
-    """Attention for one group of samples with no padding: look up the budget by KV length and dispatch."""
+def _run(state: _State, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None,
+         layer: int | None = None) -> torch.Tensor:
+    """Attention for one group of samples with no padding: look up the budget by KV length and dispatch.
+
+    `layer` (the module's ``layer_idx``) decides a budget's `dense_layers`: the first ones attend densely."""
     budget = _budget(state.policy, k.shape[2])
+    if budget is not None and budget.dense_layers and (layer is None or layer < budget.dense_layers):
+        budget = None  # a layer of unknown index is treated as early: dense is the safe side
     if budget is None:
         for s in state.recorders:
             s.dense_calls += 1
@@ -317,6 +322,7 @@ def sparsetune_attention(
             "`sparsetune apply`; a copied model must be enabled again)")
     batch, _, sq, _ = query.shape
     sk = key.shape[2]
+    layer = getattr(module, "layer_idx", None)
     window = kwargs.get("sliding_window")
     if window is not None:
         # A windowed cache drops old keys, so Sk alone cannot tell whether the window binds: positions can.
@@ -334,7 +340,7 @@ def sparsetune_attention(
         if sq > sk:
             return _fallback(state, f"{sq} queries for {sk} keys", module, query, key, value,
                              attention_mask, dropout, scaling, kwargs)
-        return _run(state, query, key, value, scaling).transpose(1, 2).contiguous(), None
+        return _run(state, query, key, value, scaling, layer).transpose(1, 2).contiguous(), None
 
     key_valid, no_padding = state.once("mask", attention_mask, lambda: _key_padding(attention_mask, batch, sq, sk))
     if key_valid is None:
@@ -342,7 +348,7 @@ def sparsetune_attention(
                          "static cache or a custom mask)", module, query, key, value, attention_mask, dropout,
                          scaling, kwargs)
     if no_padding:
-        return _run(state, query, key, value, scaling).transpose(1, 2).contiguous(), None
+        return _run(state, query, key, value, scaling, layer).transpose(1, 2).contiguous(), None
 
     # Padded batch: each sample alone on its valid keys; its queries are the last of them.
     out = query.new_zeros(query.shape)
@@ -352,7 +358,7 @@ def sparsetune_attention(
         if q_idx.numel() == 0:
             continue
         qb = query[b:b + 1].index_select(2, q_idx)
-        o = _run(state, qb, key[b:b + 1][:, :, kv], value[b:b + 1][:, :, kv], scaling)
+        o = _run(state, qb, key[b:b + 1][:, :, kv], value[b:b + 1][:, :, kv], scaling, layer)
         out[b].index_copy_(1, q_idx, o[0])
     return out.transpose(1, 2).contiguous(), None
 

@@ -69,7 +69,8 @@ class TablePolicy:
                 budget = None if row.get("dense") else Budget(
                     method=row["method"], block_size=row["block_size"], keep=row.get("keep"), tau=row.get("tau"),
                     sink=row["sink"], local=row["local"], estimator=row.get("estimator", "pooled"),
-                    stride=row.get("stride"))
+                    stride=row.get("stride"), dense_layers=row.get("dense_layers", 0),
+                    dense_tail=row.get("dense_tail", 0))
                 kernels = {name: KernelConfig(**{k: cfg[k] for k in LAUNCH_KEYS})
                            for name, cfg in (row.get("kernels") or {}).items()}
             except (KeyError, TypeError, ValueError, AttributeError) as exc:  # BudgetError is a ValueError

@@ -17,7 +17,7 @@ from ..evaluate.decode import EvalResult, evaluate
 from ..profile.budget import Budget
 from ..profile.floor import judge_floor
 from ..runtime.hf_attention import AttentionStats
-from ..timing import cost_model
+from ..timing import budget_cost
 from ..workload.files import TokenSample
 from ..workload.models import LoadedModel
 from .space import SearchSpace
@@ -173,9 +173,8 @@ class Objective:
         m = self.meta
         assert m is not None
         if m.timing == "cost-model":
-            est = cost_model(m.rep_len, budget.block_size, density, m.model.head_dim, m.model.heads, m.model.kv_heads,
-                             budget.estimator, budget.stride)
-            return {"relative": est.relative, "label": "cost-model"}
+            return {"relative": budget_cost(budget, m.rep_len, density, m.model.head_dim, m.model.heads,
+                                            m.model.kv_heads, m.model.layers), "label": "cost-model"}
         key = (m.max_len, budget)
         if key not in self.timings:
             from ..timing import time_launch_configs
@@ -184,6 +183,8 @@ class Objective:
                                     dtype=torch.bfloat16)
             if t.total_ms is None or not t.dense_ms:
                 raise SearchError(f"timing: no launch config ran for {budget.to_dict()}: {t.notes}")
-            self.timings[key] = {"relative": t.total_ms / t.dense_ms, "label": "measured", "ms": t.best_ms,
+            share = min(budget.dense_layers, m.model.layers) / m.model.layers  # dense layers run at dense speed
+            self.timings[key] = {"relative": share + (1 - share) * t.total_ms / t.dense_ms, "label": "measured",
+                                 "ms": t.best_ms,
                                  "selection_ms": t.selection_ms, "dense_ms": t.dense_ms, "config": t.best_config}
         return self.timings[key]

@@ -86,7 +86,8 @@ def dense_record(study: optuna.Study) -> TrialRecord | None:
 
 
 def _budget(meta: BucketMeta, params: dict[str, Any]) -> Budget:
-    space = SearchSpace(method=meta.method, estimators=meta.estimators, block_sizes=meta.block_sizes or (64,))
+    space = SearchSpace(method=meta.method, estimators=meta.estimators, block_sizes=meta.block_sizes or (64,),
+                        dense_layers=meta.dense_layers, dense_tails=meta.dense_tails)
     return space.budget_of(params)
 
 

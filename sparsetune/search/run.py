@@ -138,9 +138,7 @@ def search(
                 "floor": {"kind": floor.kind, "value": floor.value, "confidence": floor.confidence,
                           "per_task": floor.per_task},
                 "method": settings.space.method, "edges": edges, "confirm": confirm_id,
-                # Only a study of other estimators differs: studies written before there was a choice resume.
-                **({"estimators": list(settings.space.estimators)} if settings.space.estimators != ("pooled",)
-                   else {})}
+                **settings.space.identity()}
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     runs, prev = [], 0
     for i, (edge, group, (explore, check)) in enumerate(zip(edges, groups, parts)):
@@ -149,8 +147,8 @@ def search(
             identity=identity, model=model, workload=work, floor=floor, method=settings.space.method,
             timing=timing, device=device, index=i, first_len=prev + 1 if i else min(lengths), max_len=edge,
             n=len(explore), rep_len=rep_len, block_sizes=settings.space.at_length(rep_len).block_sizes,
-            estimators=settings.space.estimators,
-            tasks=[s.task for s in explore], edges=edges,
+            estimators=settings.space.estimators, dense_layers=settings.space.dense_layers,
+            dense_tails=settings.space.dense_tails, tasks=[s.task for s in explore], edges=edges,
             # The shortest KV length any sample's forward sees: its prompt (answers are decoded after).
             min_len=min(len(s.input_ids) for s in samples),
             trials=settings.trials, seed=settings.seed, study=settings.study, storage=storage_url,

@@ -15,7 +15,18 @@ from ..profile.budget import ESTIMATORS, METHODS, Budget
 from ..profile.buckets import MIN_PER_BUCKET
 from ..profile.profile import Floor
 
-__all__ = ["MIN_BLOCKS", "SearchSettings", "SearchSpace"]
+__all__ = ["MIN_BLOCKS", "SearchSettings", "SearchSpace", "parse_choices"]
+
+
+def parse_choices(name: str, text: str) -> tuple[int, ...]:
+    """``"0,2"`` -> (0, 2): a structure knob's values as typed on a command line; SearchError names `name`."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SearchError(f"{name}: a comma-separated list of integers >= 0, got {text!r}") from None
+    if not values or min(values) < 0 or len(set(values)) < len(values):
+        raise SearchError(f"{name}: a comma-separated list of distinct integers >= 0, got {text!r}")
+    return values
 
 # A block size is searched at a bucket only if its representative length spans at least this many
 # blocks. With fewer, the always-kept sink and local blocks cover (nearly) every row, so most budgets
@@ -31,6 +42,9 @@ class SearchSpace:
     # Estimators the study chooses among (a categorical dimension when more than one); `stride` choices are
     # each estimator's own (`EstimatorSpec.strides`), as the parameter `<estimator>_stride`.
     estimators: tuple[str, ...] = ("pooled",)
+    # Structure knobs (`Budget.dense_layers`, `dense_tail`): searched as categorical choices when more than one.
+    dense_layers: tuple[int, ...] = (0,)
+    dense_tails: tuple[int, ...] = (0,)
     block_sizes: tuple[int, ...] = (32, 64, 128)
     keep: tuple[float, float] = (0.02, 1.0)  # topk keep ratio, sampled on a log scale
     tau: tuple[float, float] = (0.5, 1.0)  # coverage mass
@@ -50,12 +64,18 @@ class SearchSpace:
                      else trial.suggest_categorical("estimator", list(self.estimators)))
         strides = self.strides(estimator)
         stride = trial.suggest_categorical(f"{estimator}_stride", list(strides)) if strides else None
-        chosen = {"estimator": estimator, "stride": stride}
+        chosen = {"estimator": estimator, "stride": stride,
+                  "dense_layers": self._choose(trial, "dense_layers", self.dense_layers),
+                  "dense_tail": self._choose(trial, "dense_tail", self.dense_tails)}
         if self.method == "topk":
             keep = trial.suggest_float("keep", *self.keep, log=True)
             return Budget(method="topk", block_size=block, keep=keep, sink=sink, local=local, **chosen)
         tau = trial.suggest_float("tau", *self.tau)
         return Budget(method="coverage", block_size=block, tau=tau, sink=sink, local=local, **chosen)
+
+    @staticmethod
+    def _choose(trial: optuna.Trial, name: str, values: tuple[int, ...]) -> int:
+        return values[0] if len(values) == 1 else trial.suggest_categorical(name, list(values))
 
     def anchor_params(self) -> list[dict[str, Any]]:
         """Parameters of the anchor trials (none unless `anchors`), cheapest last within each estimator."""
@@ -66,12 +86,25 @@ class SearchSpace:
         out = []
         for estimator in self.estimators:
             chosen: dict[str, Any] = {} if len(self.estimators) == 1 else {"estimator": estimator}
+            for name, knob in (("dense_layers", self.dense_layers), ("dense_tail", self.dense_tails)):
+                if len(knob) > 1:
+                    chosen[name] = knob[0]
             strides = self.strides(estimator)
             if strides:
                 default = ESTIMATORS[estimator].default_stride
                 chosen[f"{estimator}_stride"] = default if default in strides else strides[-1]
             out += [{"block_size": block, "sink": min(1, self.max_sink), "local": 1, ratio: v, **chosen}
                     for v in values]
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """What of this space a resumed study must share (with the model, workload, floor, ...): only what
+        differs from the defaults, so studies written before estimators and structure knobs existed resume."""
+        out: dict[str, Any] = {}
+        if self.estimators != ("pooled",):
+            out["estimators"] = list(self.estimators)
+        if (self.dense_layers, self.dense_tails) != ((0,), (0,)):
+            out["structure"] = [list(self.dense_layers), list(self.dense_tails)]
         return out
 
     def strides(self, estimator: str) -> tuple[int, ...]:
@@ -84,7 +117,8 @@ class SearchSpace:
         ratio = "keep" if self.method == "topk" else "tau"
         return Budget(method=self.method, block_size=params["block_size"], sink=params["sink"],  # type: ignore[arg-type]
                       local=params["local"], estimator=estimator, stride=params.get(f"{estimator}_stride"),
-                      **{ratio: params[ratio]})
+                      dense_layers=params.get("dense_layers", self.dense_layers[0]),
+                      dense_tail=params.get("dense_tail", self.dense_tails[0]), **{ratio: params[ratio]})
 
     def at_length(self, rep_len: int) -> SearchSpace:
         """The space for a bucket of representative length `rep_len`: block sizes that split it into at least
@@ -144,6 +178,9 @@ class SearchSettings:
         if unknown or not self.space.estimators or len(set(self.space.estimators)) < len(self.space.estimators):
             raise SearchError(f"estimator: a comma-separated list of distinct {', '.join(ESTIMATORS)}, got "
                               f"{','.join(self.space.estimators) or 'nothing'}")
+        for name, values in (("dense-layers", self.space.dense_layers), ("dense-tail", self.space.dense_tails)):
+            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+                raise SearchError(f"{name}: a comma-separated list of integers >= 0, got {values!r}")
         diagnostic = [e for e in self.space.estimators if not ESTIMATORS[e].deployable]
         if diagnostic and not self.allow_oracle:
             raise SearchError(f"estimator: {', '.join(diagnostic)} costs a dense pass (a diagnostic ceiling, not "

@@ -77,6 +77,8 @@ class BucketMeta:
     # searched every block size of the space.
     block_sizes: tuple[int, ...] | None = None
     estimators: tuple[str, ...] = ("pooled",)  # the estimators the study chooses among (SearchSpace.estimators)
+    dense_layers: tuple[int, ...] = (0,)  # SearchSpace.dense_layers
+    dense_tails: tuple[int, ...] = (0,)  # SearchSpace.dense_tails
 
     def to_attr(self) -> dict[str, Any]:
         """The JSON the study stores (the layout earlier versions wrote)."""
@@ -91,6 +93,8 @@ class BucketMeta:
             "confirm": {"n": self.confirm_n, "tasks": list(self.confirm_tasks), "limit": self.confirm_limit},
             **({"block_sizes": list(self.block_sizes)} if self.block_sizes is not None else {}),
             **({"estimators": list(self.estimators)} if self.estimators != ("pooled",) else {}),
+            **({"dense_layers": list(self.dense_layers)} if self.dense_layers != (0,) else {}),
+            **({"dense_tails": list(self.dense_tails)} if self.dense_tails != (0,) else {}),
         }
 
     @classmethod
@@ -105,7 +109,8 @@ class BucketMeta:
                    study=d["study"], storage=d["storage"], confirm_n=c.get("n", 0),
                    confirm_tasks=list(c.get("tasks", [])), confirm_limit=c.get("limit", 6),
                    block_sizes=tuple(d["block_sizes"]) if d.get("block_sizes") is not None else None,
-                   estimators=tuple(d.get("estimators", ("pooled",))))
+                   estimators=tuple(d.get("estimators", ("pooled",))),
+                   dense_layers=tuple(d.get("dense_layers", (0,))), dense_tails=tuple(d.get("dense_tails", (0,))))
 
 
 def _plain(info: Any) -> dict[str, Any]:
