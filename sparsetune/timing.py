@@ -20,7 +20,8 @@ from .profile.budget import ESTIMATORS, Budget
 if TYPE_CHECKING:
     from .profile.profile import Profile
 
-__all__ = ["ConfigTiming", "CostEstimate", "TimingResult", "attention_flops", "budget_cost", "cost_model", "retime_profile",
+__all__ = ["ConfigTiming", "CostEstimate", "TimingResult", "attention_flops", "budget_cost", "cost_model",
+           "with_dense_layers", "retime_profile",
            "time_launch_configs"]
 
 
@@ -53,10 +54,15 @@ def budget_cost(budget: Budget, seq_len: int, density: float, head_dim: int, hea
     the sparse layers' kept share, and the budget's `dense_layers` of the model's `layers` cost dense."""
     rel = cost_model(seq_len, budget.block_size, density, head_dim, heads, kv_heads, budget.estimator,
                      budget.stride).relative
-    if budget.dense_layers and layers:
-        share = min(budget.dense_layers, layers) / layers
-        rel = share + (1.0 - share) * rel
-    return rel
+    return with_dense_layers(rel, budget, layers)
+
+
+def with_dense_layers(relative: float, budget: Budget, layers: int | None) -> float:
+    """A sparse layer's relative cost as the whole model's: the budget's `dense_layers` run at dense cost."""
+    if not budget.dense_layers or not layers:
+        return relative
+    share = min(budget.dense_layers, layers) / layers
+    return share + (1.0 - share) * relative
 
 
 def cost_model(seq_len: int, block_size: int, density: float, head_dim: int, heads: int = 1,

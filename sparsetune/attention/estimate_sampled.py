@@ -48,11 +48,12 @@ def sampled_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: flo
     pad = cols * block_size - seq_k
     mass = torch.zeros(batch, kv_heads, rows, cols, dtype=torch.float32, device=q.device)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * heads * seq_k))
+    key_pos = torch.arange(seq_k, device=q.device)
     for start in range(0, idx.numel(), chunk):
         at, p = idx[start:start + chunk], pos[start:start + chunk]
         qs = q[:, :, at].float().reshape(batch, kv_heads, group, at.numel(), dim)
         logits = (qs @ keys) * scale  # [B, Hkv, G, n, Sk]
-        future = torch.arange(seq_k, device=q.device)[None, :] > p[:, None]
+        future = key_pos[None, :] > p[:, None]
         probs = torch.softmax(logits.masked_fill(future, -math.inf), dim=-1)
         per_block = torch.nn.functional.pad(probs, (0, pad)).reshape(*probs.shape[:-1], cols, block_size).sum(-1)
         mass.index_add_(2, p // block_size - first, per_block.mean(dim=2))

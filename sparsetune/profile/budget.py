@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any, Literal
 
 from ..errors import BudgetError
@@ -157,9 +158,7 @@ class Budget:
         ``method=`` takes a rule (topk, coverage) or an estimator (``method=oracle,keep=0.2``): a method is an
         estimator plus a rule, and the rule follows from ``keep`` or ``tau``.
         """
-        aliases = {"block": "block_size", "block_size": "block_size", "keep": "keep", "tau": "tau",
-                   "sink": "sink", "local": "local", "method": "method", "estimator": "estimator",
-                   "stride": "stride", "dense_layers": "dense_layers", "dense_tail": "dense_tail"}
+        aliases = {"block": "block_size", **{f.name: f.name for f in dataclass_fields(cls)}}
         fields: dict[str, Any] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, raw = part.partition("=")

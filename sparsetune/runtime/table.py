@@ -7,6 +7,7 @@ looks up exactly like the profile it came from. Fields: README, "Serving".
 
 from __future__ import annotations
 
+import dataclasses
 from bisect import bisect_right
 from collections.abc import Mapping
 from typing import Any
@@ -66,11 +67,14 @@ class TablePolicy:
             at = f"{where}.buckets[{i}]"
             try:
                 first, upto = int(row["min_len"]), row["max_len"]
-                budget = None if row.get("dense") else Budget(
-                    method=row["method"], block_size=row["block_size"], keep=row.get("keep"), tau=row.get("tau"),
-                    sink=row["sink"], local=row["local"], estimator=row.get("estimator", "pooled"),
-                    stride=row.get("stride"), dense_layers=row.get("dense_layers", 0),
-                    dense_tail=row.get("dense_tail", 0))
+                # A row holds `Budget.to_dict()`: its fields, less the unset ones (which take their defaults);
+                # these four every budget writes, so a row without one is damaged.
+                budget = None
+                if not row.get("dense"):
+                    missing = [k for k in ("method", "block_size", "sink", "local") if k not in row]
+                    if missing:
+                        raise KeyError(missing[0])
+                    budget = Budget(**{f.name: row[f.name] for f in dataclasses.fields(Budget) if f.name in row})
                 kernels = {name: KernelConfig(**{k: cfg[k] for k in LAUNCH_KEYS})
                            for name, cfg in (row.get("kernels") or {}).items()}
             except (KeyError, TypeError, ValueError, AttributeError) as exc:  # BudgetError is a ValueError

@@ -17,7 +17,7 @@ from ..evaluate.decode import EvalResult, evaluate
 from ..profile.budget import Budget
 from ..profile.floor import judge_floor
 from ..runtime.hf_attention import AttentionStats
-from ..timing import budget_cost
+from ..timing import budget_cost, with_dense_layers
 from ..workload.files import TokenSample
 from ..workload.models import LoadedModel
 from .space import SearchSpace
@@ -183,8 +183,7 @@ class Objective:
                                     dtype=torch.bfloat16)
             if t.total_ms is None or not t.dense_ms:
                 raise SearchError(f"timing: no launch config ran for {budget.to_dict()}: {t.notes}")
-            share = min(budget.dense_layers, m.model.layers) / m.model.layers  # dense layers run at dense speed
-            self.timings[key] = {"relative": share + (1 - share) * t.total_ms / t.dense_ms, "label": "measured",
-                                 "ms": t.best_ms,
+            self.timings[key] = {"relative": with_dense_layers(t.total_ms / t.dense_ms, budget, m.model.layers),
+                                 "label": "measured", "ms": t.best_ms,
                                  "selection_ms": t.selection_ms, "dense_ms": t.dense_ms, "config": t.best_config}
         return self.timings[key]

@@ -21,12 +21,9 @@ __all__ = ["MIN_BLOCKS", "SearchSettings", "SearchSpace", "parse_choices"]
 def parse_choices(name: str, text: str) -> tuple[int, ...]:
     """``"0,2"`` -> (0, 2): a structure knob's values as typed on a command line; SearchError names `name`."""
     try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
+        return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise SearchError(f"{name}: a comma-separated list of integers >= 0, got {text!r}") from None
-    if not values or min(values) < 0 or len(set(values)) < len(values):
-        raise SearchError(f"{name}: a comma-separated list of distinct integers >= 0, got {text!r}")
-    return values
+        raise SearchError(f"{name}: a comma-separated list of distinct integers >= 0, got {text!r}") from None
 
 # A block size is searched at a bucket only if its representative length spans at least this many
 # blocks. With fewer, the always-kept sink and local blocks cover (nearly) every row, so most budgets
@@ -57,25 +54,23 @@ class SearchSpace:
     anchor_taus: tuple[float, ...] = (0.95, 0.9, 0.8)
 
     def suggest(self, trial: optuna.Trial) -> Budget:
-        block = trial.suggest_categorical("block_size", list(self.block_sizes))
-        sink = trial.suggest_int("sink", 0, self.max_sink)
-        local = trial.suggest_int("local", 1, self.max_local)
+        """Suggest every searched parameter (a dimension with one value is fixed, not suggested), in a fixed
+        order (seeded TPE replays it), and return the budget they make (`budget_of`)."""
+        trial.suggest_categorical("block_size", list(self.block_sizes))
+        trial.suggest_int("sink", 0, self.max_sink)
+        trial.suggest_int("local", 1, self.max_local)
         estimator = (self.estimators[0] if len(self.estimators) == 1
                      else trial.suggest_categorical("estimator", list(self.estimators)))
-        strides = self.strides(estimator)
-        stride = trial.suggest_categorical(f"{estimator}_stride", list(strides)) if strides else None
-        chosen = {"estimator": estimator, "stride": stride,
-                  "dense_layers": self._choose(trial, "dense_layers", self.dense_layers),
-                  "dense_tail": self._choose(trial, "dense_tail", self.dense_tails)}
+        if self.strides(estimator):
+            trial.suggest_categorical(f"{estimator}_stride", list(self.strides(estimator)))
+        for name, values in (("dense_layers", self.dense_layers), ("dense_tail", self.dense_tails)):
+            if len(values) > 1:
+                trial.suggest_categorical(name, list(values))
         if self.method == "topk":
-            keep = trial.suggest_float("keep", *self.keep, log=True)
-            return Budget(method="topk", block_size=block, keep=keep, sink=sink, local=local, **chosen)
-        tau = trial.suggest_float("tau", *self.tau)
-        return Budget(method="coverage", block_size=block, tau=tau, sink=sink, local=local, **chosen)
-
-    @staticmethod
-    def _choose(trial: optuna.Trial, name: str, values: tuple[int, ...]) -> int:
-        return values[0] if len(values) == 1 else trial.suggest_categorical(name, list(values))
+            trial.suggest_float("keep", *self.keep, log=True)
+        else:
+            trial.suggest_float("tau", *self.tau)
+        return self.budget_of(trial.params)
 
     def anchor_params(self) -> list[dict[str, Any]]:
         """Parameters of the anchor trials (none unless `anchors`), cheapest last within each estimator."""
@@ -179,8 +174,10 @@ class SearchSettings:
             raise SearchError(f"estimator: a comma-separated list of distinct {', '.join(ESTIMATORS)}, got "
                               f"{','.join(self.space.estimators) or 'nothing'}")
         for name, values in (("dense-layers", self.space.dense_layers), ("dense-tail", self.space.dense_tails)):
-            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
-                raise SearchError(f"{name}: a comma-separated list of integers >= 0, got {values!r}")
+            if (not values or len(set(values)) < len(values)
+                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values)):
+                raise SearchError(f"{name}: a comma-separated list of distinct integers >= 0, got "
+                                  f"{','.join(map(str, values)) or 'nothing'}")
         diagnostic = [e for e in self.space.estimators if not ESTIMATORS[e].deployable]
         if diagnostic and not self.allow_oracle:
             raise SearchError(f"estimator: {', '.join(diagnostic)} costs a dense pass (a diagnostic ceiling, not "

@@ -194,8 +194,8 @@ def build_app(target: Target, recorder: Recorder, *, device: str = "auto", dtype
     async def respond(request: Request, gen: Generation, kind: str) -> Any:
         if gen.model is not None and gen.model != target.model_id:
             raise RequestError(f"model: this server serves {target.model_id!r}, got {gen.model!r}")
-        request_id = request.headers.get("x-request-id") or f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-" \
-                                                              f"{uuid.uuid4().hex}"
+        prefix = "chatcmpl" if kind == "chat" else "cmpl"
+        request_id = request.headers.get("x-request-id") or f"{prefix}-{uuid.uuid4().hex}"
         inputs = engine.encode(gen)
         prompt = int(inputs["input_ids"].shape[-1])
         kwargs = engine.generate_kwargs(gen, prompt, DEFAULT_MAX_TOKENS[kind], request_id)
