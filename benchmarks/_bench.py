@@ -24,6 +24,7 @@ from sparsetune._io import atomic_write, splice_block
 from sparsetune.evaluate import bench as _bench
 from sparsetune.evaluate.baselines import Fixed, Gated, PerBucket, Tokens, grid, policy_cost  # noqa: F401
 from sparsetune.profile import Floor
+from sparsetune.search.confirm import split_for_confirmation
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -128,7 +129,10 @@ class Bench(_bench.Bench):
 
     def __init__(self, model: str, split: str, cache_dir: Path = CACHE) -> None:
         rule = SELECT_RULE if split == "search" else FLOOR_RULE
-        super().__init__(model, split_path(split), split_edges(split), rule, cache_dir, chunk=CHUNK, confidence=CONFIDENCE)
+        # Choices are made on the search split as `sparsetune search` makes them (with its confirmation part);
+        # held-out splits are judged whole, as the deploy gate judges.
+        super().__init__(model, split_path(split), split_edges(split), rule, cache_dir, chunk=CHUNK,
+                         confidence=CONFIDENCE, confirm_split=split_for_confirmation if split == "search" else None)
         self.split = split
 
 

@@ -11,13 +11,14 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import SparsetuneError
 
-__all__ = ["atomic_write", "canonical_sha256", "check_writable", "redact_url", "replacing", "splice_block"]
+__all__ = ["atomic_write", "canonical_sha256", "check_ours", "check_writable", "is_workload_file",
+           "redact_url", "replacing", "splice_block"]
 
 
 @contextlib.contextmanager
@@ -92,6 +93,26 @@ def check_writable(path: str | os.PathLike[str], error: type[SparsetuneError] = 
     except OSError as exc:
         raise error(f"{what}: cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def check_ours(path: str | os.PathLike[str], kind: str, is_ours: Callable[[Path], bool], force: bool,
+               error: type[SparsetuneError] = SparsetuneError) -> None:
+    """THE overwrite rule: an existing file at `path` is replaced only when it is one of ours of the same `kind`
+    (`is_ours`), or with `force`; anything else (a README, another tool's file) is refused with `error`."""
+    p = Path(path).expanduser()
+    if force or not p.exists() or (p.is_file() and is_ours(p)):
+        return
+    raise error(f"out: {p} exists and is not a sparsetune {kind}; choose another --out, or pass --force to "
+                "overwrite it")
+
+
+def is_workload_file(path: Path) -> bool:
+    """A JSONL file whose every line is a sample object (a prompt, as `workload synth` writes)."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return all(isinstance(row := json.loads(line), dict) and "prompt" in row for line in lines)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
 
 
 def redact_url(url: str) -> str:

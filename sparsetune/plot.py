@@ -52,9 +52,14 @@ def frontier_figure(outcomes: list[BucketOutcome], title: str = "") -> Any:
     for k, (ax, o) in enumerate(zip(axes.flat, outcomes)):
         records = {t.number: r for t in o.trials if t.state == TrialState.COMPLETE and (r := TrialRecord.of(t))}
         done = [t for t in o.trials if t.number in records]
-        for feasible, style in ((True, dict(c="tab:green", label="feasible")),
-                                (False, dict(c="tab:red", marker="x", label="below floor"))):
-            pts = [t for t in done if is_feasible(t) == feasible and not is_dense_trial(t)]
+        # A miss is judged on the floor's bound, so a point may sit above the floor line and still miss; an
+        # early-stopped trial's accuracy is over the samples it ran before the floor went out of reach.
+        for kind, style in (("feasible", dict(c="tab:green", label="feasible")),
+                            ("miss", dict(c="tab:red", marker="x", label="bound below floor")),
+                            ("stopped", dict(facecolors="none", edgecolors="tab:red", marker="o",
+                                             label="stopped early (accuracy so far)"))):
+            pts = [t for t in done if not is_dense_trial(t) and kind == (
+                "feasible" if is_feasible(t) else "miss" if records[t.number].complete else "stopped")]
             ax.scatter([t.value for t in pts], [records[t.number].accuracy for t in pts], s=18, alpha=0.8, **style)
         dense = [t for t in done if is_dense_trial(t)]
         if dense:
@@ -65,8 +70,7 @@ def frontier_figure(outcomes: list[BucketOutcome], title: str = "") -> Any:
             ax.scatter([o.chosen.value], [records[o.chosen.number].accuracy], marker="*", s=220,
                        facecolors="gold", edgecolors="black", zorder=5, label="chosen")
         _cost_axis(ax)
-        span = f"{o.first_len}-{o.bucket.max_len}" + ("+" if k == n - 1 else "")
-        ax.set_title(f"{span} tokens (n={o.bucket.accuracy.n if o.bucket.accuracy else '?'})", fontsize=10)
+        ax.set_title(f"{o.span.label} tokens (n={o.bucket.accuracy.n if o.bucket.accuracy else '?'})", fontsize=10)
         ax.set_xlabel("attention cost / dense")
         ax.grid(alpha=0.3)
     for ax in axes.flat[n:]:

@@ -370,9 +370,10 @@ def test_check_shows_progress_per_batch(run_cli, model_dir, tmp_path, monkeypatc
     r = run_cli("apply", profile, "-m", model_dir, "--check", "-w", work, "--json", "--answer-tokens", "4")
     assert r.code == 0, r.err
     said = [line.split(": ")[-1] for line in r.err.splitlines() if " samples, " in line]
-    # Fidelity answers for all 6, then dense and profile runs of the 5 samples in the one sparse bucket.
+    # Fidelity answers for all 6, then dense and profile runs of the 5 samples in the one sparse bucket, counted
+    # as samples (a sample is done once both its runs are).
     assert said[0].startswith("answers 6/6 samples")
-    assert [x.split(" samples")[0] for x in said[1:]] == ["evaluate 5/10", "evaluate 10/10"]
+    assert [x.split(" samples")[0] for x in said[1:]] == ["evaluate 2/5", "evaluate 5/5"]
     json.loads(r.out)
 
 

@@ -69,3 +69,19 @@ def test_bench_caches_chunks_and_shares_equivalent_policies(tmp_path):
     r2 = again.result(0, Fixed(64, 0.03, 0, 1), "floor")
     assert again.evaluations == 0 and r2.correct == r.correct
     assert used >= 2  # the dense baseline and at least one sparse chunk
+
+
+def test_bench_judges_a_choice_as_the_search_does():
+    """With the search's split, a bench result is feasible only as a search candidate is: met on the search part
+    and held under the confirmation rule; without it, as the gate judges the bucket whole."""
+    from sparsetune.evaluate.bench import BucketResult
+    from sparsetune.profile.profile import Floor
+
+    n = 300
+    confirm = [i % 10 == 0 for i in range(n)]  # 30 confirmation samples
+    sparse = [not (c and i % 30 == 0) for i, c in enumerate(confirm)]  # loses 10 of the 30 fresh ones only
+    r = BucketResult(edge=512, tasks=["t"] * n, correct=sparse, dense=[True] * n, cost=0.5, measured_sparsity=0.5,
+                     seconds=0.0, floor=Floor(value=0.95, confidence=None), confirm=None)
+    assert r.feasible  # 290 of 300 = 0.967 >= 0.95: the whole bucket holds
+    judged = BucketResult(**{**r.__dict__, "confirm": confirm})
+    assert not judged.feasible  # 20 of 30 fresh = 0.67: the search would reject it on confirmation

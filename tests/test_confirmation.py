@@ -53,3 +53,56 @@ def test_walk_gives_up_after_the_limit_and_counts_duplicates_once():
     cands = [_c(1, 0.1, 0.1), _c(5, 0.1, 0.1), _c(2, 0.2, 0.2, block=32), _c(3, 0.3, 0.3, block=128)]
     w = walk(cands, {1: False, 2: False}, limit=2)
     assert w.done and w.chosen is None and len(w.confirmed) == 2
+
+
+# ---- THE confirmation rule (profile.floor.judge_confirmation), on its own ----
+
+def _part(n: int, dense_right: int, lost: int, task: str = "t") -> tuple[list[bool], list[bool], list[str]]:
+    """n samples, dense right on the first `dense_right`, sparse losing `lost` of those."""
+    dense = [i < dense_right for i in range(n)]
+    sparse = [d and i >= lost for i, d in enumerate(dense)]
+    return dense, sparse, [task] * n
+
+
+def test_confirmation_pools_the_samples_for_the_bound():
+    from sparsetune.profile.floor import holds_on_confirmation, judge_confirmation, judge_floor
+    from sparsetune.profile.profile import Floor
+
+    floor = Floor(kind="relative", value=0.95, confidence=0.9)
+    search, confirm = _part(107, 100, 0), _part(20, 20, 0)
+    # 20 fresh samples alone cannot show the floor at 90% even with nothing lost ...
+    assert not judge_floor(floor, confirm[0], confirm[1]).met
+    # ... the rule judges them on their point estimate, and the bound on all 127
+    verdict = judge_confirmation(floor, search, confirm)
+    assert verdict.fresh.met and verdict.pooled.met and verdict.pooled.overall.n == 127
+    assert holds_on_confirmation(floor, search, confirm)
+    # losing enough of the search part sinks the pooled bound, though the fresh part is perfect
+    assert not holds_on_confirmation(floor, _part(107, 100, 6), confirm)
+
+
+def test_confirmation_fails_on_a_fresh_point_estimate_below_the_floor():
+    from sparsetune.profile.floor import judge_confirmation
+    from sparsetune.profile.profile import Floor
+
+    floor = Floor(kind="relative", value=0.95, confidence=0.9)
+    verdict = judge_confirmation(floor, _part(400, 400, 0), _part(20, 20, 2))  # 18/20 = 0.90 < 0.95
+    assert verdict.pooled.met and not verdict.fresh.met and not verdict.met
+
+
+def test_confirmation_fails_when_a_task_breaks_beyond_noise():
+    from sparsetune.profile.floor import judge_confirmation
+    from sparsetune.profile.profile import Floor
+
+    floor = Floor(kind="relative", value=0.95, confidence=0.9)
+    a, b = _part(300, 300, 0, "a"), _part(30, 30, 30, "b")  # task b collapses entirely on the fresh part
+    search = ([*a[0], *a[0][:30]], [*a[1], *a[1][:30]], [*a[2], *["b"] * 30])
+    confirm = ([*a[0][:60], *b[0]], [*a[1][:60], *b[1]], [*a[2][:60], *b[2]])
+    verdict = judge_confirmation(floor, search, confirm)
+    assert verdict.fresh.tasks["b"].broken and not verdict.met
+
+
+def test_best_case_pads_the_unseen_as_right():
+    from sparsetune.profile.floor import best_case
+
+    assert best_case([False, True], 4) == [False, True, True, True]
+    assert best_case([], 0) == []

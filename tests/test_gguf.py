@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import sys
 
@@ -300,6 +301,11 @@ def test_tiny_gguf_apply_writes_a_converted_folder(tiny, tmp_path, run_cli):
     names = {p.name for p in out.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", PROFILE_FILE} <= names
     assert not any(p.is_symlink() for p in out.iterdir())  # the only copy: no links into a staging folder
+    mask = os.umask(0)
+    os.umask(mask)
+    # every file follows the umask, the weights too (safetensors alone would write them 0600)
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()} == {
+        p.name: 0o666 & ~mask for p in out.iterdir() if p.is_file()}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".deployed.")]  # staging removed
     config = json.loads((out / "config.json").read_text())
     assert config[CONFIG_KEY] and config["model_type"] == "llama" and "quantization_config" not in config

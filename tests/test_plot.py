@@ -14,13 +14,14 @@ from sparsetune.search.study import TrialRecord
 pytest.importorskip("matplotlib")
 
 
-def _outcome(max_len: int, first_len: int, costs: list[float], chosen: int | None) -> BucketOutcome:
+def _outcome(max_len: int, first_len: int, costs: list[float], chosen: int | None, final: bool = False) -> BucketOutcome:
     """A bucket with a dense trial and sparse trials at `costs` (feasible above 0.3); `chosen` indexes `costs`."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study()
     for i, cost in enumerate([1.0, *costs]):
         trial = study.ask()
-        TrialRecord(correct=[True] * 4, accuracy=1.0 if cost > 0.3 else 0.5, complete=True, sparsity=1 - cost,
+        # below cost 0.15: stopped early, once the floor was out of reach
+        TrialRecord(correct=[True] * 4, accuracy=1.0 if cost > 0.3 else 0.5, complete=cost > 0.15, sparsity=1 - cost,
                     dense=i == 0).store(trial)
         trial.set_constraint("floor", -0.1 if cost > 0.3 else 0.2)
         study.tell(trial, cost)
@@ -33,7 +34,7 @@ def _outcome(max_len: int, first_len: int, costs: list[float], chosen: int | Non
         bucket = Bucket(max_len=max_len, budget=Budget(keep=0.5), accuracy=accuracy)
         pick = trials[1 + chosen]
     return BucketOutcome(bucket=bucket, first_len=first_len, trials=trials, chosen=pick, floor_accuracy=0.9,
-                         kernel=None)
+                         kernel=None, final=final)
 
 
 def _figure(outcomes):
@@ -48,14 +49,14 @@ def test_titles_show_the_profiles_spans_and_the_star_is_in_the_legend():
     import matplotlib.pyplot as plt
 
     # The first bucket is dense (no star in its panel); the chosen point is in the second.
-    outcomes = [_outcome(256, 254, [0.2, 0.5], None), _outcome(512, 257, [0.1, 0.4, 0.7], 1)]
+    outcomes = [_outcome(256, 254, [0.2, 0.5], None), _outcome(512, 257, [0.1, 0.4, 0.7], 1, final=True)]
     fig = _figure(outcomes)
     try:
         titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
         assert titles[0].startswith("254-256 tokens") and titles[1].startswith("257-512+ tokens"), titles
         legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
         labels = {t.get_text() for legend in legends for t in legend.get_texts()}
-        assert {"chosen", "dense", "floor", "feasible", "below floor"} <= labels, labels
+        assert {"chosen", "dense", "floor", "feasible", "bound below floor", "stopped early (accuracy so far)"} <= labels, labels
     finally:
         plt.close(fig)
 

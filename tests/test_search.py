@@ -18,7 +18,7 @@ from sparsetune import load_profile
 from sparsetune.search import TrialRecord, profile_from_storage
 from sparsetune.search.results import bucket_outcomes, candidates, confirmation_verdicts
 from sparsetune.search.storage import default_journal, open_storage
-from sparsetune.search.study import is_dense_trial, meta_of
+from sparsetune.search.study import counts_as_trial, is_dense_trial, meta_of, pruned_reason, reused_from
 
 from conftest import REPO, demo_slice as _slice, sparsetune_command
 
@@ -55,7 +55,14 @@ def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
     for bucket in profile.buckets:
         study = optuna.load_study(study_name=f"p:{bucket.max_len}", storage=storage)
         complete = study.get_trials(states=(TrialState.COMPLETE,))
-        assert len(complete) == 5
+        # --trials counts evaluated trials; a reused one copies the measurement of one that kept the same blocks
+        assert sum(counts_as_trial(t) for t in complete) == 5
+        for t in complete:
+            if reused_from(t) is not None:
+                source = next(s for s in complete if s.number == reused_from(t))
+                assert TrialRecord.of(t) == TrialRecord.of(source) and t.value == source.value
+        for t in study.get_trials(states=(TrialState.PRUNED,)):  # settled unrun, with the reason
+            assert pruned_reason(t)
         assert sum(is_dense_trial(t) for t in complete) == 1  # the dense baseline, once
         # Candidates: sparse trials that met the floor on every search sample; each one the walk evaluated
         # is stored with its verdict on the confirmation samples, which the search never explored.
@@ -80,8 +87,7 @@ def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
         assert a.sparse * a.n + c.sparse * c.n >= 0.95 * (a.dense * a.n + c.dense * c.n) - 1e-9  # and all together
     # Rebuilding from storage alone gives the same profile; the outcomes (the plot's panels) give its spans.
     assert profile_from_storage(storage, "p") == profile
-    spans = [(o.first_len, o.bucket.max_len) for o in bucket_outcomes(storage, "p")]
-    assert spans == [profile.bucket_range(i) for i in range(len(profile.buckets))]
+    assert [o.span for o in bucket_outcomes(storage, "p")] == profile.spans
 
 
 @pytest.mark.slow
@@ -120,7 +126,7 @@ def test_resume_after_kill_redoes_no_finished_trial(tmp_path):
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="p:512", storage=_journal(out))
     complete = {t.number: (t.params, t.datetime_complete) for t in study.get_trials(states=(TrialState.COMPLETE,))}
-    assert len(complete) == trials
+    assert sum(counts_as_trial(t) for t in study.get_trials(states=(TrialState.COMPLETE,))) == trials
     for number, before in done_before.items():
         assert complete[number] == before  # kept, not redone
     a, b = load_profile(ref), load_profile(out)

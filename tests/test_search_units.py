@@ -241,19 +241,45 @@ def test_a_search_stopped_before_a_baseline_writes_a_profile_that_says_so():
     assert [profile.bucket_range(i) for i in range(2)] == [(100, 256), (257, 512)]
 
 
-def test_anchors_are_the_simple_policies_each_estimator_starts_from():
+def test_anchors_are_the_simple_policies_in_bisection_order():
     from sparsetune.search.space import SearchSpace
 
-    assert SearchSpace().anchor_params() == []  # off unless asked for
-    space = SearchSpace(anchors=True, estimators=("pooled", "sampled"), block_sizes=(32, 64, 128))
-    budgets = [space.budget_of(p) for p in space.anchor_params()]
-    assert [(b.estimator, b.stride, b.keep) for b in budgets] == [
-        ("pooled", None, 0.5), ("pooled", None, 0.3), ("pooled", None, 0.2), ("pooled", None, 0.1),
-        ("sampled", 16, 0.5), ("sampled", 16, 0.3), ("sampled", 16, 0.2), ("sampled", 16, 0.1)]
+    assert SearchSpace(anchors=False).anchor_params(2048) == []
+    space = SearchSpace(estimators=("pooled", "sampled"), block_sizes=(32, 64, 128))  # anchors are the default
+    budgets = [space.budget_of(p) for p in space.anchor_params(2048)]
+    # fixed keeps and fixed token budgets (128 ... 1024 tokens of 2048) per estimator, cheapest first
+    keeps = [0.0625, 0.1, 0.125, 0.2, 0.25, 0.3, 0.375, 0.5]
+    assert sorted((b.keep, b.estimator) for b in budgets) == [(k, e) for k in keeps for e in ("pooled", "sampled")]
+    # a binary search's order: the middle first, so a hit prunes the costlier half and a miss the cheaper one
+    assert [(b.keep, b.estimator) for b in budgets][:3] == [(0.25, "pooled"), (0.125, "pooled"), (0.375, "pooled")]
+    assert {b.stride for b in budgets if b.estimator == "sampled"} == {16}
     assert {(b.block_size, b.sink, b.local) for b in budgets} == {(64, 1, 1)}
-    coverage = SearchSpace(method="coverage", anchors=True, block_sizes=(32,))
-    assert [(b.block_size, b.tau) for b in map(coverage.budget_of, coverage.anchor_params())] == [
-        (32, 0.95), (32, 0.9), (32, 0.8)]
+    # a token budget at least as long as the bucket is no anchor; keeps stay inside the searched range
+    short = [space.budget_of(p).keep for p in SearchSpace(keep=(0.2, 1.0)).anchor_params(200)]
+    assert sorted(short) == [0.2, 0.3, 0.5, 0.64] and all(k < 1 for k in short)
+    coverage = SearchSpace(method="coverage", block_sizes=(32,))
+    assert [(b.block_size, b.tau) for b in map(coverage.budget_of, coverage.anchor_params(512))] == [
+        (32, 0.9), (32, 0.8), (32, 0.95)]
+
+
+def test_bisection_visits_the_middle_then_the_halves():
+    from sparsetune.search.space import _bisection
+
+    assert _bisection(list(range(7))) == [3, 1, 5, 0, 2, 4, 6]
+    assert _bisection([]) == [] and _bisection([9]) == [9]
+
+
+def test_a_budget_confirmed_at_a_shorter_bucket_is_carried_as_keep_and_as_tokens():
+    from sparsetune.search.space import SearchSpace
+
+    space = SearchSpace(block_sizes=(64, 128))
+    params = {"block_size": 128, "sink": 0, "local": 2, "keep": 0.4}
+    carried = space.carried(params, 1000, 2000)
+    assert carried == [params, {**params, "keep": 0.2}]  # the same keep, and the same 400 tokens
+    anchors = space.anchor_params(2000, carried)
+    assert params in anchors and {**params, "keep": 0.2} in anchors
+    assert SearchSpace(block_sizes=(64,)).anchor_params(2000, carried) == SearchSpace(block_sizes=(64,)).anchor_params(2000)
+    assert space.carried({**params, "keep": 1.0}, 1000, 2000) == []  # dense is the dense trial's
 
 
 def test_a_new_study_enqueues_dense_then_the_anchors_and_suggest_reads_them_back():
@@ -264,11 +290,11 @@ def test_a_new_study_enqueues_dense_then_the_anchors_and_suggest_reads_them_back
 
     space = SearchSpace(anchors=True, estimators=("pooled", "sampled"), block_sizes=(32, 64))
     storage = optuna.storages.InMemoryStorage()
-    study, _ = create_or_load(storage, "s:512", _meta(), space.dense_params(), anchors=space.anchor_params())
+    study, _ = create_or_load(storage, "s:512", _meta(), space.dense_params(), anchors=space.anchor_params(512))
     got = []
-    for _ in range(1 + len(space.anchor_params())):
+    for _ in range(1 + len(space.anchor_params(512))):
         trial = study.ask()
         got.append(space.suggest(trial))
         study.tell(trial, 1.0)
     assert got[0].is_dense
-    assert got[1:] == [space.budget_of(p) for p in space.anchor_params()]
+    assert got[1:] == [space.budget_of(p) for p in space.anchor_params(512)]

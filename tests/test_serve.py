@@ -145,18 +145,21 @@ def test_greedy_completions_equal_in_process_generate_in_every_bucket(server, de
             assert 0 < r["sparsity"] < 1
     by_bucket = {row["bucket"]: row for row in stats["buckets"]}
     assert sum(row["requests"] for row in stats["buckets"]) == stats["requests"] >= len(CASES)
-    assert by_bucket["dense"]["requests"] >= 1 and by_bucket["dense"]["sparse_calls"] == 0
-    assert by_bucket["1025+"]["requests"] >= 2 and 0 < by_bucket["1025+"]["sparsity"] < 1
+    assert by_bucket["1-253"]["requests"] >= 1 and by_bucket["1-253"]["sparse_calls"] == 0
+    assert by_bucket["1025-2048+"]["requests"] >= 2 and 0 < by_bucket["1025-2048+"]["sparsity"] < 1
     lines = [line for line in log.read_text().splitlines() if "sparsetune: request eq-" in line]
     assert len(lines) == len(CASES)
     assert "request eq-700 prompt=700 kv=707 bucket=513-1024 budget=topk keep=0.195 block=32 sink=1 local=2" in lines[3]
-    assert "bucket=dense budget=dense sparsity=0.000" in lines[0]
+    assert "bucket=1-253 budget=dense sparsity=0.000" in lines[0]
 
 
 def test_stats_labels_follow_the_profile_edges():
     stats = ServingStats(load_profile(DEMO_PROFILE))
     assert [stats.label(n) for n in (1, 253, 254, 256, 257, 1024, 1025, 10**6)] == [
-        "dense", "dense", "254-256", "254-256", "257-512", "513-1024", "1025+", "1025+"]
+        "1-253", "1-253", "254-256", "254-256", "257-512", "513-1024", "1025-2048+", "1025-2048+"]
+    # one label everywhere: the profile's span, as `show`, the gate and the plot give it
+    profile = load_profile(DEMO_PROFILE)
+    assert {stats.label(n) for n in (254, 257, 1024, 1025)} == {s.label for s in profile.spans}
 
 
 # ---------------------------------------------------------------- safety

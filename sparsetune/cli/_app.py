@@ -9,6 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
+from ..errors import MODEL_FORMS
+
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "app", "console", "workload_app"]
 
 # Exit codes (README "Exit codes"); `cli._EXIT_CODES` maps errors to them. 0 done; 1 `apply --check` found a
@@ -65,7 +67,10 @@ app.add_typer(workload_app, name="workload")
 
 ProfileArg = Annotated[Path, typer.Argument(help="Profile YAML file.", show_default=False)]
 ProfileOpt = Annotated[Optional[Path], typer.Option("--profile", "-p", help="Profile YAML file.")]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="'demo' or a local Hugging Face model folder.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help=f"{MODEL_FORMS[0].upper()}{MODEL_FORMS[1:]}.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    "--threads", help="Torch CPU threads (default: torch's, all cores); give each of several jobs on one host its "
+                      "share.")]
 WorkloadOpt = Annotated[str, typer.Option("--workload", "-w", help="'demo' or a JSONL file of samples.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Where to write the result.")]
 StorageOpt = Annotated[Optional[str], typer.Option(
@@ -86,7 +91,7 @@ ConfidenceOpt = Annotated[float, typer.Option(
 
 
 ApplyModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", "-m", help="'demo' or a local Hugging Face model folder (needed for a deploy folder and --check).")]
+    "--model", "-m", help=f"{MODEL_FORMS[0].upper()}{MODEL_FORMS[1:]} (needed for a deploy folder and --check).")]
 ApplyOutOpt = Annotated[Optional[Path], typer.Option(
     "--out", "-o", help="Deploy folder to create; with --format json or hf-overrides, the file (default: stdout).")]
 

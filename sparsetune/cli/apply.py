@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import AnswerTokensOpt, ApplyModelOpt, ApplyOutOpt, JsonOpt, ProfileArg, app, console
+from ._app import AnswerTokensOpt, ApplyModelOpt, ApplyOutOpt, JsonOpt, ProfileArg, ThreadsOpt, app, console
 
 
 @app.command()
@@ -27,12 +27,16 @@ def apply(
         "--workload", "-w", help="Held-out samples for --check: a JSONL file, or 'demo-heldout'.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Apply a profile tuned for another model "
                                                         "(its config hash differs).")] = False,
+    require_all: Annotated[bool, typer.Option(
+        "--require-all", help="With --check: exit 1 when a sparse bucket has no held-out sample (untested).")] = False,
     answer_tokens: AnswerTokensOpt = 8,
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Deploy a profile with its model (links, never copies), export it for serving engines, or gate it.
 
-    Exit codes: 0 done (every checked bucket meets the floor), 1 a bucket misses the floor, 2 bad input.
+    Exit codes: 0 done (every checked bucket meets the floor), 1 a bucket misses the floor (or, with
+    --require-all, a sparse bucket went untested), 2 bad input.
     """
     import json
 
@@ -43,6 +47,8 @@ def apply(
     from ..errors import DeployError
 
     deploy_lib.check_apply_options(fmt, model, out, in_place, check, workload)
+    if threads is not None and threads < 1:
+        raise DeployError(f"threads: must be an integer >= 1, got {threads!r}")
     loaded_profile = load_profile(profile)
     if out is not None:  # before a check that may take minutes: an unwritable --out fails now
         check_writable(out / "config.json" if fmt == "folder" else out, DeployError)
@@ -60,19 +66,36 @@ def apply(
 
     result: dict = {"warnings": warnings}
     report = None
+    untested: list[str] = []
+    if check and all(b.dense for b in loaded_profile.buckets):  # nothing the gate could find: load nothing
+        note = f"every bucket of {profile} is dense: the gate has nothing to check (no model or workload loaded)"
+        print(f"warning: {note}", file=sys.stderr)
+        warnings.append(note)
+        check = False
     if check:
         from ..evaluate import check_profile, load_inputs
         from .progress import StepProgress
         from .render import render_check
 
         with StepProgress(console(stderr=True), f"check: {profile} on {workload}") as progress:
-            loaded, work = load_inputs(model, workload, answer_tokens, progress=progress.update)  # type: ignore[arg-type]
+            loaded, work = load_inputs(model, workload, answer_tokens, progress=progress.update,  # type: ignore[arg-type]
+                                       threads=threads)
+            for note in work.warnings:
+                print(f"warning: {note}", file=sys.stderr)
+                warnings.append(note)
             report = check_profile(loaded_profile, loaded, work.samples, workload=work.name,
                                    progress=progress.update)
+        untested = [b.label for b in report.buckets if b.verdict.value == "untested"]
+        if untested:  # passing says nothing about a bucket no sample reached
+            note = (f"untested: no held-out sample of {work.name} falls in the sparse bucket(s) {', '.join(untested)}; "
+                    "their floor is unchecked" + ("" if require_all else " (--require-all makes this fail)"))
+            print(f"warning: {note}", file=sys.stderr)
+            warnings.append(note)
         result["check"] = report.to_dict()
         if not json_output:
             render_check(report, console(), title=f"check: {profile} with {loaded.name} on {work.name}")
-    if report is None or report.ok:
+    gate_ok = report is None or (report.ok and not (require_all and untested))
+    if gate_ok:
         if fmt == "folder" and (out is not None or in_place):
             done = deploy_lib.deploy(loaded_profile, folder, out, in_place=in_place, link=link)  # type: ignore[arg-type]
             result["deployed"] = done.to_dict()
@@ -91,8 +114,9 @@ def apply(
             if not json_output:
                 typer.echo(f"wrote {fmt} table of {profile} to {out}")
     elif not json_output and (out is not None or in_place):
-        typer.echo("not deployed: a bucket misses the floor", err=True)
+        typer.echo("not deployed: " + ("a bucket misses the floor" if not report.ok  # type: ignore[union-attr]
+                                       else "a sparse bucket is untested (--require-all)"), err=True)
     if json_output:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
-    if report is not None and not report.ok:
+    if not gate_ok:
         raise typer.Exit(1)

@@ -17,6 +17,8 @@ def collect(
     storage: StorageOpt = None,
     study: StudyOpt = None,
     status: Annotated[bool, typer.Option("--status", help="Only show each bucket's progress; write nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file at --out that is not a "
+                                                        "profile.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Write the profile and plot from a study's trials in storage, running none; shows each bucket's progress.
@@ -30,13 +32,15 @@ def collect(
     from ..search.storage import storage_for
     from .render import render_profile, render_progress
 
-    from .._io import check_writable
+    from .._io import check_ours, check_writable
+    from ..deploy import is_profile_file
     from ..errors import SearchError
 
     name = study or out.stem
     if not status:
         check_writable(out, SearchError)
         check_writable(out.with_suffix(".png"), SearchError)
+        check_ours(out, "profile", is_profile_file, force, SearchError)
     st, where = storage_for(out, storage, existing=True)
     progress = study_progress(st, name)
     rows = [b.to_dict() for b in progress]

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import AnswerTokensOpt, BucketsOpt, JsonOpt, ModelOpt, ProfileOpt, WorkloadOpt, app, console
+from ._app import AnswerTokensOpt, BucketsOpt, JsonOpt, ModelOpt, ProfileOpt, ThreadsOpt, WorkloadOpt, app, console
 
 
 @app.command(name="eval")
@@ -19,8 +19,12 @@ def eval_(
         "--budget", help="A fixed budget, e.g. keep=0.3,block=64,sink=1,local=1 (or tau=0.9,...); without "
                          "--budget or --profile, dense alone (the baseline).")] = None,
     buckets: BucketsOpt = None,
-    confidence: Annotated[float, typer.Option("--confidence", help="Level of the lower bound.")] = 0.9,
+    confidence: Annotated[float, typer.Option(
+        "--confidence", help="Level of the lower confidence bound shown, in (0, 1).")] = 0.9,
+    force: Annotated[bool, typer.Option("--force", help="Evaluate a profile tuned for another model (its config "
+                                                        "hash differs).")] = False,
     answer_tokens: AnswerTokensOpt = 8,
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Accuracy per length bucket and task, dense and sparse side by side, with sparsity and lower bound.
@@ -33,11 +37,20 @@ def eval_(
     from ..evaluate.compare import eval_policy
     from .progress import StepProgress
 
-    policy, edges = eval_policy(profile, budget, buckets)
+    # Every argument is checked before the model loads.
+    policy, edges = eval_policy(profile, budget, buckets, confidence=confidence, threads=threads)
+    if profile is not None:  # a profile's budgets hold only for its model, as `apply` says
+        from ..deploy import check_model, model_folder
+
+        note = check_model(policy, model_folder(model), force)  # type: ignore[arg-type]
+        if note:
+            print(f"warning: {note}", file=sys.stderr)
     if policy is None:
         print("eval: no --budget or --profile: evaluating dense attention (the baseline)", file=sys.stderr)
     with StepProgress(console(stderr=True), f"eval: {model} on {workload}") as progress:
-        loaded, work = load_inputs(model, workload, answer_tokens, progress=progress.update)
+        loaded, work = load_inputs(model, workload, answer_tokens, progress=progress.update, threads=threads)
+        for note in work.warnings:
+            print(f"warning: {note}", file=sys.stderr)
         rows = compare(loaded, work.samples, policy, edges, confidence=confidence, progress=progress.update)
     if json_output:
         sys.stdout.write(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")

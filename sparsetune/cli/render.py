@@ -18,7 +18,23 @@ _DASH = "-"
 def _table(**kwargs: Any) -> Table:
     """Every table alike, and narrow enough for 80 columns: no vertical rules, one space between columns."""
     return Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, header_style="bold underline", title_justify="left",
-                 **kwargs)
+                 caption_justify="left", **kwargs)
+
+
+def _wrap_fields(fields: list[str], width: int) -> list[str]:
+    """Fields joined by ", " into lines of at most `width` columns, breaking only between fields (a field longer
+    than a line breaks between its words); the caller indents the lines after the first."""
+    import textwrap
+
+    lines: list[str] = []
+    for field in fields:
+        pieces = textwrap.wrap(field, max(width, 20), break_long_words=False, break_on_hyphens=False) or [""]
+        if lines and len(lines[-1]) + 2 + len(pieces[0]) <= width:
+            lines[-1] += ", " + pieces.pop(0)
+        elif lines:
+            lines[-1] += ","
+        lines += pieces
+    return lines
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:
@@ -28,23 +44,27 @@ def _num(value: float | None, fmt: str = ".3f") -> str:
 def render_profile(profile: Profile, console: Console, title: str = "") -> None:
     """Print the profile's identity, its buckets, per-task accuracy and kernel configs per device."""
     m, w, f, p = profile.model, profile.workload, profile.floor, profile.provenance
-    floor = f"{f.metric} >= {f.value:g}" + (" x dense" if f.kind == "relative" else "")
-    if f.confidence is not None:
-        floor += f", judged on the {f.confidence:.0%} lower confidence bound"
-    floor += ", every task" if f.per_task else ", the bucket (no task below it beyond noise)"
+    floor = f"{f.metric} >= {f.value:g}" + (" x dense" if f.kind == "relative" else "") + " in every bucket"
+    floor += (f", judged on its {f.confidence:.0%} lower confidence bound" if f.confidence is not None
+              else ", judged on the point estimate")
+    floor += ("; every task must meet it on its own samples" if f.per_task
+              else "; no task may fall below it beyond noise")
     kv = f" ({m.kv_heads} kv)" if m.kv_heads != m.heads else ""
     positions = f", {m.max_positions} positions" if m.max_positions else ""
     head = [
-        ("profile", f"{title}  schema {profile.schema}, sparsetune {p.sparsetune}, created {p.created}".strip()),
-        ("model", f"{m.name}: {m.layers} layers, {m.heads} heads{kv}, head_dim {m.head_dim}{positions}; "
-                  f"config {m.config_sha256[:12]}"),
-        ("workload", f"{w.name}: {w.samples} samples; sha256 {w.sha256[:12]}"),
-        ("floor", floor),
-        ("search", f"method {profile.method}; study {p.study}, {p.trials_per_bucket} trials per bucket, "
-                   f"seed {p.seed}" + (f", storage {p.storage}" if p.storage else "")),
+        ("profile", [title, f"schema {profile.schema}", f"sparsetune {p.sparsetune}", f"created {p.created}"]),
+        ("model", [f"{m.name}: {m.layers} layers", f"{m.heads} heads{kv}", f"head_dim {m.head_dim}{positions}",
+                   f"config {m.config_sha256[:12]}"]),
+        ("workload", [f"{w.name}: {w.samples} samples", f"sha256 {w.sha256[:12]}"]),
+        ("floor", [floor]),
+        ("search", [f"method {profile.method}", f"study {p.study}", f"{p.trials_per_bucket} trials per bucket",
+                    f"seed {p.seed}"] + ([f"storage {p.storage}"] if p.storage else [])),
     ]
-    for key, value in head:
-        console.print(f"[bold]{key:<9}[/bold] {value}", markup=True, highlight=False)
+    for key, fields in head:
+        for line in _wrap_fields([x for x in fields if x], console.width - 10):
+            console.print(f"[bold]{key:<9}[/bold] {line}" if line is not None else "", markup=True,
+                          highlight=False, soft_wrap=True)
+            key = ""
     console.print()
     console.print(_buckets_table(profile))
     tasks = _tasks_table(profile)
@@ -57,8 +77,7 @@ def render_profile(profile: Profile, console: Console, title: str = "") -> None:
 
 
 def _range(profile: Profile, i: int) -> str:
-    first, last = profile.bucket_range(i)
-    return f"{first}-{last}" + ("+" if i == len(profile.buckets) - 1 else "")
+    return profile.span(i).label
 
 
 def _budget_text(budget: Any) -> str:
@@ -138,7 +157,7 @@ def render_comparison(rows: list, console: Console, title: str = "") -> None:
     for r in rows:
         style = "bold" if r.task == "all" else None
         drop = "red" if r.sparse < r.dense else None
-        table.add_row(f"{r.first}-{r.last}", r.task, str(r.n), f"{r.dense:.3f}",
+        table.add_row(r.label, r.task, str(r.n), f"{r.dense:.3f}",
                       f"[{drop}]{r.sparse:.3f}[/{drop}]" if drop else f"{r.sparse:.3f}",
                       f"{r.lower_bound:.3f}", f"{r.sparsity:.0%}", style=style)
     console.print(table)
@@ -158,7 +177,7 @@ def render_check(report: Any, console: Console, title: str) -> None:
     for name in ("bucket", "n", "dense", "sparse", "floor", "lower", "upper", "sparsity", "bound by", "verdict"):
         table.add_column(name, justify="left" if name in ("bucket", "verdict", "bound by") else "right")
     for b in report.buckets:
-        span = f"{b.first}+" if b.last is None else f"{b.first}-{b.last}"
+        span = b.label
         verdict = f"[{colour[b.verdict.value]}]{b.verdict.value}{'+' if b.beyond_noise else ''}[/]"
         table.add_row(span, str(b.n), pct(b.dense), pct(b.sparse), pct(b.floor), pct(b.lower_bound),
                       pct(b.upper_bound), _num(b.sparsity, ".0%"), b.bound_by or _DASH, verdict)

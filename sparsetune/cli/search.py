@@ -41,8 +41,10 @@ def search(
         "--dense-tail", help="Last query blocks kept dense (where the question is; decode then runs dense): one "
                              "value or a choice (e.g. 0,1).")] = "0",
     anchors: Annotated[bool, typer.Option(
-        "--anchors", help="Start each bucket's study from simple policies (fixed keeps 0.5, 0.3, 0.2, 0.1 at block "
-                          "64, sink 1, local 1, per estimator) before TPE explores.")] = False,
+        "--anchors/--no-anchors", help="Start each bucket's study from the simple policies, cheapest first: fixed "
+                                       "token budgets (128-1024 tokens), fixed keeps 0.5-0.1 (block 64, sink 1, "
+                                       "local 1, per estimator) and the budget confirmed at the shorter bucket; "
+                                       "TPE explores from there.")] = True,
     allow_oracle: Annotated[bool, typer.Option(
         "--allow-oracle", help="Let the search use the oracle estimator (a diagnostic ceiling, not deployable: "
                                "the profile says so).")] = False,
@@ -113,7 +115,7 @@ def search(
             print(f"warning: {failing_message(o.bucket.max_len)}", file=sys.stderr)
     # Only a timeout leaves buckets short (a lone worker otherwise returns when all are done); the profile's
     # reasons name them and their trial counts.
-    incomplete = [f"{o.first_len}-{o.bucket.max_len}" for o in run.outcomes if o.incomplete and timeout is not None]
+    incomplete = [o.span.label for o in run.outcomes if o.incomplete and timeout is not None]
     if incomplete:
         print(f"warning: --timeout {timeout:g} s stopped the search; incomplete buckets (their budgets rest on "
               f"fewer trials, or on none: dense): {', '.join(incomplete)}; rerun the same command to resume",

@@ -22,9 +22,11 @@ def synth(
         "--style", help="auto (words for the demo model, text for any other), words (the demo's word-level "
                         "format) or text (plain-English raw completions for pretrained LMs).")] = "auto",
     seed: SeedOpt = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file at --out that is not a "
+                                                        "workload.")] = False,
 ) -> None:
     """Generate RULER-style synthetic tasks sized in tokens of the model's tokenizer, as JSONL."""
-    from .._io import check_writable
+    from .._io import check_ours, check_writable, is_workload_file
     from ..errors import WorkloadError
     from ..workload import synth_workload, write_jsonl
     from ..workload.files import parse_lengths, parse_tasks
@@ -33,6 +35,7 @@ def synth(
 
     sizes = parse_lengths(lengths)
     check_writable(out, WorkloadError)
+    check_ours(out, "workload", is_workload_file, force, WorkloadError)
     chosen = style_for_model(model) if style == "auto" else style
     names = parse_tasks(tasks) if tasks is not None else list(STYLES.get(chosen, ()))
     rows = synth_workload(load_tokenizer(model), names, sizes, per_length, seed,

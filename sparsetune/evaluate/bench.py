@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import SearchError, WorkloadError
 from ..profile.buckets import bucketize
-from ..profile.floor import floor_target, judge_floor, measure_floor, out_of_reach
+from ..profile.floor import floor_target, judge_confirmation, judge_floor, measure_floor, out_of_reach
 from ..profile.profile import Floor
 from .baselines import policy_cost, prefill_density
 from .decode import evaluate
@@ -37,6 +37,9 @@ class BucketResult:
     seconds: float
     floor: Floor  # the floor the bucket is judged against (on its bound when it has a confidence)
     confidence: float = 0.9  # level of the reported lower and upper bounds (the floor's, when it has one)
+    # Per sample: in the bucket's confirmation part (`search.confirm.split_for_confirmation`). Given, `feasible`
+    # judges as the search does; None judges the bucket whole, as the deploy gate does.
+    confirm: list[bool] | None = None
 
     @property
     def n(self) -> int:
@@ -72,10 +75,18 @@ class BucketResult:
 
     @property
     def feasible(self) -> bool:
-        """Complete, and meets the floor as `sparsetune search` judges it: the bucket on the floor's bound (or
-        point estimate), no task broken beyond noise (every task holding it, with a per-task floor)."""
-        return self.complete and judge_floor(self.floor, self._dense(), [bool(c) for c in self.correct],
-                                             self.tasks, self.confidence).met
+        """Complete, and meets the floor: with a confirmation part as `sparsetune search` judges a candidate (met
+        on the search part, then `floor.judge_confirmation`); without, as the gate judges a bucket (the floor's
+        bound or point estimate, no task broken beyond noise, every task holding it with a per-task floor)."""
+        if not self.complete:
+            return False
+        dense, sparse = self._dense(), [bool(c) for c in self.correct]
+        if self.confirm is None:
+            return judge_floor(self.floor, dense, sparse, self.tasks, self.confidence).met
+        parts = [tuple([x for x, c in zip(xs, self.confirm) if c == side] for xs in (dense, sparse, self.tasks))
+                 for side in (False, True)]
+        search, fresh = parts
+        return judge_floor(self.floor, *search, self.confidence).met and judge_confirmation(self.floor, search, fresh).met
 
     def per_task(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -109,7 +120,10 @@ class Bench:
     """
 
     def __init__(self, model: str, workload: str, edges: Sequence[int], floor: Floor, cache_dir: Path,
-                 chunk: int = 8, confidence: float = 0.9) -> None:
+                 chunk: int = 8, confidence: float = 0.9,
+                 confirm_split: Callable[[list[Any]], tuple[list[Any], list[Any]]] | None = None) -> None:
+        """`confirm_split`: judge as the search does, each bucket split by it into (search, confirmation) parts
+        (`search.confirm.split_for_confirmation`); None: judge each bucket whole, as the deploy gate does."""
         from .inputs import load_inputs
 
         self.model_arg, self.edges, self.floor = model, tuple(edges), floor
@@ -120,6 +134,11 @@ class Bench:
         if sum(map(len, groups)) != len(samples) or any(not g for g in groups):
             raise WorkloadError(f"{workload}: expected every sample in one of the buckets {self.edges}")
         self.groups = groups
+        self.confirm: list[list[bool] | None] = [None] * len(groups)
+        if confirm_split is not None:
+            for b, g in enumerate(groups):
+                fresh = {id(s) for s in confirm_split(g)[1]}
+                self.confirm[b] = [id(s) in fresh for s in g]
         m = self.loaded
         self.shape = (m.heads, m.kv_heads, m.head_dim)
         self.model_id = hashlib.sha256(f"{m.config_sha256}:{m.weights_id}".encode()).hexdigest()[:16]
@@ -244,7 +263,7 @@ class Bench:
             seconds += r["seconds"]
         return BucketResult(edge=edge, tasks=[s.task for s in group], correct=correct, dense=dense,
                             cost=self.cost(b, policy), measured_sparsity=skipped / visible if visible else 0.0,
-                            seconds=seconds, floor=self.floor, confidence=self.confidence)
+                            seconds=seconds, floor=self.floor, confidence=self.confidence, confirm=self.confirm[b])
 
     def feasible_everywhere(self, policy: Any, mode: str = "floor") -> bool:
         """The floor in every bucket, stopping at the first miss. Buckets that rejected the most candidates so

@@ -10,7 +10,7 @@ from typing import Any, Literal, Sequence
 from ..errors import BudgetError
 from ..profile.budget import Budget
 from ..profile.profile import Profile, load_profile
-from ..profile.buckets import MIN_PER_BUCKET, auto_edges, bucket_index, parse_edges
+from ..profile.buckets import MIN_PER_BUCKET, auto_edges, bucket_index, parse_edges, spans
 from ..runtime.hf_attention import Policy
 from ..profile.floor import measure_floor
 from ..profile.profile import Floor
@@ -25,15 +25,20 @@ AUTO = "auto"  # `--buckets auto`: length quantiles of the workload, as `search`
 
 
 def eval_policy(profile: str | os.PathLike[str] | None, budget: str | None, buckets: str | None = None,
+                confidence: float = 0.9, threads: int | None = None,
                 ) -> tuple[Profile | Budget | None, Sequence[int] | Literal["auto"] | None]:
     """The policy `sparsetune eval` compares with dense, and the bucket edges of its table.
 
     The policy is a profile file or a fixed budget (at most one); neither is dense itself (None), the
-    baseline. `buckets` is `--buckets` as typed: edges, `auto` (`AUTO`: quantiles, once the lengths are
+    baseline. `confidence` and `threads` are checked here too, before any model loads. `buckets` is `--buckets` as typed: edges, `auto` (`AUTO`: quantiles, once the lengths are
     known), or None: a profile's own edges, else one bucket (None).
     """
     if profile is not None and budget is not None:
         raise BudgetError("eval: give at most one of --profile and --budget (neither evaluates dense)")
+    if isinstance(confidence, bool) or not 0 < confidence < 1:
+        raise BudgetError(f"confidence: must be in (0, 1), got {confidence!r}")
+    if threads is not None and threads < 1:
+        raise BudgetError(f"threads: must be an integer >= 1, got {threads!r}")
     if budget is not None and not budget.strip():
         raise BudgetError("--budget: empty; give key=value pairs like keep=0.3,block=64, or leave --budget out "
                           "to evaluate dense")
@@ -51,6 +56,7 @@ class BucketComparison:
 
     first: int  # shortest length in the bucket's range
     last: int  # longest
+    label: str  # the bucket's `Span` label (the profile's, when the edges are a profile's)
     task: str  # "all" for the whole bucket
     n: int
     dense: float
@@ -85,7 +91,8 @@ def compare(
     for i, n in enumerate(lengths):
         groups[bucket_index(edges, n)].append(i)  # type: ignore[index]
     rows: list[BucketComparison] = []
-    on_batch = per_batch(progress, "evaluate", len(samples) * (1 if policy is None else 2))
+    labels = [s.label for s in spans(edges, min(lengths))]
+    on_batch = per_batch(progress, "evaluate", len(samples), passes=1 if policy is None else 2)
     for b, idx in enumerate(groups):
         if not idx:
             continue
@@ -102,7 +109,7 @@ def compare(
             s_ = [result.correct[j] for j in sel]
             # The floor's bound (profile.floor): dense accuracy plus the paired score bound on the difference.
             m = measure_floor(Floor(value=1.0), d, s_, confidence)
-            rows.append(BucketComparison(first=first, last=last, task=task if len(tasks) > 1 else tasks[0],
+            rows.append(BucketComparison(first=first, last=last, label=labels[b], task=task if len(tasks) > 1 else tasks[0],
                                          n=len(sel), dense=m.dense, sparse=m.sparse, lower_bound=m.lower_bound,
                                          sparsity=result.sparsity))
     return rows

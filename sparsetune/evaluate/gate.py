@@ -36,6 +36,7 @@ class BucketCheck:
 
     first: int  # shortest length of the bucket's range
     last: int | None  # longest (None: the last bucket, open-ended)
+    label: str  # the bucket's `Span` label, as every table shows it
     n: int
     dense_bucket: bool  # the profile runs this range dense: nothing to check
     dense: float | None = None
@@ -90,15 +91,15 @@ def check_profile(profile: Profile, loaded: Any, samples: Sequence[Any], workloa
         groups.setdefault(profile.bucket_index(s.length), []).append(s)
     rows = []
     if None in groups:  # shorter than min_len: dense by the profile's rule
-        rows.append(BucketCheck(first=1, last=profile.min_len - 1, n=len(groups[None]), dense_bucket=True,
-                                verdict=Verdict.DENSE))
-    last = len(profile.buckets) - 1
-    runs = sum(2 * len(groups.get(i, [])) for i, b in enumerate(profile.buckets) if not b.dense)
-    on_batch = per_batch(progress, "evaluate", runs)
+        span = profile.span(None)
+        rows.append(BucketCheck(first=span.first, last=span.last, label=span.label, n=len(groups[None]),
+                                dense_bucket=True, verdict=Verdict.DENSE))
+    checked = sum(len(groups.get(i, [])) for i, b in enumerate(profile.buckets) if not b.dense)
+    on_batch = per_batch(progress, "evaluate", checked, passes=2)  # dense and the profile, per sample
     for i, bucket in enumerate(profile.buckets):
-        first, upto = profile.bucket_range(i)
+        span = profile.span(i)
         part = groups.get(i, [])
-        head = dict(first=first, last=None if i == last else upto, n=len(part), dense_bucket=bucket.dense)
+        head = dict(first=span.first, last=span.max_len, label=span.label, n=len(part), dense_bucket=bucket.dense)
         if bucket.dense:
             rows.append(BucketCheck(**head, verdict=Verdict.DENSE))
             continue

@@ -11,8 +11,10 @@ __all__ = ["Progress", "per_batch"]
 Progress = Callable[[str, int, int], None]
 
 
-def per_batch(progress: Progress | None, stage: str, total: int) -> Callable[[int], None] | None:
-    """A `decode` `on_batch` callback that adds up a stage's samples across calls and reports them."""
+def per_batch(progress: Progress | None, stage: str, total: int, passes: int = 1) -> Callable[[int], None] | None:
+    """A `decode` `on_batch` callback that adds up a stage's samples across calls and reports them. With `passes`
+    runs over each of the `total` samples (dense, then sparse), it reports samples, not runs: a sample counts
+    once all its passes are done, shown as the share of the work done."""
     if progress is None:
         return None
     done = 0
@@ -20,6 +22,6 @@ def per_batch(progress: Progress | None, stage: str, total: int) -> Callable[[in
     def on_batch(n: int) -> None:
         nonlocal done
         done += n
-        progress(stage, done, total)
+        progress(stage, done // passes, total)
 
     return on_batch

@@ -10,11 +10,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import SearchError, WorkloadError
 
-__all__ = ["MIN_PER_BUCKET", "auto_edges", "bucket_index", "bucketize", "check_edges", "parse_edges"]
+__all__ = ["MIN_PER_BUCKET", "Span", "auto_edges", "below", "bucket_index", "bucketize", "check_edges", "parse_edges", "spans"]
 
 MIN_PER_BUCKET = 16  # samples per automatic bucket (`--buckets auto`, search and eval alike)
 
@@ -27,6 +28,40 @@ class _HasLength(Protocol):
 
 
 S = TypeVar("S", bound=_HasLength)
+
+
+@dataclass(frozen=True)
+class Span:
+    """The lengths one bucket serves (`bucket_index`'s rule): THE range and label every table, plot, gate and
+    serving stat shows for it."""
+
+    index: int | None  # None: the lengths below the first bucket's start, which run dense
+    first: int
+    last: int
+    final: bool = False  # the last bucket: longer inputs use it too
+
+    @property
+    def max_len(self) -> int | None:
+        """The upper end as tables write it: None when longer inputs use the bucket too."""
+        return None if self.final else self.last
+
+    @property
+    def label(self) -> str:
+        return f"{self.first}-{self.last}" + ("+" if self.final else "")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"bucket": self.label, "min_len": self.first, "max_len": self.max_len}
+
+
+def spans(edges: Sequence[int], first: int = 1) -> list[Span]:
+    """Every bucket's `Span` for ascending `edges`, the first starting at `first` (a profile's min_len)."""
+    starts = [first, *(e + 1 for e in edges[:-1])]
+    return [Span(i, start, edge, final=i == len(edges) - 1) for i, (start, edge) in enumerate(zip(starts, edges))]
+
+
+def below(first: int) -> Span | None:
+    """The dense span below a first bucket starting at `first` (lengths from 1), or None when there is none."""
+    return Span(None, 1, first - 1) if first > 1 else None
 
 
 def bucket_index(edges: Sequence[int], length: int, min_len: int = 0) -> int | None:

@@ -175,7 +175,7 @@ class Budget:
             if "estimator" in fields and fields["estimator"] != fields["method"]:
                 raise BudgetError(f"budget: method={fields['method']} and estimator={fields['estimator']} disagree")
             fields["estimator"] = fields.pop("method")
+        if "keep" not in fields and "tau" not in fields:  # else the budget would silently be dense
+            raise BudgetError(f"budget: {text.strip()!r} has no keep= or tau=; a budget needs one (keep=1 is dense)")
         fields.setdefault("method", "coverage" if "tau" in fields else "topk")
-        if fields["method"] == "topk":
-            fields.setdefault("keep", 1.0)
         return cls(**fields)

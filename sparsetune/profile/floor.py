@@ -28,8 +28,9 @@ from dataclasses import dataclass, field, replace
 from ..stats import clopper_pearson_lower, clopper_pearson_upper, losses_allowed, paired_bounds, samples_needed
 from .profile import Floor
 
-__all__ = ["DEFAULT_CONFIDENCE", "FloorMeasure", "FloorVerdict", "Resolution", "TOLERANCE", "floor_target",
-           "holds_on_confirmation", "judge_floor", "measure_floor", "out_of_reach", "resolution"]
+__all__ = ["DEFAULT_CONFIDENCE", "ConfirmationVerdict", "FloorMeasure", "FloorVerdict", "Part", "Resolution",
+           "TOLERANCE", "best_case", "floor_target", "holds_on_confirmation", "judge_confirmation", "judge_floor",
+           "measure_floor", "out_of_reach", "resolution"]
 
 TOLERANCE = 1e-12  # float slack when comparing with the target (0.95 x 0.8 is not exactly 0.76)
 DEFAULT_CONFIDENCE = 0.9  # bounds shown beside point estimates when the floor has no confidence
@@ -144,25 +145,51 @@ def judge_floor(floor: Floor, dense: Sequence[bool], sparse: Sequence[bool],
     return FloorVerdict(overall, per, floor.per_task)
 
 
-def holds_on_confirmation(floor: Floor, search: tuple[Sequence[bool], Sequence[bool], Sequence[str]],
-                          confirm: tuple[Sequence[bool], Sequence[bool], Sequence[str]]) -> bool:
-    """THE confirmation rule: does a candidate chosen on the search part hold? Each part is (dense, sparse,
-    tasks). The confirmation part, which the choice never saw, must meet the floor on its own point
-    estimate (no task broken), and all the samples together must meet the floor as `floor` judges it
-    (its bound): the fresh samples guard against the winner's curse, the pooled ones give the bound its
-    power (at n = 53 alone a 0.95 floor at 90% confidence would admit no loss at all)."""
+Part = tuple[Sequence[bool], Sequence[bool], Sequence[str]]  # (dense, sparse, tasks) of one group of samples
+
+
+def best_case(partial: Sequence[bool], n: int) -> list[bool]:
+    """An early-stopped measurement of `n` samples at its best: every sample not evaluated yet right."""
+    return [*map(bool, partial), *[True] * (n - len(partial))]
+
+
+@dataclass(frozen=True)
+class ConfirmationVerdict:
+    """A candidate chosen on the search part, judged with the confirmation part (`judge_confirmation`)."""
+
+    fresh: FloorVerdict  # the confirmation part alone, on its point estimate
+    pooled: FloorVerdict  # every sample, as the floor judges (its bound)
+
+    @property
+    def met(self) -> bool:
+        return self.fresh.met and self.pooled.met
+
+
+def judge_confirmation(floor: Floor, search: Part, confirm: Part) -> ConfirmationVerdict:
+    """THE confirmation rule. The confirmation part, which the choice never saw, must meet the floor on its own
+    point estimate (no task broken), and all the samples together must meet the floor as `floor` judges it
+    (its bound): the fresh samples guard against the winner's curse, the pooled ones give the bound its power
+    (at n = 53 alone a 0.95 floor at 90% confidence would admit no loss at all).
+
+    The search judges every trial by it before confirmation too, with the unseen samples right (`best_case`)
+    and the confirmation part as dense had it, so a trial that could still hold runs on and one that cannot
+    stops early; a confirmation stops early the same way."""
     point = replace(floor, confidence=None)
-    if not judge_floor(point, confirm[0], confirm[1], confirm[2], floor.confidence).met:
-        return False
-    return judge_floor(floor, [*search[0], *confirm[0]], [*search[1], *confirm[1]], [*search[2], *confirm[2]]).met
+    fresh = judge_floor(point, confirm[0], confirm[1], confirm[2], floor.confidence)
+    pooled = judge_floor(floor, [*search[0], *confirm[0]], [*search[1], *confirm[1]], [*search[2], *confirm[2]])
+    return ConfirmationVerdict(fresh, pooled)
+
+
+def holds_on_confirmation(floor: Floor, search: Part, confirm: Part) -> bool:
+    """Whether a candidate holds under the confirmation rule (`judge_confirmation`)."""
+    return judge_confirmation(floor, search, confirm).met
 
 
 def out_of_reach(floor: Floor, dense: Sequence[bool], partial: Sequence[bool],
                  tasks: Sequence[str] | None = None, confidence: float | None = None) -> bool:
-    """The early stop: True when even all remaining samples right (`partial` covers the first ones)
-    would miss the floor, so evaluating the rest cannot change the verdict."""
-    rest = len(dense) - len(partial)
-    return not judge_floor(floor, dense, list(partial) + [True] * rest, tasks, confidence).met
+    """The early stop of a group judged alone: True when even all remaining samples right (`partial` covers
+    the first ones) would miss the floor, so evaluating the rest cannot change the verdict."""
+    return not judge_floor(floor, dense, best_case(partial, len(dense)), tasks, confidence).met
 
 
 @dataclass(frozen=True)

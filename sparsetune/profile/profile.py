@@ -33,7 +33,7 @@ from ..kernels.configs import LAUNCH_KEYS, config_problem
 from . import _yaml
 from ._typed import check_fields, convert, rule, show, to_plain
 from .budget import Budget
-from .buckets import bucket_index
+from .buckets import Span, below, bucket_index, spans as _spans
 from .versions import PROFILE_SCHEMA_VERSION, inherit_method, upgrade
 
 __all__ = [
@@ -124,11 +124,8 @@ class Provenance:
 
     @classmethod
     def create(cls, *, study: str, trials_per_bucket: int, seed: int, storage: str | None = None) -> Provenance:
-        """Provenance stamped with this sparsetune's version and the current UTC time.
-
-        A password in `storage` (``postgresql://user:secret@host/db``) is replaced by ``***``:
-        profiles get shipped, credentials must not be.
-        """
+        """Provenance stamped with this sparsetune's version and the current UTC time. A password in `storage`
+        (``postgresql://user:secret@host/db``) becomes ``***``: profiles get shipped, credentials must not be."""
         from .._version import __version__
 
         created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -307,20 +304,14 @@ class Profile:
         return bucket_index(self._edges, seq_len, self.min_len)  # type: ignore[attr-defined]
 
     def lookup(self, seq_len: int) -> Budget | None:
-        """The budget for a request whose KV length is `seq_len`; None means dense attention.
-
-        O(log buckets). Dense below `min_len` and in dense buckets; beyond the last edge, the
-        last bucket's budget.
-        """
+        """The budget for a request whose KV length is `seq_len`; None means dense attention. O(log buckets).
+        Dense below `min_len` and in dense buckets; beyond the last edge, the last bucket's budget."""
         i = self.bucket_index(seq_len)
         return None if i is None else self._budgets[i]  # type: ignore[attr-defined,no-any-return]
 
     def kernel_config(self, seq_len: int, device: str) -> KernelConfig | None:
-        """The launch config tuned for `seq_len`'s bucket on `device`; None when there is none.
-
-        None when the length runs dense or the device has no entry for the bucket: the caller
-        then uses the kernel's default config (and may warn that the profile was tuned elsewhere).
-        """
+        """The launch config tuned for `seq_len`'s bucket on `device`; None when the length runs dense or the
+        device has no entry for it: the caller then uses the kernel's default config (and may warn)."""
         i = self.bucket_index(seq_len)
         section = self.devices.get(device)
         if i is None or section is None or self.buckets[i].dense:
@@ -328,9 +319,19 @@ class Profile:
         return section.kernels.get(self._edges[i])  # type: ignore[attr-defined,no-any-return]
 
     def bucket_range(self, index: int) -> tuple[int, int]:
-        """Inclusive (first, last) length of bucket `index`; the last bucket also serves longer inputs."""
-        first = self.min_len if index == 0 else self.buckets[index - 1].max_len + 1
-        return first, self.buckets[index].max_len
+        """Inclusive (first, last) length of bucket `index` (`span`)."""
+        return self.spans[index].first, self.spans[index].last
+
+    def span(self, index: int | None) -> Span:
+        """Bucket `index`'s `Span`; None: the dense lengths below min_len (a ValueError when there are none)."""
+        found = below(self.min_len) if index is None else self.spans[index]
+        if found is None:
+            raise ValueError("no lengths below min_len: the first bucket starts at 1")
+        return found
+
+    @property
+    def spans(self) -> list[Span]:
+        return _spans(self._edges, self.min_len)  # type: ignore[attr-defined]
 
     def with_device(self, name: str, section: DeviceSection) -> Profile:
         """A copy with `name`'s kernel section added or replaced (re-timing on another GPU)."""
@@ -344,10 +345,8 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: Any) -> Profile:
-        """Validate raw YAML/JSON data and build the profile (older schema versions are upgraded).
-
-        Raises `ProfileError` whose message starts with the field path.
-        """
+        """Validate raw YAML/JSON data and build the profile (older schema versions are upgraded); a
+        `ProfileError` message starts with the field path."""
         if not isinstance(data, Mapping):
             what = "an empty document" if data is None else show(data)
             raise ProfileError(f"(top level): must be a mapping of profile fields, got {what}")

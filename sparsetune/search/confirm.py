@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from ..profile import Budget
 
-__all__ = ["CONFIRM_FRACTION", "CONFIRM_LIMIT", "Candidate", "Walk", "split_for_confirmation", "walk"]
+__all__ = ["CONFIRM_FRACTION", "CONFIRM_LIMIT", "Candidate", "Walk", "family", "split_for_confirmation", "walk"]
 
 CONFIRM_FRACTION = 1 / 3  # share of each bucket's samples (per task) kept for confirmation: search:confirm = 2:1
 CONFIRM_LIMIT = 6  # at most this many candidates are evaluated on the confirmation part per bucket
@@ -58,6 +58,12 @@ def split_for_confirmation(samples: Sequence[S], fraction: float = CONFIRM_FRACT
     return sorted(search, key=_key), sorted(confirm, key=_key)
 
 
+def family(budget: Budget) -> tuple:
+    """Budgets that differ only in keep (or tau): their kept blocks are nested, so accuracy is monotone in it."""
+    b = budget
+    return (b.method, b.estimator, b.stride, b.block_size, b.sink, b.local, b.dense_layers, b.dense_tail)
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A budget feasible on the search part, identified by its trial number."""
@@ -68,8 +74,7 @@ class Candidate:
 
     @property
     def family(self) -> tuple:
-        b = self.budget
-        return (b.method, b.estimator, b.stride, b.block_size, b.sink, b.local)  # keep is monotone within one
+        return family(self.budget)
 
     @property
     def ratio(self) -> float:

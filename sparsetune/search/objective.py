@@ -15,15 +15,18 @@ from optuna.trial import TrialState
 from ..errors import SearchError, SparsetuneError
 from ..evaluate.decode import EvalResult, evaluate
 from ..profile.budget import Budget
-from ..profile.floor import judge_floor
+from ..profile.floor import best_case, judge_confirmation
 from ..runtime.hf_attention import AttentionStats
 from ..timing import budget_cost, with_dense_layers
 from ..workload.files import TokenSample
 from ..workload.models import LoadedModel
+from .confirm import family, walk
+from .plan import Shape, mask_key, planned_density
+from .results import candidates, confirmation_verdicts
 from .space import SearchSpace
 from .storage import reap, worker_id
-from .study import (LIVE, BucketMeta, TrialRecord, is_dense_requested, is_dense_trial, mark_dense, mark_skipped,
-                    mark_started)
+from .study import (LIVE, BucketMeta, TrialRecord, counts_as_trial, is_dense_requested, is_dense_trial,
+                    mark_dense, mark_pruned, mark_reused, mark_skipped, mark_started, reused_from)
 
 __all__ = ["EXPECTED_TRIAL_ERRORS", "Objective", "SkippedTrial"]
 
@@ -72,6 +75,9 @@ class Objective:
         self.confirm_samples = confirm_samples or []
         self.study, self.storage, self.batch_size, self.target = study, storage, batch_size, target
         self.timings: dict[tuple, dict[str, Any]] = {}  # launch-config timings per (bucket, budget)
+        # Every forward a budget will make on this bucket (search and confirmation parts): what `plan` needs.
+        self.shapes: list[Shape] = [(len(s.input_ids), len(s.answer_ids or ()))
+                                    for s in [*samples, *self.confirm_samples]]
 
     def __call__(self, trial: optuna.Trial) -> float:
         assert self.meta is not None and self.loaded is not None
@@ -82,6 +88,10 @@ class Objective:
         if reason is not None:
             mark_skipped(trial, reason)
             raise SkippedTrial(f"skipped: {reason}")
+        if not is_dense:
+            source = self._unneeded(trial, budget)
+            if source is not None:
+                return source
         confirm_dense = None
         if is_dense:  # the dense trial: its own baseline (and the confirmation part's), at dense SDPA's cost
             mark_dense(trial)
@@ -110,15 +120,54 @@ class Objective:
         trial.set_constraint("floor", v.shortfall)  # feasible when <= 0
         return float(cost["relative"])
 
-    def _judge(self, dense: list[bool], partial: list[bool], confirm_dense: list[bool]) -> Any:
-        """A trial as its confirmation will judge it (`floor.holds_on_confirmation`): on all the bucket's samples,
-        with the rest of the search part right and the confirmation part as dense had it (its best case
-        short of gains). So a trial that could still hold once confirmed is feasible, and one that could
-        not stops early."""
+    def planned_cost(self, budget: Budget) -> float:
+        """The budget's cost-model cost at the bucket's length, from its planned density (`plan`)."""
+        m = self.meta
+        assert m is not None
+        return budget_cost(budget, m.rep_len, planned_density(budget, self.shapes), m.model.head_dim,
+                           m.model.heads, m.model.kv_heads, m.model.layers)
+
+    def _unneeded(self, trial: optuna.Trial, budget: Budget) -> float | None:
+        """Settle a trial without evaluating it, when that is known before it runs: a budget that keeps the
+        blocks a measured trial kept reuses that measurement (its value is returned); one whose planned cost
+        exceeds the budget already confirmed for the bucket cannot be chosen, and one that keeps every block
+        is the dense trial: both are pruned (`optuna.TrialPruned`). None: evaluate it."""
+        if planned_density(budget, self.shapes) >= 1.0:
+            mark_pruned(trial, "keeps every visible block here: the dense trial measured that")
+            raise optuna.TrialPruned("keeps every block")
+        key = mask_key(budget, self.shapes)
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if is_dense_trial(t) or reused_from(t) is not None or t.number == trial.number:
+                continue
+            record = TrialRecord.of(t)
+            other = self.space.budget_of(t.params)
+            # Kept sets are nested as the ratio grows within a family, and accuracy is taken not to rise as
+            # blocks are dropped (the confirmation walk's rule too): below a miss there is no hit.
+            if (record is not None and family(other) == family(budget) and budget.ratio <= other.ratio
+                    and any(v > 0 for v in t.constraints.values())):
+                mark_pruned(trial, f"keeps no more than trial {t.number}, which missed the floor")
+                raise optuna.TrialPruned("below a miss of its family")
+            if record is not None and mask_key(other, self.shapes) == key:
+                record.store(trial)
+                mark_reused(trial, t.number)
+                for name, value in t.constraints.items():
+                    trial.set_constraint(name, value)
+                return float(t.value)  # type: ignore[arg-type]
         assert self.meta is not None
-        best = [*partial, *[True] * (len(dense) - len(partial))]
-        tasks = [*self.meta.tasks, *self.meta.confirm_tasks[:len(confirm_dense)]]
-        return judge_floor(self.meta.floor, [*dense, *confirm_dense], [*best, *confirm_dense], tasks)
+        chosen = walk(candidates(self.study), confirmation_verdicts(self.study), self.meta.confirm_limit).chosen
+        if chosen is not None and self.planned_cost(budget) > self.planned_cost(chosen.budget) + 1e-12:
+            mark_pruned(trial, f"plans to cost more than trial {chosen.number}, already confirmed")
+            raise optuna.TrialPruned("costs more than the confirmed budget")
+        return None
+
+    def _judge(self, dense: list[bool], partial: list[bool], confirm_dense: list[bool]) -> Any:
+        """A trial as its confirmation will judge it (`floor.judge_confirmation`), before it is confirmed: the
+        rest of the search part right, the confirmation part as dense had it. So a trial that could still
+        hold once confirmed is feasible, and one that could not stops early."""
+        assert self.meta is not None
+        confirm_tasks = self.meta.confirm_tasks[:len(confirm_dense)]
+        return judge_confirmation(self.meta.floor, (dense, best_case(partial, len(dense)), self.meta.tasks),
+                                  (confirm_dense, confirm_dense, confirm_tasks)).pooled
 
     def evaluate(self, samples: list[TokenSample], budget: Budget | None,
                  stop: Callable[[list[bool]], bool] | None = None) -> list[bool]:
@@ -137,8 +186,8 @@ class Objective:
         if is_dense:
             first = [t.number for t in trials if is_dense_trial(t) and t.state in LIVE and t.number < number]
             return f"dense trial {first[0]} is this bucket's baseline" if first else None
-        ahead = sum(t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING and t.number < number)
-                    for t in trials)
+        ahead = sum((t.state == TrialState.COMPLETE and counts_as_trial(t))
+                    or (t.state == TrialState.RUNNING and t.number < number) for t in trials)
         # The dense trial needs a slot of its own until it runs.
         ahead += not any(is_dense_trial(t) and t.state in (TrialState.COMPLETE, TrialState.RUNNING) for t in trials)
         if ahead >= self.target:

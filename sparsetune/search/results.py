@@ -15,13 +15,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import SearchError
+from ..profile.buckets import Span, spans
 from ..profile.budget import Budget
 from ..profile.floor import floor_target, holds_on_confirmation, judge_floor
 from ..profile.profile import (Accuracy, Bucket, DeviceSection, Floor, KernelConfig, Profile, Provenance, TaskAccuracy)
 from .confirm import Candidate, walk
 from .space import SearchSpace
-from .study import (BucketMeta, TrialRecord, bucket_studies, confirmations, is_dense_trial, is_feasible, meta_of,
-                    worker_of)
+from .study import (BucketMeta, TrialCounts, TrialRecord, bucket_studies, confirmations, is_dense_trial, is_feasible, meta_of,
+                    reused_from, worker_of)
 
 __all__ = ["BucketOutcome", "BucketProgress", "BucketStatus", "bucket_outcomes", "candidates",
            "confirmation_verdicts", "dense_record", "profile_from_storage", "study_progress"]
@@ -48,14 +49,23 @@ class BucketOutcome:
     kernel: KernelConfig | None
     status: BucketStatus | None = None  # how this worker's search left it (None: read from storage only)
     failed_confirmation: tuple[int, ...] = ()  # candidates (trial numbers) that missed the floor on confirmation
-    complete: int = 0  # complete trials in storage
-    target: int = 0  # complete trials the search asked for
+    index: int = 0  # the bucket's position
+    final: bool = False  # the last bucket (longer inputs use it too)
+    complete: int = 0  # evaluated (complete, not reused) trials in storage
+    target: int = 0  # evaluated trials the search asked for
+    reused: int = 0  # complete trials that copied a measured one (the same blocks kept)
+    pruned: int = 0  # trials settled unrun (they could not be chosen)
+
+    @property
+    def span(self) -> Span:
+        """The lengths the bucket serves, as the profile applies it."""
+        return Span(self.index, self.first_len, self.bucket.max_len, self.final)
 
     @property
     def incomplete(self) -> bool:
         """Short of its trials (a --timeout, a worker still running, trials that kept failing): the bucket's
         `reason` in the profile says so."""
-        return self.complete < self.target
+        return not TrialCounts(self.complete, self.reused, self.pruned).finished(self.target)
 
 
 def _per_task(tasks: list[str], dense: list[bool], sparse: list[bool]) -> dict[str, TaskAccuracy]:
@@ -92,12 +102,13 @@ def _budget(meta: BucketMeta, params: dict[str, Any]) -> Budget:
 
 
 def candidates(study: optuna.Study) -> list[Candidate]:
-    """Sparse trials that evaluated every search sample and met the floor there, cheaper than dense."""
+    """Sparse trials that evaluated every search sample and met the floor there, cheaper than dense (a trial
+    that reused another's measurement is that trial's candidate, not one of its own)."""
     meta = meta_of(study)
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         record = TrialRecord.of(t)
-        if is_dense_trial(t) or record is None or not record.complete or not is_feasible(t) or t.value >= 1.0:
+        if is_dense_trial(t) or reused_from(t) is not None or record is None or not record.complete or not is_feasible(t) or t.value >= 1.0:
             continue
         out.append(Candidate(t.number, float(t.value), _budget(meta, t.params)))  # type: ignore[arg-type]
     return out
@@ -175,33 +186,37 @@ def _outcome(study: optuna.Study) -> BucketOutcome:
                                           per_task=_per_task(meta.tasks, dense, dense)),
                         confirmation=confirmation, sparsity=0.0, cost=1.0)
         chosen = base
-    bucket = _noted(bucket, len(complete), meta.trials)
-    return BucketOutcome(bucket=bucket, first_len=_first_len(meta), trials=trials, chosen=chosen,
+    counts = TrialCounts.of(trials)
+    bucket = _noted(bucket, counts, meta.trials)
+    span = _span(meta)
+    return BucketOutcome(bucket=bucket, first_len=span.first, index=meta.index, final=span.final, trials=trials,
+                         chosen=chosen,
                          floor_accuracy=target, kernel=kernel, failed_confirmation=tuple(c.number for c in w.failed),
-                         complete=len(complete), target=meta.trials)
+                         complete=counts.evaluated, target=meta.trials, reused=counts.reused, pruned=counts.pruned)
 
 
-def _first_len(meta: BucketMeta) -> int:
-    """The span's start as the profile gives it (`Profile.bucket_range`): the first bucket starts at min_len."""
-    return meta.min_len if meta.index == 0 else meta.first_len
+def _span(meta: BucketMeta) -> Span:
+    """The bucket's lengths as the profile will apply them (`Profile.span`): the first starts at min_len."""
+    return spans(meta.edges, meta.min_len)[meta.index]
 
 
-def _noted(bucket: Bucket, complete: int, target: int) -> Bucket:
+def _noted(bucket: Bucket, counts: TrialCounts, target: int) -> Bucket:
     """A bucket short of its trials says so first in its reason, with its trial count."""
-    if complete >= target:
+    if counts.finished(target):
         return bucket
-    note = f"incomplete: {complete} of {target} trials"
+    note = f"incomplete: {counts.evaluated} of {target} trials"
     return dataclasses.replace(bucket, reason=f"{note}; {bucket.reason}" if bucket.reason else note)
 
 
-def _unfinished(first_len: int, max_len: int, trials: list[FrozenTrial], target: int) -> BucketOutcome:
+def _unfinished(span: Span, trials: list[FrozenTrial], target: int) -> BucketOutcome:
     """A bucket the search stopped before its dense baseline completed (or never reached): dense until the
     search resumes, since nothing was measured there."""
-    done = sum(t.state == TrialState.COMPLETE for t in trials)
-    bucket = Bucket(max_len=max_len, dense=True,
+    done = TrialCounts.of(trials).evaluated
+    bucket = Bucket(max_len=span.last, dense=True,
                     reason=f"incomplete: {done} of {target} trials, stopped before the dense baseline completed; "
                            f"dense until the search resumes")
-    return BucketOutcome(bucket=bucket, first_len=first_len, trials=trials, chosen=None, floor_accuracy=None,
+    return BucketOutcome(bucket=bucket, first_len=span.first, index=span.index or 0, final=span.final, trials=trials,
+                         chosen=None, floor_accuracy=None,
                          kernel=None, complete=done, target=target)
 
 
@@ -226,13 +241,12 @@ def bucket_outcomes(storage: optuna.storages.BaseStorage, prefix: str,
         meta = meta_of(s)
         started = dense_record(s) is not None
         out.append(_outcome(s) if started else
-                   _unfinished(_first_len(meta), meta.max_len, s.get_trials(deepcopy=False), meta.trials))
+                   _unfinished(_span(meta), s.get_trials(deepcopy=False), meta.trials))
     last = meta_of(studies[-1])
     reached = {o.bucket.max_len for o in out}
-    for i, edge in enumerate(last.edges):
-        if edge not in reached:
-            first = last.edges[i - 1] + 1 if i else last.min_len
-            out.append(_unfinished(first, edge, [], last.trials))
+    for span in spans(last.edges, last.min_len):
+        if span.last not in reached:
+            out.append(_unfinished(span, [], last.trials))
     return sorted(out, key=lambda o: o.bucket.max_len)
 
 

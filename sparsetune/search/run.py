@@ -43,11 +43,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import FailingBucketWarning, SearchError, SearchWarning
 from ..profile.buckets import auto_edges, bucketize
-from ..profile.floor import holds_on_confirmation, resolution
+from ..profile.floor import best_case, holds_on_confirmation
 from ..profile.profile import ModelInfo, Profile, WorkloadInfo
-from ..stats import samples_needed
 from ..workload.files import DEFAULT_ANSWER_TOKENS, TokenSample, Workload
 from ..workload.models import LoadedModel
+from .baseline import check_baseline, warn_unresolvable
 from .objective import EXPECTED_TRIAL_ERRORS, Objective
 from .confirm import split_for_confirmation, walk
 from .results import (BucketOutcome, BucketStatus, bucket_outcomes, candidates, confirmation_verdicts, dense_record,
@@ -55,8 +55,8 @@ from .results import (BucketOutcome, BucketStatus, bucket_outcomes, candidates, 
 from .sampler import LaneSeededTPE
 from .space import SearchSettings
 from .storage import fail_orphans, has_heartbeat, reap, storage_for
-from .study import (BucketMeta, TrialRecord, create_or_load, ensure_dense_trial, is_dense_trial, is_feasible,
-                    is_skipped, store_confirmation, study_name)
+from .study import (BucketMeta, TrialCounts, TrialRecord, create_or_load, ensure_dense_trial, is_dense_trial,
+                    is_feasible, is_skipped, reused_from, store_confirmation, study_name)
 
 __all__ = ["CPU_DEVICE", "SearchRun", "TrialEvent", "failing_message", "run_search", "search"]
 
@@ -106,28 +106,8 @@ def search(
     `BucketOutcome.incomplete`, and their profile reasons say so (`results.profile_from_storage`).
     """
     samples = workload.samples
-    if any(s.answer_ids is None for s in samples) or (confirm and any(s.answer_ids is None for s in confirm.samples)):
-        raise SearchError("workload: every sample needs an answer; fill fidelity answers first")
+    edges, groups, parts, confirm_id = split_buckets(workload, settings, confirm)
     lengths = [s.length for s in samples]
-    edges = list(settings.edges) if settings.edges else auto_edges(lengths, min_per_bucket=settings.min_per_bucket)
-    if edges[-1] < max(lengths):
-        raise SearchError(f"buckets: the last edge {edges[-1]} is below the longest sample ({max(lengths)} tokens); "
-                          f"add an edge >= {max(lengths)}")
-    groups = bucketize(samples, edges)
-    empty = [e for e, g in zip(edges, groups) if not g]
-    if empty:
-        raise SearchError(f"buckets: no sample falls in the bucket(s) ending at {', '.join(map(str, empty))}; "
-                          f"sample lengths run from {min(lengths)} to {max(lengths)}")
-    if confirm is None:
-        parts = [split_for_confirmation(g, settings.confirm_fraction) for g in groups]
-        confirm_id: object = {"fraction": round(settings.confirm_fraction, 6)}
-    else:
-        parts = list(zip(groups, bucketize(confirm.samples, edges)))
-        confirm_id = {"workload": confirm.sha256}
-    for edge, (explore, check) in zip(edges, parts):
-        if not check or not explore:
-            raise SearchError(f"bucket <= {edge} tokens: {len(explore)} search and {len(check)} confirmation "
-                              f"samples; each part needs samples (add samples or give --confirm FILE)")
     device, timing = _device()
     floor = settings.floor_rule
     model = ModelInfo(name=loaded.name, config_sha256=loaded.config_sha256, layers=loaded.layers,
@@ -155,7 +135,7 @@ def search(
             confirm_n=len(check), confirm_tasks=[s.task for s in check], confirm_limit=settings.confirm_limit)
         prev = edge
         runs.append(_BucketRun(i, edge, explore, meta, confirm_samples=check))
-    _warn_unresolvable(runs, settings)
+    warn_unresolvable([run.meta for run in runs], settings)
     _run_buckets(runs, loaded, storage, settings, deadline, on_event)
     for run in runs:
         _confirm(run, on_event)
@@ -169,58 +149,41 @@ def search(
     return profile, [dataclasses.replace(o, status=status.get(o.bucket.max_len)) for o in outcomes]
 
 
+def split_buckets(workload: Workload, settings: SearchSettings, confirm: Workload | None = None,
+                  ) -> tuple[list[int], list[list[TokenSample]], list[tuple[list[TokenSample], list[TokenSample]]],
+                             object]:
+    """The buckets' edges, samples and (search, confirmation) parts, and the split's identity; a SearchError
+    for a workload the buckets cannot use. Called before any storage is opened, so a refusal writes nothing."""
+    samples = workload.samples
+    if any(s.answer_ids is None for s in samples) or (confirm and any(s.answer_ids is None for s in confirm.samples)):
+        raise SearchError("workload: every sample needs an answer; fill fidelity answers first")
+    lengths = [s.length for s in samples]
+    edges = list(settings.edges) if settings.edges else auto_edges(lengths, min_per_bucket=settings.min_per_bucket)
+    if edges[-1] < max(lengths):
+        raise SearchError(f"buckets: the last edge {edges[-1]} is below the longest sample ({max(lengths)} tokens); "
+                          f"add an edge >= {max(lengths)}")
+    groups = bucketize(samples, edges)
+    empty = [e for e, g in zip(edges, groups) if not g]
+    if empty:
+        raise SearchError(f"buckets: no sample falls in the bucket(s) ending at {', '.join(map(str, empty))}; "
+                          f"sample lengths run from {min(lengths)} to {max(lengths)}")
+    if confirm is None:
+        parts = [split_for_confirmation(g, settings.confirm_fraction) for g in groups]
+        confirm_id: object = {"fraction": round(settings.confirm_fraction, 6)}
+    else:
+        parts = list(zip(groups, bucketize(confirm.samples, edges)))
+        confirm_id = {"workload": confirm.sha256}
+    for edge, (explore, check) in zip(edges, parts):
+        if not check or not explore:
+            raise SearchError(f"bucket <= {edge} tokens: {len(explore)} search and {len(check)} confirmation "
+                              f"samples; each part needs samples (add samples or give --confirm FILE)")
+    return edges, groups, parts, confirm_id
+
+
 def failing_message(edge: int) -> str:
     """What a search says about a bucket it gave up on (`BucketStatus.FAILING`)."""
     return (f"bucket <= {edge} tokens: the search gave up on it, its trials kept failing (more failed trials than "
             "it has trials); the profile holds only what completed there")
-
-
-def _warn_unresolvable(runs: list[_BucketRun], settings: SearchSettings) -> None:
-    """Before any trial: say which buckets' confirmation parts are too small to show the floor even
-    if dense were always right and sparse lost nothing."""
-    floor = settings.floor_rule
-    if floor.kind != "relative" or floor.confidence is None or floor.value >= 1:
-        return
-    need = samples_needed(floor.value, 1.0, floor.confidence)
-    for run in runs:
-        if run.meta.n + run.meta.confirm_n < need:
-            warnings.warn(
-                f"bucket <= {run.edge} tokens: {run.meta.n + run.meta.confirm_n} samples cannot show a floor of "
-                f"{floor.value} x dense at {floor.confidence:.0%} confidence even if dense were always right and "
-                f"sparse lost none; that needs at least {need}; the bucket will stay dense", SearchWarning,
-                stacklevel=3)
-
-
-def _check_baseline(run: _BucketRun, settings: SearchSettings) -> None:
-    """Once the bucket's dense trial is done: refuse a broken set-up, say what n can resolve."""
-    assert run.study is not None
-    record = dense_record(run.study)
-    if record is None:
-        return
-    run.checked = True
-    dense = record.correct
-    accuracy = sum(dense) / len(dense)
-    if accuracy < settings.min_dense:
-        raise SearchError(
-            f"bucket <= {run.edge} tokens: dense accuracy is {accuracy:.3f} on {len(dense)} samples, below the "
-            f"minimum {settings.min_dense}; every budget would 'meet' a floor relative to it. Check the prompt "
-            f"format and answers, or score against the model's own output (fidelity mode: prompts without "
-            f"answers), or lower --min-dense")
-    floor = settings.floor_rule
-    if floor.confidence is None or record.confirm_correct is None:
-        return
-    # The choice is judged on all the bucket's samples (`floor.holds_on_confirmation`).
-    res = resolution(floor, [*record.correct, *record.confirm_correct])
-    if not res.resolvable:
-        warnings.warn(
-            f"bucket <= {run.edge} tokens: with dense right on {res.dense_right} of {res.n} samples, the floor "
-            f"cannot be shown at {floor.confidence:.0%} confidence even if sparse lost none ({res.samples_needed} "
-            f"samples would do); the bucket will stay dense", SearchWarning, stacklevel=2)
-    elif res.losses_allowed <= 1:
-        warnings.warn(
-            f"bucket <= {run.edge} tokens: with {res.n} samples, losing {res.losses_allowed + 1} fails the floor at "
-            f"{floor.confidence:.0%} confidence, so one sample decides; more samples per bucket would let the "
-            f"search choose sparser budgets", SearchWarning, stacklevel=2)
 
 
 def _confirm(run: _BucketRun, on_event: Callable[[TrialEvent], None] | None) -> None:
@@ -243,9 +206,9 @@ def _confirm(run: _BucketRun, on_event: Callable[[TrialEvent], None] | None) -> 
         assert searched is not None  # candidates are complete trials with records
 
         def stop(partial: list[bool], searched: TrialRecord = searched) -> bool:
-            rest = [True] * (meta.confirm_n - len(partial))  # the best case: every remaining sample right
             return not holds_on_confirmation(meta.floor, (record.correct, searched.correct, meta.tasks),
-                                             (record.confirm_correct, [*partial, *rest], meta.confirm_tasks))
+                                             (record.confirm_correct, best_case(partial, meta.confirm_n),
+                                              meta.confirm_tasks))
 
         correct = objective.evaluate(run.confirm_samples, w.missing.budget, stop)
         store_confirmation(study, w.missing.number, correct)
@@ -288,8 +251,9 @@ def _run_buckets(runs: list[_BucketRun], loaded: LoadedModel, storage: optuna.st
         for k, run in enumerate(pending):
             if run.study is None:
                 here = settings.space.restricted_to(run.meta.block_sizes)
+                anchors = here.anchor_params(run.meta.rep_len, _carried(runs, run, settings))
                 run.study, meta = create_or_load(storage, study_name(settings.study, run.edge), run.meta,
-                                                 here.dense_params(), anchors=here.anchor_params())
+                                                 here.dense_params(), anchors=anchors)
                 run.study.sampler = LaneSeededTPE(settings.seed)
                 space = settings.space.restricted_to(meta.block_sizes)  # the creator's: every worker agrees
                 run.objective = Objective(loaded, run.samples, meta, space, run.study, storage,
@@ -297,6 +261,8 @@ def _run_buckets(runs: list[_BucketRun], loaded: LoadedModel, storage: optuna.st
                 if deadline is not None:
                     run.share = (deadline - time.monotonic()) / (len(pending) - k)
             run.status, worked = _work(run, storage, settings, on_event)
+            if run.status is BucketStatus.DONE:
+                _confirm(run, on_event)  # before the next bucket starts from what this one confirmed
             ran = ran or worked
             if run.status is BucketStatus.BUSY:
                 busy.append(run)
@@ -308,6 +274,21 @@ def _run_buckets(runs: list[_BucketRun], loaded: LoadedModel, storage: optuna.st
             for run in pending:
                 reap(run.study, storage)  # type: ignore[arg-type]
                 _emit(run, on_event, "waiting", only_if_changed=True)
+
+
+def _carried(runs: list[_BucketRun], run: _BucketRun, settings: SearchSettings) -> list[dict]:
+    """The budget confirmed at the next shorter bucket, as anchors of `run` (none while it is unconfirmed,
+    e.g. still searched by another worker)."""
+    if run.index == 0 or not settings.space.anchors:
+        return []
+    prev = runs[run.index - 1]
+    if prev.study is None:
+        return []
+    chosen = walk(candidates(prev.study), confirmation_verdicts(prev.study), prev.meta.confirm_limit).chosen
+    if chosen is None:
+        return []
+    params = next(t.params for t in prev.study.get_trials(deepcopy=False) if t.number == chosen.number)
+    return settings.space.carried(params, prev.meta.rep_len, run.meta.rep_len)
 
 
 def _work(run: _BucketRun, storage: optuna.storages.BaseStorage, settings: SearchSettings,
@@ -325,9 +306,10 @@ def _work(run: _BucketRun, storage: optuna.storages.BaseStorage, settings: Searc
     while True:
         ensure_dense_trial(study, run.objective.space)
         trials = study.get_trials(deepcopy=False)
-        done = sum(t.state == TrialState.COMPLETE for t in trials)
+        counts = TrialCounts.of(trials)
+        done = counts.evaluated
         running = sum(t.state == TrialState.RUNNING for t in trials)
-        if done >= target:
+        if counts.finished(target):
             return BucketStatus.DONE, ran
         if run.failures > target:
             return BucketStatus.FAILING, ran
@@ -336,7 +318,7 @@ def _work(run: _BucketRun, storage: optuna.storages.BaseStorage, settings: Searc
         dense_running = any(is_dense_trial(t) and t.state == TrialState.RUNNING for t in trials)
         dense_done = any(is_dense_trial(t) and t.state == TrialState.COMPLETE for t in trials)
         if dense_done and not run.checked:
-            _check_baseline(run, settings)
+            run.checked = check_baseline(study, settings)
         if done + running >= target or (dense_running and not dense_done):
             return BucketStatus.BUSY, ran
         finished: list[FrozenTrial] = []
@@ -349,19 +331,23 @@ def _work(run: _BucketRun, storage: optuna.storages.BaseStorage, settings: Searc
         last = finished[-1]
         skipped = is_skipped(last)
         run.failures += last.state == TrialState.FAIL and not skipped
-        _emit(run, on_event, "SKIPPED" if skipped else last.state.name)
+        _emit(run, on_event, "SKIPPED" if skipped else "REUSED" if reused_from(last) is not None
+              else last.state.name)
+        if is_feasible(last) and reused_from(last) is None:
+            _confirm(run, on_event)  # at once: every costlier trial after it is then pruned unrun
 
 
 def _emit(run: _BucketRun, on_event: Callable[[TrialEvent], None] | None, state: str,
           only_if_changed: bool = False) -> None:
     if on_event is None or run.study is None:
         return
-    complete = run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if only_if_changed and len(complete) == run.seen_done:
+    trials = run.study.get_trials(deepcopy=False)
+    done = TrialCounts.of(trials).evaluated
+    if only_if_changed and done == run.seen_done:
         return
-    run.seen_done = len(complete)
-    best = min((t.value for t in complete if is_feasible(t)), default=None)
-    on_event(TrialEvent(run.index, run.edge, len(complete), run.meta.trials, best, run.spent, state))
+    run.seen_done = done
+    best = min((t.value for t in trials if is_feasible(t)), default=None)
+    on_event(TrialEvent(run.index, run.edge, done, run.meta.trials, best, run.spent, state))
 
 
 @dataclass
@@ -386,6 +372,9 @@ def run_search(model: str, workload: str, settings: SearchSettings, out: str | o
     out = Path(out)
     loaded, work = load_inputs(model, workload, answer_tokens, threads=settings.threads)  # before any journal
     extra = None if confirm is None else load_more(loaded, confirm, answer_tokens)
+    for note in (*work.warnings, *(extra.warnings if extra else ())):
+        warnings.warn(note, SearchWarning, stacklevel=2)
+    split_buckets(work, settings, extra)  # refuse bad buckets before the storage exists
     storage, where = storage_for(out, storage_url)
     profile, outcomes = search(loaded, work, settings, storage, storage_url=storage_url, on_event=on_event,
                                confirm=extra)

@@ -14,7 +14,7 @@ _SEED_LANE = 1_000_003  # seed stride between concurrently started trials
 
 
 class LaneSeededTPE(optuna.samplers.BaseSampler):
-    """TPE, reseeded for every trial from (base seed, complete trials, lane).
+    """TPE, reseeded for every trial from (base seed, settled (complete or pruned) trials, lane).
 
     The lane is the number of earlier-started trials (lower numbers) still running when this one
     starts. A lone worker always has lane 0, so its seeds are ``seed * 100003 + complete`` and a
@@ -35,7 +35,7 @@ class LaneSeededTPE(optuna.samplers.BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)
-        done = sum(t.state == TrialState.COMPLETE for t in trials)
+        done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)  # pruned: settled too
         lane = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
         self.last_seed = self._base * 100_003 + done + _SEED_LANE * lane
         self._inner = self._tpe(self.last_seed)

@@ -49,8 +49,9 @@ class SearchSpace:
     max_local: int = 2
     # Simple policies enqueued after the dense trial, per estimator (block 64 or the nearest searched, sink 1,
     # local 1, the estimator's default stride): the study then holds them, and TPE starts from measured points.
-    anchors: bool = False
+    anchors: bool = True
     anchor_keeps: tuple[float, ...] = (0.5, 0.3, 0.2, 0.1)
+    anchor_tokens: tuple[int, ...] = (128, 256, 512, 768, 1024)  # fixed token budgets, as keeps per bucket
     anchor_taus: tuple[float, ...] = (0.95, 0.9, 0.8)
 
     def suggest(self, trial: optuna.Trial) -> Budget:
@@ -72,12 +73,22 @@ class SearchSpace:
             trial.suggest_float("tau", *self.tau)
         return self.budget_of(trial.params)
 
-    def anchor_params(self) -> list[dict[str, Any]]:
-        """Parameters of the anchor trials (none unless `anchors`), cheapest last within each estimator."""
+    def anchor_params(self, rep_len: int, carried: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+        """Parameters of the anchor trials at a bucket of representative length `rep_len` (none unless
+        `anchors`): fixed token budgets (`anchor_tokens` as keeps at this length) and fixed keeps (or
+        coverages) per estimator, plus `carried` (budgets confirmed at a shorter bucket, already rescaled).
+        In bisection order (`_bisection`): one that holds prunes every costlier budget, one that misses
+        every smaller one of its family (`Objective._unneeded`), so about log2 of them run."""
         if not self.anchors:
             return []
         block = min(self.block_sizes, key=lambda b: (abs(b - 64), b))
-        ratio, values = ("keep", self.anchor_keeps) if self.method == "topk" else ("tau", self.anchor_taus)
+        if self.method == "topk":
+            ratio = "keep"
+            low, high = self.keep
+            values = {round(min(max(v, low), high), 4) for v in
+                      (*self.anchor_keeps, *(t / rep_len for t in self.anchor_tokens if t < rep_len))}
+        else:
+            ratio, values = "tau", set(self.anchor_taus)
         out = []
         for estimator in self.estimators:
             chosen: dict[str, Any] = {} if len(self.estimators) == 1 else {"estimator": estimator}
@@ -89,7 +100,21 @@ class SearchSpace:
                 default = ESTIMATORS[estimator].default_stride
                 chosen[f"{estimator}_stride"] = default if default in strides else strides[-1]
             out += [{"block_size": block, "sink": min(1, self.max_sink), "local": 1, ratio: v, **chosen}
-                    for v in values]
+                    for v in values if v < 1]
+        out += [dict(p) for p in carried if p.get("block_size") in self.block_sizes]
+        unique = {tuple(sorted(p.items())): p for p in out}
+        return _bisection(sorted(unique.values(), key=lambda p: (p[ratio], p.get("estimator", ""),
+                                                                 sorted(p.items()))))
+
+    def carried(self, params: dict[str, Any], from_len: int, to_len: int) -> list[dict[str, Any]]:
+        """A budget confirmed at a bucket of length `from_len` as candidates at `to_len`: the same keep, and
+        the keep that keeps as many tokens (longer inputs tolerate more sparsity: the premise)."""
+        ratio = "keep" if self.method == "topk" else "tau"
+        if ratio not in params or params[ratio] >= 1:
+            return []
+        out = [dict(params)]
+        if ratio == "keep":
+            out.append({**params, "keep": round(max(params["keep"] * from_len / to_len, self.keep[0]), 4)})
         return out
 
     def identity(self) -> dict[str, Any]:
@@ -131,6 +156,21 @@ class SearchSpace:
         """Parameters of the dense-equivalent trial (keep or tau of 1 keeps every visible block)."""
         ratio = "keep" if self.method == "topk" else "tau"
         return {"block_size": self.block_sizes[len(self.block_sizes) // 2], "sink": 0, "local": 1, ratio: 1.0}
+
+
+def _bisection(items: list[Any]) -> list[Any]:
+    """`items` (sorted) in the order a binary search visits them: the middle, then the middles of the halves,
+    level by level."""
+    out, spans = [], [(0, len(items))]
+    while spans:
+        nxt = []
+        for lo, hi in spans:
+            if lo < hi:
+                mid = (lo + hi) // 2
+                out.append(items[mid])
+                nxt += [(lo, mid), (mid + 1, hi)]
+        spans = nxt
+    return out
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ from ..errors import SearchError
 from ..profile.profile import Floor, ModelInfo, WorkloadInfo
 
 __all__ = [
+    "ATTEMPTS",
     "LIVE",
+    "TrialCounts",
     "BucketMeta",
     "TrialRecord",
     "bucket_studies",
@@ -30,7 +32,12 @@ __all__ = [
     "is_dense_trial",
     "is_feasible",
     "is_skipped",
+    "counts_as_trial",
     "mark_dense",
+    "mark_pruned",
+    "mark_reused",
+    "pruned_reason",
+    "reused_from",
     "mark_skipped",
     "mark_started",
     "meta_of",
@@ -45,6 +52,8 @@ _DENSE = "dense"  # trial user attr: the bucket's dense baseline trial
 _SKIPPED = "skipped"  # trial user attr: why a trial was not needed
 _WORKER = "worker"  # trial user attr: host:pid of the worker that ran it
 _SEED = "seed"  # trial user attr: the TPE seed it was sampled with
+_PRUNED = "pruned"  # trial user attr: why a trial was settled without running (state PRUNED)
+_REUSED = "reuses"  # trial user attr: the trial whose measurement this one reuses (the same blocks kept)
 
 
 @dataclass(frozen=True)
@@ -197,6 +206,52 @@ def is_skipped(t: FrozenTrial) -> bool:
     return _SKIPPED in t.user_attrs
 
 
+def mark_pruned(trial: optuna.Trial, reason: str) -> None:
+    trial.set_user_attr(_PRUNED, reason)
+
+
+def pruned_reason(t: FrozenTrial) -> str | None:
+    return t.user_attrs.get(_PRUNED) if t.state == TrialState.PRUNED else None
+
+
+def mark_reused(trial: optuna.Trial, source: int) -> None:
+    trial.set_user_attr(_REUSED, source)
+
+
+def reused_from(t: FrozenTrial) -> int | None:
+    """The trial whose measurement `t` copied (it kept the same blocks), or None when `t` was evaluated."""
+    return t.user_attrs.get(_REUSED)
+
+
+def counts_as_trial(t: FrozenTrial) -> bool:
+    """Whether a complete trial counts toward the bucket's `trials`: it was evaluated, not copied."""
+    return _REUSED not in t.user_attrs
+
+
+# A bucket's study ends after this many times its trials, pruned and reused ones included: they cost nothing
+# and do not count, but a study that keeps suggesting them has nothing cheaper left to find.
+ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """A bucket's trials by how they were settled."""
+
+    evaluated: int  # complete and measured: these count toward `trials`
+    reused: int  # complete, copying a measured trial that kept the same blocks
+    pruned: int  # settled unrun: could not be chosen
+
+    @classmethod
+    def of(cls, trials: Sequence[FrozenTrial]) -> TrialCounts:
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        reused = sum(not counts_as_trial(t) for t in complete)
+        return cls(evaluated=len(complete) - reused, reused=reused,
+                   pruned=sum(t.state == TrialState.PRUNED for t in trials))
+
+    def finished(self, target: int) -> bool:
+        return self.evaluated >= target or self.evaluated + self.reused + self.pruned >= ATTEMPTS * target
+
+
 def worker_of(t: FrozenTrial) -> str | None:
     return t.user_attrs.get(_WORKER)
 
@@ -237,7 +292,10 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, meta: Bucket
     a study in the instant after its creation therefore never sees it without its dense trial.
     Returns the study and the meta it holds (the creator's, which a resumed run reads back).
     """
+    # An existing study is loaded without a create attempt: a refused rerun then writes nothing to the storage.
     try:
+        if name in optuna.get_all_study_names(storage):
+            raise optuna.exceptions.DuplicatedStudyError(name)
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -279,7 +337,11 @@ def bucket_studies(storage: optuna.storages.BaseStorage, prefix: str) -> list[op
     names = [n for n in optuna.get_all_study_names(storage) if n.rsplit(":", 1)[0] == prefix
              and n.rsplit(":", 1)[-1].isdigit()]
     if not names:
-        raise SearchError(f"study {prefix!r}: no bucket studies in this storage (nothing searched yet?)")
+        found = sorted({n.rsplit(":", 1)[0] for n in optuna.get_all_study_names(storage)
+                        if n.rsplit(":", 1)[-1].isdigit()})
+        there = (f"it holds the studies {', '.join(map(repr, found))}; pass one with --study" if found
+                 else "it holds none (nothing searched yet?)")
+        raise SearchError(f"study {prefix!r}: no bucket studies of that name in this storage; {there}")
     studies = [optuna.load_study(study_name=n, storage=storage) for n in names]
     studies = [s for s in studies if _META in s.user_attrs]
     return sorted(studies, key=lambda s: s.user_attrs[_META]["bucket"]["max_len"])

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..profile.buckets import Span
 from ..profile.budget import Budget
 from ..profile.profile import Profile
 
@@ -111,16 +112,14 @@ class ServingStats:
         self._lock = threading.Lock()
         self._recent: deque[dict[str, Any]] = deque(maxlen=keep_recent)
         self._rows: dict[int | None, dict[str, Any]] = {}
-        self._rows[None] = self._row(None, 0, profile.min_len - 1)  # below the first bucket: dense
-        for i in range(len(profile.buckets)):
-            self._rows[i] = self._row(i, *profile.bucket_range(i))
+        below = profile.span(None) if profile.min_len > 1 else Span(None, 1, 0)  # below the first bucket: dense
+        for span in [below, *profile.spans]:
+            self._rows[span.index] = self._row(span)
         self.requests = self.errors = 0
 
-    def _row(self, index: int | None, first: int, last: int) -> dict[str, Any]:
-        budget = None if index is None else self.profile.lookup(last)
-        final = index == len(self.profile.buckets) - 1
-        label = "dense" if index is None else (f"{first}+" if final else f"{first}-{last}")
-        return {"bucket": label, "min_len": first, "max_len": None if final else last,
+    def _row(self, span: Span) -> dict[str, Any]:
+        budget = None if span.index is None else self.profile.lookup(span.last)
+        return {**span.to_dict(),
                 "budget": None if budget is None or budget.is_dense else budget.to_dict(),
                 "requests": 0, "errors": 0, "sparse_calls": 0, "dense_calls": 0, "fallback_calls": 0,
                 "visible_blocks": 0.0, "skipped_blocks": 0.0}

@@ -38,11 +38,8 @@ class Target:
 
     def describe(self) -> str:
         """One line for the startup message: buckets and where the profile runs dense."""
-        ranges = []
-        for i, bucket in enumerate(self.profile.buckets):
-            first, last = self.profile.bucket_range(i)
-            upto = f"{first}+" if i == len(self.profile.buckets) - 1 else f"{first}-{last}"
-            ranges.append(f"{upto} dense" if bucket.dense or bucket.budget is None else upto)
+        ranges = [f"{span.label} dense" if bucket.dense or bucket.budget is None else span.label
+                  for span, bucket in zip(self.profile.spans, self.profile.buckets)]
         below = f"dense below {self.profile.min_len}, " if self.profile.min_len > 1 else ""
         return f"profile {self.profile_path} ({below}buckets {', '.join(ranges)})"
 

@@ -57,6 +57,7 @@ class Workload:
     sha256: str  # of the file's bytes
     samples: list[TokenSample]
     path: Path | None = None
+    warnings: tuple[str, ...] = ()  # what is odd but not wrong (e.g. prompts the tokenizer mostly cannot read)
 
 
 def _type_name(value: Any) -> str:
@@ -210,7 +211,36 @@ def load_workload(
         raise WorkloadError(
             f"{shown}:{line}: {total} tokens (prompt plus answer) exceed the model's {max_positions} positions "
             f"({len(too_long)} sample{'s' if len(too_long) > 1 else ''} too long)")
-    return Workload(name=name, sha256=hashlib.sha256(data).hexdigest(), samples=samples, path=path)
+    notes = _unknown_tokens(shown, samples, tokenizer)
+    return Workload(name=name, sha256=hashlib.sha256(data).hexdigest(), samples=samples, path=path, warnings=notes)
+
+
+UNKNOWN_PROMPT_SHARE = 0.1  # prompts with more unknown tokens than this are mostly unreadable to the model
+UNKNOWN_ANSWER_SHARE = 0.5  # answers with more are refused: exact match would compare <unk> with <unk>
+
+
+def _unknown_tokens(shown: str, samples: Sequence[TokenSample], tokenizer: Any | None) -> tuple[str, ...]:
+    """A workload in a language the tokenizer does not know: refuse answers that are mostly its unknown token
+    (exact match would pass on <unk> = <unk>), and warn about prompts that are partly."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return ()
+
+    def share(parts: list[list[int]]) -> float:
+        total = sum(map(len, parts))
+        return sum(ids.count(unk) for ids in parts) / total if total else 0.0
+
+    token = getattr(tokenizer, "unk_token", "<unk>")
+    answers = share([list(s.answer_ids) for s in samples if s.answer_ids])
+    if answers > UNKNOWN_ANSWER_SHARE:
+        raise WorkloadError(f"{shown}: {answers:.0%} of the answers' tokens are the tokenizer's unknown token "
+                            f"{token}, so exact match would compare {token} with {token}; the workload's text does "
+                            "not fit this model's tokenizer")
+    prompts = share([list(s.input_ids) for s in samples])
+    if prompts > UNKNOWN_PROMPT_SHARE:
+        return (f"{shown}: {prompts:.0%} of the prompts' tokens are the tokenizer's unknown token {token}; the "
+                "model cannot read most of this workload",)
+    return ()
 
 
 # --------------------------------------------------------------------------------------------------

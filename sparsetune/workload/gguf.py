@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -173,4 +174,10 @@ def write_hf_folder(model: Any, tokenizer: Any | None, config_data: dict[str, An
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     (out / "config.json").write_text(json.dumps(config_data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    # safetensors writes its file 0600 whatever the umask; every file here follows the umask, as open() does.
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in out.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~mask)
     return sorted(p.name for p in out.iterdir())

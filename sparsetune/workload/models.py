@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .._io import canonical_sha256
-from ..errors import ModelError
+from ..errors import MODEL_FORMS, ModelError
 from . import gguf
 
 __all__ = ["DEMO_MODEL", "LoadedModel", "config_sha256", "load_model", "load_tokenizer", "max_positions",
@@ -71,8 +71,7 @@ def _resolve(name_or_path: str) -> tuple[str, Path]:
     path = Path(name_or_path).expanduser()
     if not path.is_dir():
         raise ModelError(
-            f"model: no such folder {str(path)!r} (give a local Hugging Face model folder or 'demo'; "
-            "nothing is downloaded)")
+            f"model: no such folder {str(path)!r} (give {MODEL_FORMS}; nothing is downloaded)")
     if not (path / "config.json").is_file():
         raise ModelError(f"model: {str(path)!r} has no config.json, so it is not a Hugging Face model folder")
     return path.resolve().name, path.resolve()
