@@ -26,7 +26,8 @@ from optuna.trial import TrialState
 from sparsetune import load_profile
 from sparsetune.profile import Floor, ModelInfo, WorkloadInfo
 from sparsetune.search import BucketMeta, open_storage, profile_from_storage
-from sparsetune.search.study import is_dense_trial, is_skipped, seed_of, worker_of
+from sparsetune.search.study import (TrialCounts, counts_as_trial, is_dense_trial, is_evaluating, is_skipped,
+                                     reused_from, seed_of, worker_of)
 
 from conftest import REPO, demo_slice as _slice, sparsetune_command
 
@@ -89,10 +90,13 @@ def _check_bucket(study: optuna.Study, trials: int) -> list:
     """The invariants of a finished bucket; returns its complete trials."""
     all_trials = study.get_trials()
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == trials, [(t.number, t.state.name, is_skipped(t)) for t in all_trials]
+    counts = TrialCounts.of(all_trials)
+    # Exactly `trials` evaluated, unless the study ran out of attempts first (pruned and reused ones do not count).
+    assert counts.evaluated == trials or (counts.evaluated < trials and counts.finished(trials)), \
+        [(t.number, t.state.name, is_skipped(t), reused_from(t)) for t in all_trials]
     assert sum(is_dense_trial(t) for t in complete) == 1  # one dense baseline, computed once
     assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    sparse = [t for t in complete if not is_dense_trial(t)]
+    sparse = [t for t in complete if not is_dense_trial(t) and counts_as_trial(t)]
     budgets = [tuple(sorted(t.params.items())) for t in sparse]
     assert len(set(budgets)) == len(budgets), "two trials evaluated the same budget"
     for a in sparse:  # trials that ran at the same time were drawn with different seeds
@@ -116,11 +120,15 @@ def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url
 
     storage = _storage(pg_url)
     workers: dict[str, int] = {}
+    evaluated = []
     for edge in (256, 512):
-        for t in _check_bucket(optuna.load_study(study_name=f"duo:{edge}", storage=storage), 10):
-            workers[worker_of(t)] = workers.get(worker_of(t), 0) + 1
+        study = optuna.load_study(study_name=f"duo:{edge}", storage=storage)
+        for t in _check_bucket(study, 10):
+            if counts_as_trial(t):
+                workers[worker_of(t)] = workers.get(worker_of(t), 0) + 1
+        evaluated.append(TrialCounts.of(study.get_trials()).evaluated)
     assert set(workers) == {_worker(p) for p in procs}, workers  # both workers ran trials
-    assert sum(workers.values()) == 20
+    assert sum(workers.values()) == sum(evaluated)
 
     # Each worker waited for the other's last trial, so both wrote the profile of the whole storage.
     rebuilt = profile_from_storage(storage, "duo")
@@ -135,10 +143,10 @@ def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url
     report = json.loads(r.stdout)
     assert load_profile(tmp_path / "c.yaml") == rebuilt
     assert (tmp_path / "c.png").stat().st_size > 10_000
-    assert [(b["max_len"], b["complete"], b["target"], b["running"]) for b in report["buckets"]] == \
-        [(256, 10, 10, 0), (512, 10, 10, 0)]
+    assert [(b["max_len"], b["complete"], b["target"], b["running"], b["finished"]) for b in report["buckets"]] == \
+        [(256, evaluated[0], 10, 0, True), (512, evaluated[1], 10, 0, True)]
     assert sum(len(optuna.load_study(study_name=f"duo:{e}", storage=storage).trials) for e in (256, 512)) == \
-        sum(b["complete"] + b["failed"] for b in report["buckets"])  # collect added no trial
+        sum(b["complete"] + b["reused"] + b["pruned"] + b["failed"] for b in report["buckets"])  # collect added no trial
     status = run_cli("collect", "--storage", pg_url, "--study", "duo", "--status", "--json", "-o", tmp_path / "s.yaml")
     assert status.code == 0 and json.loads(status.out)["buckets"] == report["buckets"]
     assert not (tmp_path / "s.yaml").exists()
@@ -162,11 +170,10 @@ def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path
             except KeyError:
                 continue
             trials = study.get_trials(deepcopy=False)
-            # Mid-trial: the victim evaluates a sparse budget (all its parameters are drawn), after
+            # Mid-trial: the victim measures a sparse budget (not skipped, pruned or reused), after
             # finishing a trial of its own.
             mine = [t for t in trials if worker_of(t) == _worker(victim)]
-            running = [t for t in mine if t.state == TrialState.RUNNING and not is_dense_trial(t)
-                       and not is_skipped(t) and "keep" in t.params]
+            running = [t for t in mine if t.state == TrialState.RUNNING and is_evaluating(t)]
             if running and any(t.state == TrialState.COMPLETE for t in mine):
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()

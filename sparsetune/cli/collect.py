@@ -62,6 +62,6 @@ def collect(
                                     "storage": where, "buckets": rows}, indent=2) + "\n")
         return
     render_profile(profile, out_console, title=str(out))
-    unfinished = [b for b in progress if b.complete < b.target]
+    unfinished = [b for b in progress if not b.finished]
     note = f"; {len(unfinished)} bucket(s) still short of their trials" if unfinished else ""
     out_console.print(f"wrote {out} and {plot_path} from {where}{note}")

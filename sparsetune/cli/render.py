@@ -189,10 +189,10 @@ def render_check(report: Any, console: Console, title: str) -> None:
 def render_progress(progress: list[Any], console: Console, title: str) -> None:
     """`sparsetune collect`: trials per bucket by state, workers, best cost so far."""
     table = _table(title=title)
-    for col in ("bucket", "complete", "running", "waiting", "failed", "retried", "workers", "best"):
+    for col in ("bucket", "evaluated", "reused", "pruned", "running", "waiting", "failed", "retried", "workers", "best"):
         table.add_column(col, justify="left" if col in ("bucket", "workers") else "right")
     for b in progress:
-        table.add_row(f"<= {b.max_len}", f"{b.complete}/{b.target}", str(b.running), str(b.waiting),
+        table.add_row(f"<= {b.max_len}", f"{b.complete}/{b.target}", str(b.reused), str(b.pruned), str(b.running), str(b.waiting),
                       str(b.failed), str(b.retried), str(len(b.workers)),
                       "-" if b.best_cost is None else f"{b.best_cost:.2f}x dense")
     console.print(table)

@@ -26,7 +26,7 @@ from .results import candidates, confirmation_verdicts
 from .space import SearchSpace
 from .storage import reap, worker_id
 from .study import (LIVE, BucketMeta, TrialRecord, counts_as_trial, is_dense_requested, is_dense_trial,
-                    mark_dense, mark_pruned, mark_reused, mark_skipped, mark_started, reused_from)
+                    mark_dense, mark_evaluating, mark_pruned, mark_reused, mark_skipped, mark_started, reused_from)
 
 __all__ = ["EXPECTED_TRIAL_ERRORS", "Objective", "SkippedTrial"]
 
@@ -92,6 +92,7 @@ class Objective:
             source = self._unneeded(trial, budget)
             if source is not None:
                 return source
+            mark_evaluating(trial)
         confirm_dense = None
         if is_dense:  # the dense trial: its own baseline (and the confirmation part's), at dense SDPA's cost
             mark_dense(trial)

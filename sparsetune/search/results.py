@@ -21,8 +21,8 @@ from ..profile.floor import floor_target, holds_on_confirmation, judge_floor
 from ..profile.profile import (Accuracy, Bucket, DeviceSection, Floor, KernelConfig, Profile, Provenance, TaskAccuracy)
 from .confirm import Candidate, walk
 from .space import SearchSpace
-from .study import (BucketMeta, TrialCounts, TrialRecord, bucket_studies, confirmations, is_dense_trial, is_feasible, meta_of,
-                    reused_from, worker_of)
+from .study import (BucketMeta, TrialCounts, TrialRecord, bucket_studies, confirmations, counts_as_trial, is_dense_trial,
+                    is_feasible, meta_of, reused_from, worker_of)
 
 __all__ = ["BucketOutcome", "BucketProgress", "BucketStatus", "bucket_outcomes", "candidates",
            "confirmation_verdicts", "dense_record", "profile_from_storage", "study_progress"]
@@ -255,8 +255,8 @@ class BucketProgress:
     """Where one bucket's study stands, from the storage (for `sparsetune collect` and dashboards)."""
 
     max_len: int
-    target: int  # complete trials the search that created the study asked for
-    complete: int
+    target: int  # evaluated trials the search that created the study asked for
+    complete: int  # evaluated: complete and measured (these count toward `target`)
     running: int
     waiting: int  # queued: the dense trial, or a dead worker's trial to retry
     failed: int  # including skipped ones
@@ -264,10 +264,17 @@ class BucketProgress:
     workers: tuple[str, ...]  # `host:pid` of every worker with a complete trial here
     baseline: bool  # the dense trial is complete
     best_cost: float | None  # cheapest feasible sparse cost so far (relative to dense)
+    reused: int = 0  # complete, copying a measured trial that kept the same blocks
+    pruned: int = 0  # settled unrun: could not be chosen
+
+    @property
+    def finished(self) -> bool:
+        return TrialCounts(self.complete, self.reused, self.pruned).finished(self.target)
 
     def to_dict(self) -> dict[str, Any]:
         return {"max_len": self.max_len, "complete": self.complete, "target": self.target, "running": self.running,
-                "waiting": self.waiting, "failed": self.failed, "retried": self.retried, "workers": list(self.workers),
+                "waiting": self.waiting, "failed": self.failed, "retried": self.retried, "reused": self.reused,
+                "pruned": self.pruned, "finished": self.finished, "workers": list(self.workers),
                 "baseline": self.baseline, "best_cost": self.best_cost}
 
 
@@ -292,13 +299,15 @@ def study_progress(storage: optuna.storages.BaseStorage, prefix: str) -> list[Bu
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         records = [(t, TrialRecord.of(t)) for t in complete]
         sparse = [t for t, r in records if not is_dense_trial(t) and r is not None and r.complete and is_feasible(t)]
+        counts = TrialCounts.of(trials)
         rows.append(BucketProgress(
-            max_len=meta.max_len, target=meta.trials, complete=len(complete),
+            max_len=meta.max_len, target=meta.trials, complete=counts.evaluated,
+            reused=counts.reused, pruned=counts.pruned,
             running=sum(t.state == TrialState.RUNNING for t in trials),
             waiting=sum(t.state == TrialState.WAITING for t in trials),
             failed=sum(t.state == TrialState.FAIL for t in trials),
             retried=sum(_retried_trial_number(t) is not None for t in trials),
-            workers=tuple(sorted({w for t in complete if (w := worker_of(t)) is not None})),
+            workers=tuple(sorted({w for t in complete if counts_as_trial(t) and (w := worker_of(t)) is not None})),
             baseline=any(is_dense_trial(t) for t in complete),
             best_cost=min((t.value for t in sparse), default=None)))
     last = metas[-1]

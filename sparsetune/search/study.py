@@ -31,9 +31,11 @@ __all__ = [
     "ensure_dense_trial",
     "is_dense_trial",
     "is_feasible",
+    "is_evaluating",
     "is_skipped",
     "counts_as_trial",
     "mark_dense",
+    "mark_evaluating",
     "mark_pruned",
     "mark_reused",
     "pruned_reason",
@@ -54,6 +56,7 @@ _WORKER = "worker"  # trial user attr: host:pid of the worker that ran it
 _SEED = "seed"  # trial user attr: the TPE seed it was sampled with
 _PRUNED = "pruned"  # trial user attr: why a trial was settled without running (state PRUNED)
 _REUSED = "reuses"  # trial user attr: the trial whose measurement this one reuses (the same blocks kept)
+_EVALUATING = "evaluating"  # trial user attr: the sparse budget passed every check and is being measured
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,17 @@ def mark_pruned(trial: optuna.Trial, reason: str) -> None:
 
 def pruned_reason(t: FrozenTrial) -> str | None:
     return t.user_attrs.get(_PRUNED) if t.state == TrialState.PRUNED else None
+
+
+def mark_evaluating(trial: optuna.Trial) -> None:
+    # The worker's id, not True: a dead worker's trial is retried with its user attrs copied, and the
+    # retry's own worker (`mark_started`) differs until it gets this far itself.
+    trial.set_user_attr(_EVALUATING, trial.user_attrs.get(_WORKER))
+
+
+def is_evaluating(t: FrozenTrial) -> bool:
+    """Whether a sparse trial got past skipping, pruning and reuse to its measurement (dashboards, tests)."""
+    return _EVALUATING in t.user_attrs and t.user_attrs[_EVALUATING] == t.user_attrs.get(_WORKER)
 
 
 def mark_reused(trial: optuna.Trial, source: int) -> None:
