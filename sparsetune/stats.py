@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Sequence
@@ -108,6 +109,7 @@ def paired_bounds(dense: Sequence[bool], sparse: Sequence[bool], confidence: flo
     return _bounds(b, c, len(dense), confidence)
 
 
+@functools.lru_cache(maxsize=4096)  # a search asks for the same few counts thousands of times
 def _bounds(b: int, c: int, n: int, confidence: float) -> PairedBounds:
     """`paired_bounds` from the counts: `b` lost, `c` gained of `n` paired samples."""
     if n == 0:

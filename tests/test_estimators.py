@@ -10,7 +10,9 @@ import torch
 
 from sparsetune.attention import select_blocks
 from sparsetune.attention.estimate import ESTIMATE, block_logits
+from sparsetune.attention.estimate_quest import block_extremes
 from sparsetune.attention.estimate_sampled import sampled_positions
+from sparsetune.attention.estimate_vslash import LAST_QUERIES
 from sparsetune.errors import BudgetError
 from sparsetune.profile.budget import ESTIMATORS, Budget
 
@@ -108,7 +110,7 @@ def test_registry_and_declarations_agree_and_budgets_round_trip_as_text():
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"estimator": "bogus"}, "estimator: must be one of pooled, sampled, oracle, got 'bogus'"),
+    ({"estimator": "bogus"}, "estimator: must be one of pooled, sampled, antidiagonal, vslash, quest, oracle, got 'bogus'"),
     ({"estimator": "pooled", "stride": 8}, "stride: not used by estimator 'pooled', got 8"),
     ({"estimator": "sampled", "stride": 12}, "stride: must be a power of two <= block_size (64), got 12"),
     ({"estimator": "sampled", "stride": 128}, "stride: must be a power of two <= block_size (64), got 128"),
@@ -117,3 +119,131 @@ def test_a_bad_estimator_or_stride_names_the_field(fields, message):
     with pytest.raises(BudgetError) as info:
         Budget(keep=0.5, block_size=64, **fields)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_antidiagonal_at_stride_one_is_the_true_mass(shape):
+    """With one position per group every antidiagonal is one q.k: the estimator must reduce to the oracle."""
+    batch, hq, hkv, sq, sk, d, bs = shape
+    torch.manual_seed(sum(shape) + 7)
+    q, k = torch.randn(batch, hq, sq, d), torch.randn(batch, hkv, sk, d)
+    budget = Budget(keep=0.5, block_size=bs, estimator="antidiagonal", stride=1)
+    got = block_logits(q, k, budget, 0.6).exp().double()
+    want = true_mass(q, k, bs, 0.6)
+    assert torch.allclose(got, want, atol=1e-5), f"antidiagonal mass: max error {(got - want).abs().max():.2e}"
+
+
+def antidiagonal_brute(q, k, bs, scale, stride):
+    """fp64 loops over (query group, key group) of a full prefill: the antidiagonal sums, softmax, block mass."""
+    q, k = q.double(), k.double()
+    _, heads, seq, _ = q.shape
+    group, n = heads // k.shape[1], seq // stride
+    per = bs // stride
+    out = torch.zeros(k.shape[1], seq // bs, seq // bs, dtype=torch.float64)
+    for h in range(heads):
+        sums = torch.zeros(n, n, dtype=torch.float64)
+        for a in range(n):
+            for b in range(a + 1):
+                sums[a, b] = sum(q[0, h, a * stride + stride - 1 - i] @ k[0, h // group, b * stride + i]
+                                 for i in range(stride))
+        probs = torch.softmax((sums * scale / stride).masked_fill(torch.ones(n, n).triu(1).bool(), -math.inf), -1)
+        out[h // group] += probs.view(seq // bs, per, seq // bs, per).sum(-1).mean(1) / group
+    return out
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_antidiagonal_matches_a_brute_force_of_its_definition(stride):
+    torch.manual_seed(stride)
+    q, k = torch.randn(1, 4, 64, 8), torch.randn(1, 2, 64, 8)
+    got = block_logits(q, k, Budget(keep=0.5, block_size=16, estimator="antidiagonal", stride=stride), 0.5).exp()
+    want = antidiagonal_brute(q, k, 16, 0.5, stride)
+    assert torch.allclose(got[0].double(), want, atol=1e-5), f"max error {(got[0].double() - want).abs().max():.2e}"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("estimator", ["antidiagonal", "vslash", "quest"])
+def test_every_estimator_scores_exactly_the_visible_blocks(shape, estimator):
+    """Finite logits on the causal blocks a row sees, -inf or ignored beyond: shapes as the oracle's."""
+    batch, hq, hkv, sq, sk, d, bs = shape
+    torch.manual_seed(sum(shape))
+    q, k = torch.randn(batch, hq, sq, d), torch.randn(batch, hkv, sk, d)
+    budget = Budget(keep=0.5, block_size=bs, estimator=estimator)
+    got = block_logits(q, k, budget, d ** -0.5)
+    want = true_mass(q, k, bs, d ** -0.5)
+    assert got.shape == want.shape
+    first = (sk - sq) // bs
+    for r in range(got.shape[2]):
+        assert torch.isfinite(got[:, :, r, :first + r + 1]).all(), f"{estimator}: row {r} misses a visible block"
+    mask = select_blocks(q, k, budget)  # and the rule turns them into a valid causal mask
+    assert (mask.kv_num_blocks >= 1).all()
+
+
+def test_vslash_scores_the_last_queries_exactly_and_the_decode_step_exactly():
+    """Its vertical part is the true column mass of the last queries: with one query block that holds them all
+    and no slash structure to add, decode and a 64-token prefill rank blocks as the oracle does."""
+    torch.manual_seed(3)
+    q, k = torch.randn(1, 2, 1, 16), torch.randn(1, 1, 300, 16)
+    budget = Budget(keep=0.5, block_size=32, estimator="vslash")
+    oracle = Budget(keep=0.5, block_size=32, estimator="oracle")
+    assert torch.allclose(block_logits(q, k, budget, 0.25), block_logits(q, k, oracle, 0.25))
+    assert LAST_QUERIES == 64
+
+
+def test_vslash_finds_a_vertical_line_every_row_shares():
+    """A key every later query attends to (an attention sink mid-context) is kept by every row after it."""
+    torch.manual_seed(4)
+    d, bs, seq = 32, 32, 512
+    q, k = torch.randn(1, 1, seq, d) * 0.3, torch.randn(1, 1, seq, d) * 0.3
+    hot = torch.randn(d)
+    hot = hot / hot.norm() * 5
+    k[0, 0, 3 * bs + 5] = hot
+    q[0, 0] += hot / 5
+    mask = select_blocks(q, k, Budget(keep=0.25, block_size=bs, sink=0, local=1, estimator="vslash"))
+    for r in range(4, seq // bs):
+        kept = mask.kv_indices[0, 0, r, :int(mask.kv_num_blocks[0, 0, r])].tolist()
+        assert 3 in kept, f"row {r}: kept {kept}"
+
+
+def test_quest_bounds_every_key_of_its_block_from_above():
+    """The bound is at least the true q.k of every key in the block, for each row's last query (and decode)."""
+    torch.manual_seed(5)
+    bs, scale = 16, 0.4
+    for sq, sk in ((70, 70), (1, 77), (40, 100)):
+        q, k = torch.randn(1, 3, sq, 8), torch.randn(1, 1, sk, 8)
+        logits = block_logits(q, k, Budget(keep=0.5, block_size=bs, estimator="quest"), scale)
+        first = (sk - sq) // bs
+        for r in range(logits.shape[2]):
+            p = min((first + r + 1) * bs, sk) - 1
+            true = (k[0, 0, :p + 1] @ q[0, :, p - (sk - sq)].T).T * scale  # [Hq, keys]
+            for c in range(first + r + 1):
+                block_max = true[:, c * bs:(c + 1) * bs].max(-1).values.mean()  # mean over heads of each max
+                assert logits[0, 0, r, c] >= block_max - 1e-5, f"row {r} block {c}: bound below a key"
+    lo, hi = block_extremes(torch.arange(10.0).view(1, 1, 10, 1), 4)
+    assert lo.flatten().tolist() == [0, 4, 8] and hi.flatten().tolist() == [3, 7, 9]
+
+
+@pytest.mark.parametrize("estimator, stride", [("antidiagonal", 2), ("quest", None), ("vslash", None)])
+def test_a_planted_needle_is_found_where_pooling_loses_it(estimator, stride):
+    """The needle test pooling fails. Key-extreme bounds and the last queries' exact attention keep the needle's
+    block; an antidiagonal sum holds the needle once in S products, so it keeps it at small strides only (this
+    construction loses it from S = 4: the dilution the SmolLM2 map measures)."""
+    torch.manual_seed(1)
+    d, bs, seq = 32, 64, 512
+    q, k = torch.randn(1, 1, seq, d) * 0.3, torch.randn(1, 1, seq, d) * 0.3
+    needle = torch.randn(d)
+    needle = needle / needle.norm() * 6
+    k[0, 0, 5 * bs + 17] = needle
+    k[0, 0, 5 * bs:6 * bs] -= needle / 40
+    q[0, 0, -bs:] += needle / 3
+    mask = select_blocks(q, k, Budget(keep=0.3, block_size=bs, sink=0, local=1, estimator=estimator, stride=stride))
+    kept = mask.kv_indices[0, 0, -1, :int(mask.kv_num_blocks[0, 0, -1])].tolist()
+    assert 5 in kept, f"{estimator}: kept blocks {kept}"
+
+
+@pytest.mark.parametrize("estimator", ["pooled", "sampled", "antidiagonal", "vslash", "quest"])
+def test_deployable_estimators_cost_far_less_than_the_oracle_at_2k(estimator):
+    """The cost model's selection price: every deployable estimator under 1/4 of the oracle's dense pass."""
+    spec, oracle = ESTIMATORS[estimator], ESTIMATORS["oracle"]
+    args = (2048, 64, 64, 9, 3)
+    assert spec.deployable
+    assert spec.selection_flops(*args, stride=spec.default_stride) < oracle.selection_flops(*args) / 4

@@ -13,8 +13,11 @@ from collections.abc import Callable
 import torch
 
 from ..profile.budget import ESTIMATORS, Budget
+from .estimate_antidiagonal import antidiagonal_logits
 from .estimate_pooled import pooled_logits
+from .estimate_quest import quest_logits
 from .estimate_sampled import sampled_logits
+from .estimate_vslash import vslash_logits
 
 __all__ = ["ESTIMATE", "block_logits"]
 
@@ -23,6 +26,9 @@ Estimate = Callable[[torch.Tensor, torch.Tensor, Budget, float], torch.Tensor]
 ESTIMATE: dict[str, Estimate] = {
     "pooled": lambda q, k, b, scale: pooled_logits(q, k, b.block_size, scale),
     "sampled": lambda q, k, b, scale: sampled_logits(q, k, b.block_size, scale, b.stride),  # type: ignore[arg-type]
+    "antidiagonal": lambda q, k, b, scale: antidiagonal_logits(q, k, b.block_size, scale, b.stride),  # type: ignore[arg-type]
+    "vslash": lambda q, k, b, scale: vslash_logits(q, k, b.block_size, scale),
+    "quest": lambda q, k, b, scale: quest_logits(q, k, b.block_size, scale),
     "oracle": lambda q, k, b, scale: sampled_logits(q, k, b.block_size, scale, 1),
 }
 assert ESTIMATE.keys() == ESTIMATORS.keys(), "every declared estimator has code, and nothing else"

@@ -32,8 +32,10 @@ def search(
     method: Annotated[str, typer.Option("--method", help="Block selection rule: topk or coverage.")] = "topk",
     estimator: Annotated[str, typer.Option(
         "--estimator", help="How blocks are ranked, one or a comma-separated choice the search makes per bucket: "
-                            "pooled (mean-pooled q.k), sampled (exact attention of every stride-th query), oracle "
-                            "(the true mass: a dense pass, needs --allow-oracle).")] = "pooled",
+                            "pooled (mean-pooled q.k), sampled (exact attention of every stride-th query), "
+                            "antidiagonal (XAttention's strided sums), vslash (the last queries' vertical and slash "
+                            "lines), quest (per-block key bounds), oracle (the true mass: a dense pass, needs "
+                            "--allow-oracle).")] = "pooled",
     dense_layers: Annotated[str, typer.Option(
         "--dense-layers", help="First layers that attend densely: one value, or a comma-separated choice the "
                                "search makes per bucket (e.g. 0,2).")] = "0",

@@ -36,14 +36,24 @@ class EstimatorSpec:
         pooled: mean-pool q and k (one add per element), the pooled score matrix (2*D per block pair per KV
         head) and the per-row sort. sampled (oracle: stride 1): exact q.k of the L/stride sampled queries
         against the keys they see (L/2 on average, 2*D per pair per query head), softmax and block sums
-        (about 4 per pair), and the sort. Counts, not milliseconds: they rank budgets.
+        (about 4 per pair). antidiagonal: (L/S)^2/2 group pairs of 2*S*D each per query head, plus softmax.
+        vslash: the last 64 queries against all keys. quest: per-channel key extremes (2 per key element)
+        and a 3*D bound per block pair per query head. Each adds the per-row sort. Counts, not
+        milliseconds: they rank budgets.
         """
         blocks = math.ceil(seq_len / block_size)
         sort = blocks * blocks * math.log2(max(blocks, 2)) * kv_heads
         if self.name == "pooled":
             pooling = (heads + kv_heads) * seq_len * head_dim
             return pooling + 2.0 * blocks * blocks * head_dim * kv_heads + sort
-        pairs = (seq_len / (stride or 1)) * (seq_len / 2.0) * heads
+        if self.name == "quest":
+            extremes = 2.0 * seq_len * head_dim * kv_heads
+            return extremes + 3.0 * (blocks * blocks / 2.0) * head_dim * heads + sort
+        if self.name == "antidiagonal":
+            groups = seq_len / (stride or 1)
+            return groups * groups / 2.0 * heads * (2.0 * (stride or 1) * head_dim + 4.0) + sort
+        queries = min(64, seq_len) if self.name == "vslash" else seq_len / (stride or 1)
+        pairs = queries * (seq_len / 2.0 if self.name != "vslash" else seq_len) * heads
         return pairs * (2.0 * head_dim + 4.0) + sort
 
 
@@ -51,6 +61,10 @@ ESTIMATORS: dict[str, EstimatorSpec] = {spec.name: spec for spec in (
     EstimatorSpec("pooled", "mean-pooled query block . mean-pooled key block (cheap; dilutes short needles)"),
     EstimatorSpec("sampled", "exact softmax of every stride-th query of each query block, mass per key block",
                   strides=(8, 16, 32), default_stride=16),
+    EstimatorSpec("antidiagonal", "XAttention: strided antidiagonal sums of each tile, softmaxed, mass per key block",
+                  strides=(4, 8, 16), default_stride=8),
+    EstimatorSpec("vslash", "vertical + slash mass of the last 64 queries' exact attention, pooled to blocks"),
+    EstimatorSpec("quest", "Quest: q.k bounded by per-channel key min/max per block, each block's last query"),
     EstimatorSpec("oracle", "exact softmax mass of every query (a dense pass: the ceiling, a diagnostic)",
                   deployable=False),
 )}

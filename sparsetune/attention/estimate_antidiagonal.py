@@ -1,0 +1,58 @@
+"""The antidiagonal estimator (XAttention style): strided antidiagonal sums stand in for each tile's mass.
+
+Positions are grouped S at a time (S = `stride`, dividing the block size). For query group a and key group b
+the estimate of their affinity is the sum along the tile's antidiagonal, ``sum_i q[aS + S-1-i] . k[bS + i]``:
+every query and every key of the tile appears once, so a single strong key (a needle) is not averaged away as
+it is by mean pooling, and the whole product is one matmul of ``[L/S, S*D]`` matrices (1/S of the q.k work).
+Each query group's sums are scaled by ``scale / S`` (a mean logit), softmaxed over the groups it sees (group
+causality: b <= a), summed per key block and averaged over the query block's groups and the GQA group's heads.
+With S = 1 every group is one query: the true mass (the `oracle`), which the tests check. A single strong key
+still enters its group's sum once among S products, so the dilution pooling suffers by the block size is here
+suffered by S: larger strides are cheaper and blunter.
+
+Decode has one query and no antidiagonal: it is scored exactly (`sampled` with its one query).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .estimate_sampled import sampled_logits
+
+__all__ = ["antidiagonal_logits"]
+
+
+def antidiagonal_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float, stride: int) -> torch.Tensor:
+    """fp32 [B, Hkv, QB, KB] block logits (log of the estimated mass; -inf where a row sees nothing)."""
+    batch, heads, seq_q, dim = q.shape
+    kv_heads, seq_k = k.shape[1], k.shape[2]
+    if seq_q == 1:
+        return sampled_logits(q, k, block_size, scale, 1)
+    group = heads // kv_heads
+    first = (seq_k - seq_q) // block_size
+    rows = (seq_k - 1) // block_size - first + 1
+    cols = -(-seq_k // block_size)
+    per_block = block_size // stride
+    # Queries on the absolute grid of their blocks, keys padded to whole blocks (zeros add nothing to a sum).
+    front = (seq_k - seq_q) - first * block_size
+    qp = F.pad(q.float(), (0, 0, front, rows * block_size - seq_q - front))
+    kp = F.pad(k.float(), (0, 0, 0, cols * block_size - seq_k))
+    # Query group rows reversed within the group, keys in order: row a . column b is the antidiagonal sum.
+    qg = qp.view(batch, kv_heads, group, -1, stride, dim).flip(-2).reshape(batch, kv_heads, group, -1, stride * dim)
+    kg = kp.view(batch, kv_heads, -1, stride * dim)
+    logits = (qg @ kg[:, :, None].transpose(-1, -2)) * (scale / stride)  # [B, Hkv, G, QG, KG]
+    q_groups, k_groups = logits.shape[-2:]
+    qi = torch.arange(q_groups, device=q.device) + first * per_block  # absolute group of each query group
+    kj = torch.arange(k_groups, device=q.device)
+    last_key_group = (seq_k - 1) // stride
+    hidden = (kj[None, :] > qi[:, None]) | (kj[None, :] > last_key_group)
+    probs = torch.softmax(logits.masked_fill(hidden, -math.inf), dim=-1)
+    # Query groups made only of padding (before the first query, after the last) stand for no query: dropped.
+    real = (((qi + 1) * stride > seq_k - seq_q) & (qi * stride < seq_k)).float()
+    mass = probs.mean(dim=2).view(batch, kv_heads, q_groups, cols, per_block).sum(-1)  # [B, Hkv, QG, KB]
+    mass = (mass * real[:, None]).view(batch, kv_heads, rows, per_block, cols).sum(3)
+    counts = real.view(rows, per_block).sum(-1)
+    return (mass / counts[:, None]).log()
