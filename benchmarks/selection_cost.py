@@ -51,7 +51,8 @@ def main() -> None:
         gen = torch.Generator().manual_seed(length)
         q = torch.randn(1, 9, length, 64, generator=gen)
         k, v = (torch.randn(1, 3, length, 64, generator=gen) for _ in range(2))
-        for estimator, stride in (("pooled", None), ("sampled", 16), ("sampled", 8), ("oracle", None)):
+        for estimator, stride in (("pooled", None), ("sampled", 16), ("sampled", 8), ("antidiagonal", 8),
+                                  ("vslash", None), ("quest", None), ("oracle", None)):
             budget = Budget(keep=args.keep, block_size=64, sink=1, local=1, estimator=estimator, stride=stride)
             select_ms = _median_ms(lambda: select_blocks(q, k, budget), args.reps)
             call_ms = _median_ms(lambda: sparse_attention(q, k, v, budget), args.reps)

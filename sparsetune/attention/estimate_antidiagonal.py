@@ -24,6 +24,8 @@ from .estimate_sampled import sampled_logits
 
 __all__ = ["antidiagonal_logits"]
 
+_CHUNK_ELEMENTS = 1 << 26  # scores held at once (fp32: 256 MB), as in the sampled estimator
+
 
 def antidiagonal_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float, stride: int) -> torch.Tensor:
     """fp32 [B, Hkv, QB, KB] block logits (log of the estimated mass; -inf where a row sees nothing)."""
@@ -43,16 +45,21 @@ def antidiagonal_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale
     # Query group rows reversed within the group, keys in order: row a . column b is the antidiagonal sum.
     qg = qp.view(batch, kv_heads, group, -1, stride, dim).flip(-2).reshape(batch, kv_heads, group, -1, stride * dim)
     kg = kp.view(batch, kv_heads, -1, stride * dim)
-    logits = (qg @ kg[:, :, None].transpose(-1, -2)) * (scale / stride)  # [B, Hkv, G, QG, KG]
-    q_groups, k_groups = logits.shape[-2:]
+    q_groups, k_groups = qg.shape[-2], kg.shape[-2]
     qi = torch.arange(q_groups, device=q.device) + first * per_block  # absolute group of each query group
     kj = torch.arange(k_groups, device=q.device)
     last_key_group = (seq_k - 1) // stride
-    hidden = (kj[None, :] > qi[:, None]) | (kj[None, :] > last_key_group)
-    probs = torch.softmax(logits.masked_fill(hidden, -math.inf), dim=-1)
+    keys = kg[:, :, None].transpose(-1, -2)  # [B, Hkv, 1, S*D, KG]
+    mass = torch.empty(batch, kv_heads, q_groups, cols, dtype=torch.float32, device=q.device)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * heads * k_groups))  # long inputs: bounded memory
+    for start in range(0, q_groups, chunk):
+        rows_at = slice(start, start + chunk)
+        logits = (qg[:, :, :, rows_at] @ keys) * (scale / stride)  # [B, Hkv, G, chunk, KG]
+        hidden = (kj[None, :] > qi[rows_at, None]) | (kj[None, :] > last_key_group)
+        probs = torch.softmax(logits.masked_fill(hidden, -math.inf), dim=-1).mean(dim=2)
+        mass[:, :, rows_at] = probs.view(*probs.shape[:-1], cols, per_block).sum(-1)
     # Query groups made only of padding (before the first query, after the last) stand for no query: dropped.
     real = (((qi + 1) * stride > seq_k - seq_q) & (qi * stride < seq_k)).float()
-    mass = probs.mean(dim=2).view(batch, kv_heads, q_groups, cols, per_block).sum(-1)  # [B, Hkv, QG, KB]
     mass = (mass * real[:, None]).view(batch, kv_heads, rows, per_block, cols).sum(3)
     counts = real.view(rows, per_block).sum(-1)
     return (mass / counts[:, None]).log()
