@@ -323,6 +323,10 @@ def efficiency_section(e: dict[str, Any], search_trials: int | None = None) -> s
     header = ["bucket", "grid best: cost (budget)", "points within 5%", "TPE: trials per seed",
               "TPE median", f"TPE seeds within {budget}", "random: trials per seed", "random median",
               f"random seeds within {budget}", "random, exact: expected trials / P(within budget)"]
+    anchored = all("anchored" in bk for bk in e["buckets"])
+    if anchored:
+        a_budget = e["buckets"][0]["anchored"]["budget"]
+        header += ["anchored search: evaluations per seed", "anchored median", f"anchored seeds within {a_budget}"]
     if search_trials:
         header.append(f"TPE seeds within {search_trials} (the demo profile's trials)")
     rows = []
@@ -344,6 +348,9 @@ def efficiency_section(e: dict[str, Any], search_trials: int | None = None) -> s
                      trials(r["trials_to_reach"], r["cap"]), med(r["median"], r["cap"]),
                      f"{r['reached_within_budget']}/{e['seeds']}",
                      f"{r['expected_trials']:.0f} / {r['p_within_budget']:.2f}"]
+                    + ([trials(bk["anchored"]["trials_to_reach"], bk["anchored"]["cap"]),
+                        med(bk["anchored"]["median"], bk["anchored"]["cap"]),
+                        f"{bk['anchored']['reached_within_budget']}/{e['seeds']}"] if anchored else [])
                     + ([f"{sum(x is not None and x <= search_trials for x in t['trials_to_reach'])}/{e['seeds']}"]
                        if search_trials else []))
         verdicts.append((bk["max_len"], t["median"], t["reached_within_budget"], r["median"]))
@@ -360,6 +367,17 @@ def efficiency_section(e: dict[str, Any], search_trials: int | None = None) -> s
               + "; ".join(f"{m}: TPE median {med(tm, size)} ({'-' if tm is None else pct(tm / size)} of the grid), "
                           f"random median {med(rm, RANDOM_CAP)}"
                           for m, tm, tr, rm in verdicts) + ".", "",
+              *([f"**Anchored search (issue 22: at most {a_budget} evaluations = 20% of the grid, every bucket): "
+                 + ("MET" if all(bk["anchored"]["median"] is not None and bk["anchored"]["median"] <= a_budget
+                                 for bk in e["buckets"]) else "MISSED")
+                 + "** (median evaluations per bucket: "
+                 + ", ".join(f"{bk['max_len']}: {med(bk['anchored']['median'], bk['anchored']['cap'])}"
+                             for bk in e["buckets"])
+                 + "). The anchored study is the product's: the dense trial, then the anchors (fixed keeps and token "
+                 "budgets at the bucket's length, the shorter bucket's best carried as a keep and as tokens; keeps "
+                 "snapped to the grid) in bisection order, then TPE; trials that cannot win (costlier than a "
+                 "feasible one, or keeping no more than a miss of their family) are pruned and repeated points "
+                 "reused, and neither counts as an evaluation, as in `sparsetune search`.", ""] if anchored else []),
               "Notes:", "",
               "- How hard the goal is depends on how many points lie within 5% of the best: adjacent grid keeps differ "
               "by about 1.5x in cost, so a bucket with one point within 5% asks the sampler to find that exact cell "

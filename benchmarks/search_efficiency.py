@@ -36,7 +36,8 @@ from typing import Any
 import _bench as B
 
 WITHIN = 0.05  # "reached": best feasible cost <= (1 + WITHIN) x the grid's best feasible cost
-TARGET_SHARE = 0.25  # target: at most this share of the grid's evaluations
+TARGET_SHARE = 0.25  # target: at most this share of the grid's evaluations (TPE alone, issue 5)
+ANCHORED_SHARE = 0.20  # the anchored search's target (issue 22): evaluations, pruned and reused trials aside
 RANDOM_CAP = 3000  # random studies cost nothing to run long (no evaluation outside the goal region)
 
 
@@ -130,6 +131,72 @@ def replay(grid: LazyGrid, sampler: str, seed: int, cap: int, goal: float) -> li
     return seq
 
 
+def _snap(keep: float) -> float:
+    """The grid keep nearest `keep` on a log scale (anchors are keeps and token budgets; the grid is discrete)."""
+    import math
+
+    return min(B.KEEPS, key=lambda k: (abs(math.log(k) - math.log(keep)), k))
+
+
+def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: int,
+                    carried: B.Fixed | None = None, from_len: int | None = None) -> list[dict[str, Any]]:
+    """The product's study on the grid: the dense trial, the anchors in bisection order (`SearchSpace.anchor_params`
+    at this length, plus the shorter bucket's best carried as search carries a confirmed budget, keeps snapped to
+    the grid), then TPE. As `search/plan.py` rules, a trial that cannot win is pruned (it costs more than a
+    feasible one, or keeps no more than a miss of its family) and a point already measured is reused; neither
+    is an evaluation. Returns the evaluated trials until one reaches the goal (or `cap` evaluations)."""
+    import optuna
+
+    from sparsetune.search.space import SearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    keeps = list(B.KEEPS)
+    space = SearchSpace(block_sizes=B.BLOCKS)
+    carry = [] if carried is None or carried.keep >= 1 else space.carried(
+        {"block_size": carried.block_size, "sink": carried.sink, "local": carried.local, "keep": carried.keep},
+        from_len, rep_len)
+    seq: list[dict[str, Any]] = []
+    state = {"best": float("inf"), "misses": []}
+
+    def objective(trial: optuna.Trial) -> float:
+        block = trial.suggest_categorical("block_size", list(B.BLOCKS))
+        sink = trial.suggest_int("sink", min(B.SINKS), max(B.SINKS))
+        local = trial.suggest_int("local", min(B.LOCALS), max(B.LOCALS))
+        keep = keeps[trial.suggest_int("keep_index", 0, len(keeps) - 1)]
+        p = grid.point(block, keep, sink, local)
+        cost = grid.cost[p]
+        family = (block, sink, local)
+        if cost > state["best"] + 1e-12 or any(f == family and keep <= k for f, k in state["misses"]):
+            raise optuna.TrialPruned()  # cannot win: not evaluated, not counted
+        if any(t["point"] == p.label for t in seq):
+            row = grid.row(p)  # reused: the measurement is already in the study
+        else:
+            row = grid.row(p)
+            seq.append({"cost": cost, "feasible": row["feasible"], "point": p.label})
+        if row["feasible"]:
+            state["best"] = min(state["best"], cost)
+        elif keep < 1:
+            state["misses"].append((family, keep))
+        trial.set_constraint("floor", row["target"] - row["best_case"])
+        return cost
+
+    study = optuna.create_study(direction="minimize")
+    study.enqueue_trial({"block_size": 64, "sink": 0, "local": 1, "keep_index": 0})  # search.py's dense trial
+    for params in space.anchor_params(rep_len, carry):
+        study.enqueue_trial({"block_size": params["block_size"], "sink": params["sink"], "local": params["local"],
+                             "keep_index": keeps.index(_snap(params["keep"]))})
+    for done in range(50 * cap):  # pruned trials are free: bound the loop by evaluations, with a safety cap
+        study.sampler = optuna.samplers.TPESampler(seed=seed * 100_003 + done, n_startup_trials=5,
+                                                   multivariate=True, warn_independent_sampling=False)
+        study.optimize(objective, n_trials=1)
+        if seq and seq[-1]["feasible"] and seq[-1]["cost"] <= goal + 1e-12:
+            break
+        if len(seq) >= cap:
+            break
+    return seq
+
+
 def _none_if_inf(x: float) -> float | None:
     return None if x == float("inf") else x
 
@@ -188,21 +255,29 @@ def main() -> None:
     size = len(B.grid_points())
     budget = int(TARGET_SHARE * size)
     buckets, grids = [], []
+    previous = None  # the shorter bucket's best point: what an anchored search carries forward
     for b, edge in enumerate(B.EDGES):
         t0 = time.time()
         grid = LazyGrid(bench, b)
         entry: dict[str, Any] = {"max_len": edge, **grid.scan()}
         entry["scan_evaluated_points"] = len(grid.rows)
         goal = entry["goal"]
-        for sampler, cap in (("tpe", size), ("random", RANDOM_CAP)):
+        for sampler, cap in (("tpe", size), ("random", RANDOM_CAP), ("anchored", size)):
             reach = []
             for seed in range(args.seeds):
-                seq = replay(grid, sampler, seed, cap, goal)
+                if sampler == "anchored":
+                    seq = replay_anchored(grid, seed, cap, goal, edge, previous, B.EDGES[b - 1] if b else None)
+                else:
+                    seq = replay(grid, sampler, seed, cap, goal)
                 reach.append(trials_to_reach(seq, goal))
             entry[sampler] = {
                 "trials_to_reach": reach, "cap": cap,
                 "median": _none_if_inf(median([r if r is not None else float("inf") for r in reach])),
                 "reached_within_budget": sum(r is not None and r <= budget for r in reach)}
+        anchored_budget = int(ANCHORED_SHARE * size)
+        entry["anchored"]["budget"] = anchored_budget
+        entry["anchored"]["reached_within_budget"] = sum(r is not None and r <= anchored_budget
+                                                         for r in entry["anchored"]["trials_to_reach"])
         m = entry["within_cells"]
         entry["random"]["expected_trials"] = 1.0 if entry["best"]["keep"] >= 1 else 1 + 180 / m
         entry["random"]["p_within_budget"] = 1 - (1 - m / 180) ** (budget - 1)
@@ -212,8 +287,11 @@ def main() -> None:
         print(f"bucket {edge}: grid best {entry['best']['cost']:.4f} ({grid.rows and entry['best']['block_size']},"
               f"{entry['best']['keep']},{entry['best']['sink']},{entry['best']['local']}), {entry['within_points']} points "
               f"within 5%; TPE {entry['tpe']['trials_to_reach']}; random {entry['random']['trials_to_reach']}; "
+              f"anchored {entry['anchored']['trials_to_reach']}; "
               f"{len(grid.rows)} points evaluated, {entry['seconds']:.0f} s", flush=True)
         buckets.append(entry)
+        best = entry["best"]
+        previous = grid.point(best["block_size"], best["keep"], best["sink"], best["local"])
     B.write_json(B.OUT / f"search_grid_{name}.json", {"model": name, "split": "search", "rows": grids,
                                                        "note": "evaluated points only (see search_efficiency.py)"})
     result = {"model": name, "split": "search", "seeds": args.seeds, "grid_size": size, "cells": 180,

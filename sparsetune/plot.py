@@ -70,7 +70,9 @@ def frontier_figure(outcomes: list[BucketOutcome], title: str = "") -> Any:
             ax.scatter([o.chosen.value], [records[o.chosen.number].accuracy], marker="*", s=220,
                        facecolors="gold", edgecolors="black", zorder=5, label="chosen")
         _cost_axis(ax)
-        ax.set_title(f"{o.span.label} tokens (n={o.bucket.accuracy.n if o.bucket.accuracy else '?'})", fontsize=10)
+        method = "" if o.bucket.dense or o.bucket.budget is None else f", {o.bucket.budget.ranking}"
+        ax.set_title(f"{o.span.label} tokens (n={o.bucket.accuracy.n if o.bucket.accuracy else '?'}){method}",
+                     fontsize=10)
         ax.set_xlabel("attention cost / dense")
         ax.grid(alpha=0.3)
     for ax in axes.flat[n:]:

@@ -352,6 +352,7 @@ def test_check_gate_exit_codes(run_cli, model_dir, tmp_path, budget, code):
     report = json.loads(r.out)["check"]
     verdicts = [(b["first"], b["n"], b["verdict"]) for b in report["buckets"]]
     assert verdicts == [(1, 1, "dense"), (65, 5, "fail" if code else "pass"), (257, 0, "untested")]
+    assert [b["method"] for b in report["buckets"]] == [None, "pooled", "pooled"]  # the gate names the method
     assert out.exists() == (code == 0)  # a failed gate deploys nothing
     sparse = report["buckets"][1]
     assert sparse["dense"] == 1.0 and sparse["measured"] == sparse["sparse"]  # fidelity mode; no confidence set

@@ -54,6 +54,7 @@ def test_titles_show_the_profiles_spans_and_the_star_is_in_the_legend():
     try:
         titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
         assert titles[0].startswith("254-256 tokens") and titles[1].startswith("257-512+ tokens"), titles
+        assert titles[1].endswith(", pooled") and "pooled" not in titles[0], titles  # the method of a sparse bucket
         legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
         labels = {t.get_text() for legend in legends for t in legend.get_texts()}
         assert {"chosen", "dense", "floor", "feasible", "bound below floor", "stopped early (accuracy so far)"} <= labels, labels

@@ -86,7 +86,7 @@ def _budget_text(budget: Any) -> str:
     ratio = "keep" if budget.method == "topk" else "tau"
     text = f"{ratio} {budget.ratio:.3g} b{budget.block_size} s{budget.sink} l{budget.local}"
     if budget.estimator != "pooled":  # pooled is the default; others are named (oracle: not deployable)
-        text += f" {budget.estimator}" + (f"/{budget.stride}" if budget.stride else "")
+        text += f" {budget.ranking}"
     return text
 
 
@@ -177,7 +177,7 @@ def render_check(report: Any, console: Console, title: str) -> None:
     for name in ("bucket", "n", "dense", "sparse", "floor", "lower", "upper", "sparsity", "bound by", "verdict"):
         table.add_column(name, justify="left" if name in ("bucket", "verdict", "bound by") else "right")
     for b in report.buckets:
-        span = b.label
+        span = b.label if b.method is None else f"{b.label}\n{b.method}"  # the bucket, then how it ranks blocks
         verdict = f"[{colour[b.verdict.value]}]{b.verdict.value}{'+' if b.beyond_noise else ''}[/]"
         table.add_row(span, str(b.n), pct(b.dense), pct(b.sparse), pct(b.floor), pct(b.lower_bound),
                       pct(b.upper_bound), _num(b.sparsity, ".0%"), b.bound_by or _DASH, verdict)

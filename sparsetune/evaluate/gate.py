@@ -49,6 +49,7 @@ class BucketCheck:
     beyond_noise: bool = False  # a miss (of the bucket or a task) that even the upper bound confirms
     bound_by: str | None = None  # the task furthest below (or closest to) its floor
     verdict: Verdict = Verdict.UNTESTED
+    method: str | None = None  # how the bucket's budget ranks blocks (`Budget.ranking`); None: dense
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict.value}
@@ -99,7 +100,8 @@ def check_profile(profile: Profile, loaded: Any, samples: Sequence[Any], workloa
     for i, bucket in enumerate(profile.buckets):
         span = profile.span(i)
         part = groups.get(i, [])
-        head = dict(first=span.first, last=span.max_len, label=span.label, n=len(part), dense_bucket=bucket.dense)
+        head = dict(first=span.first, last=span.max_len, label=span.label, n=len(part), dense_bucket=bucket.dense,
+                    method=None if bucket.dense else bucket.budget.ranking)
         if bucket.dense:
             rows.append(BucketCheck(**head, verdict=Verdict.DENSE))
             continue

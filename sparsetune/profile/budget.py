@@ -141,6 +141,11 @@ class Budget:
         return self.keep if self.method == "topk" else self.tau  # type: ignore[return-value]
 
     @property
+    def ranking(self) -> str:
+        """How the budget ranks blocks, as tables, the gate and the plot name it: `sampled/16`, `pooled`."""
+        return self.estimator + (f"/{self.stride}" if self.stride else "")
+
+    @property
     def is_dense(self) -> bool:
         """True when the budget keeps every visible block by construction."""
         return self.ratio >= 1.0
