@@ -92,21 +92,25 @@ class LazyGrid:
                 "within_cells": cells, "region_points": len(region), "sparsest": self.row(sparsest)}
 
 
+def _suggest(trial: Any, grid: LazyGrid) -> B.Fixed:
+    """A grid point, suggested as `SearchSpace.suggest` orders its parameters (keep as an index into the grid)."""
+    block = trial.suggest_categorical("block_size", list(B.BLOCKS))
+    sink = trial.suggest_int("sink", min(B.SINKS), max(B.SINKS))
+    local = trial.suggest_int("local", min(B.LOCALS), max(B.LOCALS))
+    keep = B.KEEPS[trial.suggest_int("keep_index", 0, len(B.KEEPS) - 1)]
+    return grid.point(block, keep, sink, local)
+
+
 def replay(grid: LazyGrid, sampler: str, seed: int, cap: int, goal: float) -> list[dict[str, Any]]:
     """One study over the grid; stops at the first trial that reaches the goal, or after `cap` trials."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-    keeps = list(B.KEEPS)
     seq: list[dict[str, Any]] = []
 
     def objective(trial: optuna.Trial) -> float:
-        block = trial.suggest_categorical("block_size", list(B.BLOCKS))
-        sink = trial.suggest_int("sink", min(B.SINKS), max(B.SINKS))
-        local = trial.suggest_int("local", min(B.LOCALS), max(B.LOCALS))
-        keep = keeps[trial.suggest_int("keep_index", 0, len(keeps) - 1)]
-        p = grid.point(block, keep, sink, local)
+        p = _suggest(trial, grid)
         cost = grid.cost[p]
         if sampler == "random" and cost > goal + 1e-12:
             # cannot reach the goal whatever its accuracy, and the random sampler ignores answers
@@ -160,11 +164,8 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
     state = {"best": float("inf"), "misses": []}
 
     def objective(trial: optuna.Trial) -> float:
-        block = trial.suggest_categorical("block_size", list(B.BLOCKS))
-        sink = trial.suggest_int("sink", min(B.SINKS), max(B.SINKS))
-        local = trial.suggest_int("local", min(B.LOCALS), max(B.LOCALS))
-        keep = keeps[trial.suggest_int("keep_index", 0, len(keeps) - 1)]
-        p = grid.point(block, keep, sink, local)
+        p = _suggest(trial, grid)
+        block, keep, sink, local = p.block_size, p.keep, p.sink, p.local
         cost = grid.cost[p]
         family = (block, sink, local)
         if cost > state["best"] + 1e-12 or any(f == family and keep <= k for f, k in state["misses"]):

@@ -81,17 +81,25 @@ def test_every_query_block_gets_a_sample_and_its_mass_sums_to_one():
     assert torch.allclose(mass.sum(-1), torch.ones(mass.shape[:-1]), atol=1e-5)
 
 
-def test_a_planted_needle_is_found_by_sampling_and_lost_by_pooling():
-    """One key in block 5 matches the last query block's queries strongly; the rest is noise. Pooling averages
-    that key with 63 others (and the block's keys with opposite noise), sampling sees its true weight."""
+def planted_needle(bs=64):
+    """One key in block 5 matches the last query block's queries strongly; the rest is noise, and the rest of
+    the needle's block points away, so its mean hides the needle."""
     torch.manual_seed(1)
-    d, bs, seq = 32, 64, 512
+    d, seq = 32, 512
     q, k = torch.randn(1, 1, seq, d) * 0.3, torch.randn(1, 1, seq, d) * 0.3
     needle = torch.randn(d)
     needle = needle / needle.norm() * 6
     k[0, 0, 5 * bs + 17] = needle
-    k[0, 0, 5 * bs:6 * bs] -= needle / 40  # the rest of its block points away: its mean hides the needle
+    k[0, 0, 5 * bs:6 * bs] -= needle / 40
     q[0, 0, -bs:] += needle / 3  # the question attends to the needle
+    return q, k
+
+
+def test_a_planted_needle_is_found_by_sampling_and_lost_by_pooling():
+    """One key in block 5 matches the last query block's queries strongly; the rest is noise. Pooling averages
+    that key with 63 others (and the block's keys with opposite noise), sampling sees its true weight."""
+    q, k = planted_needle()
+    bs = 64
     row = -1  # the last query block
     for estimator, found in (("sampled", True), ("oracle", True), ("pooled", False)):
         budget = Budget(keep=0.3, block_size=bs, sink=0, local=1, estimator=estimator)
@@ -228,14 +236,8 @@ def test_a_planted_needle_is_found_where_pooling_loses_it(estimator, stride):
     """The needle test pooling fails. Key-extreme bounds and the last queries' exact attention keep the needle's
     block; an antidiagonal sum holds the needle once in S products, so it keeps it at small strides only (this
     construction loses it from S = 4: the dilution the SmolLM2 map measures)."""
-    torch.manual_seed(1)
-    d, bs, seq = 32, 64, 512
-    q, k = torch.randn(1, 1, seq, d) * 0.3, torch.randn(1, 1, seq, d) * 0.3
-    needle = torch.randn(d)
-    needle = needle / needle.norm() * 6
-    k[0, 0, 5 * bs + 17] = needle
-    k[0, 0, 5 * bs:6 * bs] -= needle / 40
-    q[0, 0, -bs:] += needle / 3
+    q, k = planted_needle()
+    bs = 64
     mask = select_blocks(q, k, Budget(keep=0.3, block_size=bs, sink=0, local=1, estimator=estimator, stride=stride))
     kept = mask.kv_indices[0, 0, -1, :int(mask.kv_num_blocks[0, 0, -1])].tolist()
     assert 5 in kept, f"{estimator}: kept blocks {kept}"

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .estimate_sampled import sampled_logits
+from .mask import block_grid
 
 __all__ = ["antidiagonal_logits"]
 
@@ -34,9 +35,7 @@ def antidiagonal_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale
     if seq_q == 1:
         return sampled_logits(q, k, block_size, scale, 1)
     group = heads // kv_heads
-    first = (seq_k - seq_q) // block_size
-    rows = (seq_k - 1) // block_size - first + 1
-    cols = -(-seq_k // block_size)
+    first, rows, cols = block_grid(seq_q, seq_k, block_size)
     per_block = block_size // stride
     # Queries on the absolute grid of their blocks, keys padded to whole blocks (zeros add nothing to a sum).
     front = (seq_k - seq_q) - first * block_size

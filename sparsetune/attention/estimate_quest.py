@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .mask import block_grid
+
 __all__ = ["block_extremes", "quest_logits"]
 
 
@@ -33,8 +35,7 @@ def quest_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float
     batch, heads, seq_q, dim = q.shape
     kv_heads, seq_k = k.shape[1], k.shape[2]
     group = heads // kv_heads
-    first = (seq_k - seq_q) // block_size
-    rows = (seq_k - 1) // block_size - first + 1
+    first, rows, _ = block_grid(seq_q, seq_k, block_size)
     # The last query of each query block: absolute position min(end of block, Sk) - 1, as an index into q.
     ends = torch.clamp((torch.arange(rows, device=q.device) + first + 1) * block_size, max=seq_k) - 1
     reps = q[:, :, ends - (seq_k - seq_q)].float().reshape(batch, kv_heads, group, rows, 1, dim)

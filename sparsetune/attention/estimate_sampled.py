@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from .mask import block_grid
+
 __all__ = ["sampled_logits", "sampled_positions"]
 
 # Scores of at most this many (sampled query x key x query head) entries are held at once (fp32: 256 MB),
@@ -39,9 +41,7 @@ def sampled_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: flo
     batch, heads, seq_q, dim = q.shape
     kv_heads, seq_k = k.shape[1], k.shape[2]
     group = heads // kv_heads
-    first = (seq_k - seq_q) // block_size
-    rows = (seq_k - 1) // block_size - first + 1
-    cols = -(-seq_k // block_size)
+    first, rows, cols = block_grid(seq_q, seq_k, block_size)
     idx = sampled_positions(seq_q, seq_k, stride, q.device)
     pos = idx + (seq_k - seq_q)  # absolute positions of the sampled queries
     keys = k.float().transpose(-1, -2).unsqueeze(2)  # [B, Hkv, 1, D, Sk]

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .estimate_sampled import sampled_logits
+from .mask import block_grid
 
 __all__ = ["LAST_QUERIES", "vslash_logits"]
 
@@ -32,9 +33,7 @@ def vslash_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: floa
     if seq_q == 1:
         return sampled_logits(q, k, block_size, scale, 1)
     group = heads // kv_heads
-    first = (seq_k - seq_q) // block_size
-    rows = (seq_k - 1) // block_size - first + 1
-    cols = -(-seq_k // block_size)
+    first, rows, cols = block_grid(seq_q, seq_k, block_size)
     n = min(LAST_QUERIES, seq_q)
     qpos = torch.arange(seq_k - n, seq_k, device=q.device)
     kpos = torch.arange(seq_k, device=q.device)

@@ -19,6 +19,14 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def block_grid(seq_q: int, seq_k: int, block_size: int) -> tuple[int, int, int]:
+    """The absolute block grid of Sq queries (the last of Sk positions): (first query block, query blocks, key
+    blocks), as `BlockMask` lays out its rows. Estimators score on this grid."""
+    first = (seq_k - seq_q) // block_size
+    cols = _cdiv(seq_k, block_size)
+    return first, (cols - first if seq_q else 0), cols
+
+
 def _causal(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
     return q_idx >= kv_idx
 

@@ -52,8 +52,10 @@ class EstimatorSpec:
         if self.name == "antidiagonal":
             groups = seq_len / (stride or 1)
             return groups * groups / 2.0 * heads * (2.0 * (stride or 1) * head_dim + 4.0) + sort
-        queries = min(64, seq_len) if self.name == "vslash" else seq_len / (stride or 1)
-        pairs = queries * (seq_len / 2.0 if self.name != "vslash" else seq_len) * heads
+        if self.name == "vslash":  # the last 64 queries (attention.estimate_vslash) see every key
+            pairs = min(64, seq_len) * seq_len * heads
+        else:  # sampled, oracle: L/stride queries against the L/2 keys they see on average
+            pairs = (seq_len / (stride or 1)) * (seq_len / 2.0) * heads
         return pairs * (2.0 * head_dim + 4.0) + sort
 
 
