@@ -25,7 +25,7 @@ from .mask import block_grid
 
 __all__ = ["antidiagonal_logits"]
 
-_CHUNK_ELEMENTS = 1 << 26  # scores held at once (fp32: 256 MB), as in the sampled estimator
+_CHUNK_ELEMENTS = 1 << 20  # scores held at once (fp32: 4 MB, cache-sized), as in the sampled estimator
 
 
 def antidiagonal_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float, stride: int) -> torch.Tensor:
@@ -48,15 +48,19 @@ def antidiagonal_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale
     qi = torch.arange(q_groups, device=q.device) + first * per_block  # absolute group of each query group
     kj = torch.arange(k_groups, device=q.device)
     last_key_group = (seq_k - 1) // stride
-    keys = kg[:, :, None].transpose(-1, -2)  # [B, Hkv, 1, S*D, KG]
-    mass = torch.empty(batch, kv_heads, q_groups, cols, dtype=torch.float32, device=q.device)
+    keys = kg.transpose(-1, -2)  # [B, Hkv, S*D, KG]
+    mass = torch.zeros(batch, kv_heads, q_groups, cols, dtype=torch.float32, device=q.device)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * heads * k_groups))  # long inputs: bounded memory
     for start in range(0, q_groups, chunk):
         rows_at = slice(start, start + chunk)
-        logits = (qg[:, :, :, rows_at] @ keys) * (scale / stride)  # [B, Hkv, G, chunk, KG]
-        hidden = (kj[None, :] > qi[rows_at, None]) | (kj[None, :] > last_key_group)
-        probs = torch.softmax(logits.masked_fill(hidden, -math.inf), dim=-1).mean(dim=2)
-        mass[:, :, rows_at] = probs.view(*probs.shape[:-1], cols, per_block).sum(-1)
+        n = len(range(q_groups)[rows_at])
+        # Causal: the chunk reads keys up to its last query's block; the group's heads are extra matmul rows.
+        seen = min(cols, (int(qi[start + n - 1]) * stride) // block_size + 1) * per_block
+        qs = qg[:, :, :, rows_at].reshape(batch, kv_heads, group * n, stride * dim)
+        logits = (qs @ keys[..., :seen]).view(batch, kv_heads, group, n, seen) * (scale / stride)
+        hidden = (kj[None, :seen] > qi[rows_at, None]) | (kj[None, :seen] > last_key_group)
+        probs = torch.softmax(logits.masked_fill_(hidden, -math.inf), dim=-1).mean(dim=2)
+        mass[:, :, rows_at, :seen // per_block] = probs.view(*probs.shape[:-1], seen // per_block, per_block).sum(-1)
     # Query groups made only of padding (before the first query, after the last) stand for no query: dropped.
     real = (((qi + 1) * stride > seq_k - seq_q) & (qi * stride < seq_k)).float()
     mass = (mass * real[:, None]).view(batch, kv_heads, rows, per_block, cols).sum(3)
