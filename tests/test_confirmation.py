@@ -105,4 +105,5 @@ def test_best_case_pads_the_unseen_as_right():
     from sparsetune.profile.floor import best_case
 
     assert best_case([False, True], 4) == [False, True, True, True]
+    assert best_case([False, None, True, None], 4) == [False, True, True, True]  # unseen in any order
     assert best_case([], 0) == []

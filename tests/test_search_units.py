@@ -17,7 +17,7 @@ from sparsetune.search.objective import Objective
 from sparsetune.search.run import _BucketRun, _work
 from sparsetune.search.sampler import LaneSeededTPE
 from sparsetune.search.storage import _with_driver
-from sparsetune.search.study import is_dense_trial
+from sparsetune.search.study import is_dense_trial, mark_reused
 
 
 def _objective(study: optuna.Study, target: int) -> _Objective:
@@ -131,6 +131,34 @@ def test_trial_record_round_trips_through_user_attrs():
     study.tell(trial, 0.5)
     [frozen] = study.get_trials()
     assert TrialRecord.of(frozen) == record and not is_dense_trial(frozen)
+
+
+def test_a_stopped_trial_records_which_samples_it_never_evaluated():
+    study = optuna.create_study(direction="minimize")
+    trial = study.ask()
+    record = TrialRecord(correct=[None, False, None, True], accuracy=0.5, complete=False, sparsity=0.7)
+    record.store(trial)
+    study.tell(trial, 0.3)
+    assert TrialRecord.of(study.get_trials()[0]) == record
+
+
+def test_samples_sparse_trials_lost_are_evaluated_first_and_dense_misses_last():
+    study = _bucket_study()
+    dense = [True, True, False, True, True]
+
+    def add(correct, dense=False, reused=None):
+        trial = study.ask()
+        if reused is not None:
+            mark_reused(trial, reused)
+        TrialRecord(correct=correct, accuracy=0.0, complete=None not in correct, sparsity=0.5,
+                    dense=dense).store(trial)
+        study.tell(trial, 0.5)
+
+    add(dense, dense=True)
+    add([True, None, True, False, None])  # stopped early: lost sample 3
+    add([True, False, False, False, True])  # lost samples 1 and 3 (2: dense missed it too)
+    add([True, True, False, True, False], reused=1)  # a copy: not a measurement of its own
+    assert _objective(study, 4)._fail_first(dense) == [3, 1, 0, 4, 2]
 
 
 class _Raising:

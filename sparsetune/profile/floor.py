@@ -148,9 +148,10 @@ def judge_floor(floor: Floor, dense: Sequence[bool], sparse: Sequence[bool],
 Part = tuple[Sequence[bool], Sequence[bool], Sequence[str]]  # (dense, sparse, tasks) of one group of samples
 
 
-def best_case(partial: Sequence[bool], n: int) -> list[bool]:
-    """An early-stopped measurement of `n` samples at its best: every sample not evaluated yet right."""
-    return [*map(bool, partial), *[True] * (n - len(partial))]
+def best_case(partial: Sequence[bool | None], n: int) -> list[bool]:
+    """An early-stopped measurement of `n` samples at its best: every sample not evaluated yet right (those
+    after `partial`, and those it holds as None)."""
+    return [*(c is None or bool(c) for c in partial), *[True] * (n - len(partial))]
 
 
 @dataclass(frozen=True)

@@ -109,12 +109,13 @@ class Objective:
             def stop(partial: list[bool]) -> bool:
                 return not self._judge(dense, partial, unchanged).met
 
-            result = self._run(budget, None, stop)
+            result = self._run(budget, None, stop, order=self._fail_first(dense))
             cost = self._cost(budget, 1.0 - result.sparsity)
         # An early-stopped trial is judged on its best case (the rest all right), which still misses.
         v = self._judge(dense, result.correct, confirm_dense if is_dense else unchanged)
-        TrialRecord(correct=result.correct, accuracy=sum(result.correct) / max(result.n, 1),
-                    complete=result.n == len(self.samples), sparsity=result.sparsity, cost=cost,
+        seen = [c for c in result.correct if c is not None]
+        TrialRecord(correct=result.correct, accuracy=sum(seen) / max(len(seen), 1),
+                    complete=len(seen) == len(self.samples), sparsity=result.sparsity, cost=cost,
                     seconds=round(result.seconds, 3),
                     lower_bound=v.overall.lower_bound if self.meta.floor.confidence is not None else None,
                     dense=is_dense, confirm_correct=confirm_dense).store(trial)
@@ -195,29 +196,51 @@ class Objective:
             return f"the bucket already has its {self.target} trials complete or running"
         return None
 
+    def _fail_first(self, dense: list[bool]) -> list[int]:
+        """The search part in the order most likely to end a missing trial soonest: samples dense gets right,
+        those this bucket's measured sparse trials lost most often first; dense's misses last (a sparse budget
+        cannot lose them). The order never changes a verdict: a trial that holds runs every sample, and one
+        stopped early misses even with every unseen sample right."""
+        losses = [0] * len(dense)
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            record = TrialRecord.of(t)
+            if record is None or record.dense or reused_from(t) is not None:
+                continue
+            for i, (d, c) in enumerate(zip(dense, record.correct)):
+                losses[i] += d and c is False
+        return sorted(range(len(dense)), key=lambda i: (not dense[i], -losses[i], i))
+
     def _run(self, budget: Budget | None, samples: list[TokenSample] | None = None,
-             stop: Callable[[list[bool]], bool] | None = None) -> EvalResult:
-        """Evaluate `samples` (default: the search part) in chunks, stopping once `stop(results so far)` says the
-        rest cannot change the verdict."""
+             stop: Callable[[list[bool | None]], bool] | None = None,
+             order: list[int] | None = None) -> EvalResult:
+        """Evaluate `samples` (default: the search part) in chunks, in `order` (default: as given), stopping once
+        `stop(results so far)` says the rest cannot change the verdict. Results are aligned with the samples,
+        None where not evaluated; in the default order a stopped run's are the prefix it evaluated."""
         assert self.meta is not None and self.loaded is not None
         samples = self.samples if samples is None else samples
         n = len(samples)
-        correct: list[bool] = []
+        at = list(range(n)) if order is None else order
+        correct: list[bool | None] = [None] * n
         visible = skipped = seconds = 0.0
         calls: dict[str, int] = {}
-        for start in range(0, n, self.batch_size * 2):
-            chunk = samples[start:start + self.batch_size * 2]
-            r = evaluate(self.loaded, chunk, budget, batch_size=self.batch_size)
-            correct += r.correct
+        step = self.batch_size * 2
+        for start in range(0, n, step):
+            chunk = at[start:start + step]
+            r = evaluate(self.loaded, [samples[i] for i in chunk], budget, batch_size=self.batch_size)
+            for i, c in zip(chunk, r.correct):
+                correct[i] = c
             visible += r.stats.visible_blocks
             skipped += r.stats.skipped_blocks
             seconds += r.seconds
             for k in ("sparse_calls", "dense_calls", "fallback_calls"):
                 calls[k] = calls.get(k, 0) + getattr(r.stats, k)
-            if stop is not None and len(correct) < n and stop(correct):
+            if stop is not None and start + step < n and stop(correct):
                 break
+        if order is None:
+            while correct and correct[-1] is None:
+                correct.pop()
         stats = AttentionStats(visible_blocks=visible, skipped_blocks=skipped, **calls)
-        return EvalResult(correct=correct, per_task={}, stats=stats, seconds=seconds)
+        return EvalResult(correct=correct, per_task={}, stats=stats, seconds=seconds)  # type: ignore[arg-type]
 
     def _cost(self, budget: Budget, density: float) -> dict[str, Any]:
         m = self.meta

@@ -137,7 +137,9 @@ def meta_of(study: optuna.Study) -> BucketMeta:
 class TrialRecord:
     """What a measured trial found (complete trials; a skipped or crashed trial has none)."""
 
-    correct: list[bool]  # per evaluated sample; shorter than the bucket when stopped early
+    # Per sample of the search part: None where a trial stopped early before evaluating it (the dense trial's and
+    # complete trials' hold no None). Older stores hold a stopped trial's evaluated prefix, which reads the same.
+    correct: list[bool | None]
     accuracy: float  # over the evaluated samples
     complete: bool  # every sample evaluated (not stopped early)
     sparsity: float  # achieved: skipped / visible key blocks
@@ -166,18 +168,18 @@ class TrialRecord:
         a = t.user_attrs
         if "correct" not in a or "accuracy" not in a:
             return None
-        return cls(correct=[c == "1" for c in a["correct"]], accuracy=a["accuracy"],
+        return cls(correct=_unbits(a["correct"]), accuracy=a["accuracy"],
                    complete=bool(a.get("complete")), sparsity=a.get("sparsity", 0.0), cost=a.get("cost", {}),
                    seconds=a.get("seconds", 0.0), lower_bound=a.get("lower_bound"), dense=is_dense_trial(t),
                    confirm_correct=_unbits(a["confirm_correct"]) if "confirm_correct" in a else None)
 
 
-def _bits(correct: list[bool]) -> str:
-    return "".join("1" if c else "0" for c in correct)
+def _bits(correct: Sequence[bool | None]) -> str:
+    return "".join("-" if c is None else "1" if c else "0" for c in correct)
 
 
-def _unbits(bits: str) -> list[bool]:
-    return [c == "1" for c in bits]
+def _unbits(bits: str) -> list[bool | None]:
+    return [None if c == "-" else c == "1" for c in bits]
 
 
 _CONFIRM = "confirm:"  # study user attr prefix: a candidate trial's per-sample results on the confirmation part
