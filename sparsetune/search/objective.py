@@ -197,18 +197,19 @@ class Objective:
         return None
 
     def _fail_first(self, dense: list[bool]) -> list[int]:
-        """The search part in the order most likely to end a missing trial soonest: samples dense gets right,
-        those this bucket's measured sparse trials lost most often first; dense's misses last (a sparse budget
-        cannot lose them). The order never changes a verdict: a trial that holds runs every sample, and one
-        stopped early misses even with every unseen sample right."""
-        losses = [0] * len(dense)
+        """The search part in the order most likely to end a missing trial soonest: the samples wrong most often
+        so far first (dense's own misses count once, and once per measured sparse trial of this bucket that
+        missed them too). An early stop assumes every unseen sample right, a gain where dense missed it, so a
+        wrong answer found early, lost or not gained, ends a hopeless trial sooner. The order never changes a
+        verdict: a trial that holds runs every sample, and one stopped early misses even at its best case."""
+        wrong = [int(not d) for d in dense]
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             record = TrialRecord.of(t)
             if record is None or record.dense or reused_from(t) is not None:
                 continue
-            for i, (d, c) in enumerate(zip(dense, record.correct)):
-                losses[i] += d and c is False
-        return sorted(range(len(dense)), key=lambda i: (not dense[i], -losses[i], i))
+            for i, c in enumerate(record.correct[:len(dense)]):
+                wrong[i] += c is False
+        return sorted(range(len(dense)), key=lambda i: (-wrong[i], i))
 
     def _run(self, budget: Budget | None, samples: list[TokenSample] | None = None,
              stop: Callable[[list[bool | None]], bool] | None = None,
