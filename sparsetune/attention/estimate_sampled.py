@@ -58,7 +58,8 @@ def sampled_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: flo
         # The group's heads become extra rows of their KV head's matmul, so the keys are never copied per head.
         qs = (q[:, :, at].float() * scale).reshape(batch, kv_heads, group * n, dim)
         logits = torch.matmul(qs, keys[..., :seen]).view(batch, kv_heads, group, n, seen)
-        logits.masked_fill_(key_pos[:seen] > p[:, None], -math.inf)
+        lo = last[start] // block_size * block_size  # keys before the chunk's first query block: all visible
+        logits[..., lo:].masked_fill_(key_pos[lo:seen] > p[:, None], -math.inf)
         probs = torch.softmax(logits, dim=-1)
         per_block = probs.view(batch, kv_heads, group, n, seen // block_size, block_size).sum(-1).mean(dim=2)
         mass[..., :seen // block_size].index_add_(2, p // block_size - first, per_block)
