@@ -301,8 +301,9 @@ def test_estimators_on_captured_smollm2_queries_and_keys():
             assert (bound[0, :, r, :r + 1] >= per_kv - 1e-3).all(), f"layer {layer} row {r}: bound below a key"
 
 
+@pytest.mark.parametrize("elements", [700, 6000])  # one query (group) per chunk; chunks across query blocks
 @pytest.mark.parametrize("module", ["estimate_antidiagonal", "estimate_sampled"])
-def test_long_inputs_score_in_chunks_exactly_as_in_one_pass(monkeypatch, module):
+def test_long_inputs_score_in_chunks_exactly_as_in_one_pass(monkeypatch, module, elements):
     """Bounded memory at long lengths: scoring a few query rows at a time changes nothing."""
     import importlib
 
@@ -310,5 +311,5 @@ def test_long_inputs_score_in_chunks_exactly_as_in_one_pass(monkeypatch, module)
     q, k = torch.randn(1, 4, 90, 8), torch.randn(1, 2, 130, 8)
     budget = Budget(keep=0.5, block_size=16, estimator=module.removeprefix("estimate_"), stride=4)
     whole = block_logits(q, k, budget, 0.3)
-    monkeypatch.setattr(importlib.import_module(f"sparsetune.attention.{module}"), "_CHUNK_ELEMENTS", 700)
+    monkeypatch.setattr(importlib.import_module(f"sparsetune.attention.{module}"), "_CHUNK_ELEMENTS", elements)
     assert torch.allclose(block_logits(q, k, budget, 0.3), whole, atol=1e-6)
