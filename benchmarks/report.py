@@ -74,7 +74,10 @@ def trend(seq: list[tuple[int, float]]) -> str:
 def budget_str(b: dict[str, Any] | None) -> str:
     if b is None:
         return "dense"
-    return f"keep {b['keep']:.3g}, block {b['block_size']}, sink {b['sink']}, local {b['local']}"
+    ranking = ""  # pooled is the default estimator; others are named, as `show` names them
+    if b.get("estimator", "pooled") != "pooled":
+        ranking = f", {b['estimator']}" + (f"/{b['stride']}" if b.get("stride") else "")
+    return f"keep {b['keep']:.3g}, block {b['block_size']}, sink {b['sink']}, local {b['local']}{ranking}"
 
 
 # ---------------------------------------------------------------------------------------------- tolerance

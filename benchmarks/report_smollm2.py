@@ -71,7 +71,7 @@ def search_and_gate() -> list[str]:
     loaded = B.ProfilePolicy(prof)
     policy = loaded.to_dict()
     out = ["`sparsetune search --model smollm2 --workload benchmarks/out/smollm2_search_1401.jsonl --buckets 1024,2048 "
-           "--trials 6` (48 samples per bucket: 16 per task; 32 searched, 16 confirming) wrote "
+           "--estimator sampled --trials 6` (48 samples per bucket: 16 per task; 32 searched, 16 confirming) wrote "
            "`profiles/smollm2.yaml`:", ""]
     rows = []
     for bk in policy["buckets"]:
@@ -136,6 +136,11 @@ def main() -> None:
     if pol:
         body = R.policies_model(pol, reproduce=RUN)
         body[0] = "### Same floor, three policies"  # instead of the per-model heading the demo section uses
+        created = B.ProfilePolicy(B.ROOT / "profiles" / "smollm2.yaml").profile.provenance.created
+        if (pol.get("meta") or {}).get("date", "") < (created or "").replace("T", " "):
+            body[2:2] = [f"Measured {pol['meta']['date']}, before `profiles/smollm2.yaml` was rewritten ({created}): its "
+                         "profile row is that date's profile, and its fixed-keep and token baselines rank blocks with the "
+                         "`pooled` estimator. Not rerun since.", ""]
         if all(p["heldout"]["cost"] >= 1.0 for p in pol["policies"].values()):
             body[2:2] = ["Every policy ends dense: no candidate of any kind holds the floor on the search split, so there "
                          "is nothing to rank on this model and slice (the rows below are all the dense model).", ""]

@@ -34,7 +34,7 @@ MAP=$!
 
 step "search (search split: 1k, 2k) -> profiles/smollm2.yaml"
 SEARCH=$(split search)
-$ST search --model smollm2 --workload "$SEARCH" --buckets 1024,2048 --trials 6 \
+$ST search --model smollm2 --workload "$SEARCH" --buckets 1024,2048 --estimator sampled --trials 6 \
   --storage "$OUT/smollm2.journal" --study smollm2 -o profiles/smollm2.yaml --force --json > "$OUT/smollm2_search.json"
 
 step "gate (heldout split)"
