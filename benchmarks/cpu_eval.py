@@ -1,6 +1,7 @@
 """CPU evaluation speed on a real model, as ratios measured in one run (issue: fast CPU evaluation).
 
     .venv/bin/python benchmarks/cpu_eval.py [--model smollm2] [--lengths 2048] [--reps 3] [--samples 8]
+        [--estimator pooled] [--keeps 0.05,0.1,...] [--blocks 64,128]
 
 1. Prefill: one forward of a random prompt with ``logits_to_keep=1``, plain transformers (SDPA) against
    the same model under `sparsetune.enable` with fixed budgets over a keep grid. Reported per budget as
@@ -11,7 +12,8 @@
    sample: a prefill with ``logits_to_keep=1`` and a cache, then one decode step per further answer token.
    Reported as seconds per sample, evaluation / plain.
 
-Writes benchmarks/out/cpu_eval_<model>.json.
+Writes benchmarks/out/cpu_eval_<model>.json (cpu_eval_<model>_<estimator>.json for another estimator than
+pooled; `--samples 0` skips part 2).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ BLOCKS = (64, 128)
 
 
 def _spec(budget: Budget) -> str:
-    return f"keep={budget.keep},block={budget.block_size},sink={budget.sink},local={budget.local}"
+    return budget.to_text()
 
 
 @torch.inference_mode()
@@ -47,10 +49,9 @@ def _prefill(model, ids: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def prefill_ratios(loaded, length: int, reps: int) -> list[dict]:
+def prefill_ratios(loaded, length: int, reps: int, budgets: list[Budget]) -> list[dict]:
     model = loaded.model
     ids = torch.randint(100, min(loaded.vocab_size, 20000), (1, length), generator=torch.Generator().manual_seed(length))
-    budgets = [Budget(keep=k, block_size=b) for b in BLOCKS for k in KEEPS]
     times: dict[str, list[float]] = {"dense": []}
     _prefill(model, ids)  # warm-up
     for _ in range(reps):
@@ -105,30 +106,38 @@ def main() -> None:
     ap.add_argument("--lengths", default="2048")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--estimator", default="pooled")
+    ap.add_argument("--keeps", default=",".join(map(str, KEEPS)))
+    ap.add_argument("--blocks", default=",".join(map(str, BLOCKS)))
     args = ap.parse_args()
+    budgets = [Budget(keep=float(k), block_size=int(b), estimator=args.estimator)
+               for b in args.blocks.split(",") for k in args.keeps.split(",")]
     loaded = load_model(args.model)
     loaded.model.eval()
     lengths = [int(x) for x in args.lengths.split(",")]
     prefill, evals = [], []
     for length in lengths:
-        prefill += prefill_ratios(loaded, length, args.reps)
-        evals.append(eval_ratio(loaded, length, args.samples))
-        for r in prefill[-len(KEEPS) * len(BLOCKS) - 1:]:
+        prefill += prefill_ratios(loaded, length, args.reps, budgets)
+        for r in prefill[-len(budgets) - 1:]:
             print(f"prefill {r['length']:>5} {r['budget']:<40} {r['seconds']:7.3f} s  {r['ratio']:.3f}x", flush=True)
-        e = evals[-1]
-        print(f"dense eval {length}: {e['eval_s_per_sample']:.3f} s/sample vs plain {e['plain_s_per_sample']:.3f} "
-              f"-> {e['ratio']:.3f}x", flush=True)
+        if args.samples:
+            evals.append(eval_ratio(loaded, length, args.samples))
+            e = evals[-1]
+            print(f"dense eval {length}: {e['eval_s_per_sample']:.3f} s/sample vs plain {e['plain_s_per_sample']:.3f} "
+                  f"-> {e['ratio']:.3f}x", flush=True)
     out = {"model": args.model, "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
                                           f"torch {torch.__version__}",
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "reps": args.reps,
            "prefill": prefill, "dense_eval": evals,
            "worst_sparse_prefill_ratio": max(r["ratio"] for r in prefill[1:] if r["budget"].startswith("keep")),
-           "worst_dense_eval_ratio": max(e["ratio"] for e in evals)}
+           "worst_dense_eval_ratio": max((e["ratio"] for e in evals), default=None),
+           "command": "benchmarks/cpu_eval.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items())}
     OUT.mkdir(exist_ok=True)
-    path = OUT / f"cpu_eval_{args.model}.json"
+    suffix = "" if args.estimator == "pooled" else f"_{args.estimator}"
+    path = OUT / f"cpu_eval_{args.model}{suffix}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"worst sparse/dense prefill {out['worst_sparse_prefill_ratio']:.3f}x, "
-          f"worst dense eval / plain {out['worst_dense_eval_ratio']:.3f}x; wrote {path}")
+          f"worst dense eval / plain {out['worst_dense_eval_ratio']}; wrote {path}")
 
 
 if __name__ == "__main__":
