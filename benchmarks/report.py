@@ -12,6 +12,8 @@ import json
 import math
 from typing import Any
 
+from sparsetune.profile.budget import Budget
+
 import _bench as B
 from search_efficiency import RANDOM_CAP
 from _bench import fmt, md_table, pct
@@ -74,10 +76,9 @@ def trend(seq: list[tuple[int, float]]) -> str:
 def budget_str(b: dict[str, Any] | None) -> str:
     if b is None:
         return "dense"
-    ranking = ""  # pooled is the default estimator; others are named, as `show` names them
-    if b.get("estimator", "pooled") != "pooled":
-        ranking = f", {b['estimator']}" + (f"/{b['stride']}" if b.get("stride") else "")
-    return f"keep {b['keep']:.3g}, block {b['block_size']}, sink {b['sink']}, local {b['local']}{ranking}"
+    ranking = Budget(**b).ranking  # pooled is the default and goes unnamed; others are named as `show` names them
+    return (f"keep {b['keep']:.3g}, block {b['block_size']}, sink {b['sink']}, local {b['local']}"
+            + ("" if ranking == "pooled" else f", {ranking}"))
 
 
 # ---------------------------------------------------------------------------------------------- tolerance

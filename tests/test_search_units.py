@@ -162,6 +162,22 @@ def test_samples_wrong_most_often_so_far_are_evaluated_first():
     assert _objective(study, 4)._fail_first(dense) == [2, 3, 1, 0, 4]
 
 
+def test_a_confirmation_stopped_early_does_not_hold():
+    from sparsetune.search.results import confirmation_verdicts
+    from sparsetune.search.study import store_confirmation
+
+    study = _bucket_study()
+    study.set_user_attr("meta", _meta(floor=Floor(value=0.9), confirm_n=2, confirm_tasks=["t", "t"]).to_attr())
+    for correct, dense in (([True, True], True), ([True, True], False), ([True, True], False)):
+        trial = study.ask()
+        TrialRecord(correct=correct, accuracy=1.0, complete=True, sparsity=0.5, dense=dense,
+                    confirm_correct=[True, True] if dense else None).store(trial)
+        study.tell(trial, 1.0 if dense else 0.5)
+    store_confirmation(study, 1, [True, True])
+    store_confirmation(study, 2, [True, None])  # stopped before its second sample
+    assert confirmation_verdicts(study) == {1: True, 2: False}
+
+
 class _Raising:
     """An objective that raises `error` in every trial."""
 

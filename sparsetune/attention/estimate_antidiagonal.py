@@ -53,7 +53,7 @@ def antidiagonal_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale
     chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * heads * k_groups))  # long inputs: bounded memory
     for start in range(0, q_groups, chunk):
         rows_at = slice(start, start + chunk)
-        n = len(range(q_groups)[rows_at])
+        n = min(chunk, q_groups - start)
         # Causal: the chunk reads keys up to its last query's block; the group's heads are extra matmul rows.
         seen = min(cols, (int(qi[start + n - 1]) * stride) // block_size + 1) * per_block
         qs = qg[:, :, :, rows_at].reshape(batch, kv_heads, group * n, stride * dim)

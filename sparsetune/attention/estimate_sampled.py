@@ -50,15 +50,15 @@ def sampled_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: flo
     key_pos = torch.arange(cols * block_size, device=q.device)
     mass = torch.zeros(batch, kv_heads, rows, cols, dtype=torch.float32, device=q.device)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * heads * cols * block_size))
-    last = pos.tolist()
+    positions = pos.tolist()
     for start in range(0, idx.numel(), chunk):
         at, p = idx[start:start + chunk], pos[start:start + chunk]
         n = at.numel()
-        seen = (last[start + n - 1] // block_size + 1) * block_size  # causal: no chunk reads past its last query
+        seen = (positions[start + n - 1] // block_size + 1) * block_size  # causal: no chunk reads past its last query
         # The group's heads become extra rows of their KV head's matmul, so the keys are never copied per head.
         qs = (q[:, :, at].float() * scale).reshape(batch, kv_heads, group * n, dim)
         logits = torch.matmul(qs, keys[..., :seen]).view(batch, kv_heads, group, n, seen)
-        lo = last[start] // block_size * block_size  # keys before the chunk's first query block: all visible
+        lo = positions[start] // block_size * block_size  # keys before the chunk's first query block: all visible
         logits[..., lo:].masked_fill_(key_pos[lo:seen] > p[:, None], -math.inf)
         probs = torch.softmax(logits, dim=-1)
         per_block = probs.view(batch, kv_heads, group, n, seen // block_size, block_size).sum(-1).mean(dim=2)

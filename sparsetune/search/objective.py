@@ -216,7 +216,7 @@ class Objective:
              order: list[int] | None = None) -> EvalResult:
         """Evaluate `samples` (default: the search part) in chunks, in `order` (default: as given), stopping once
         `stop(results so far)` says the rest cannot change the verdict. Results are aligned with the samples,
-        None where not evaluated; in the default order a stopped run's are the prefix it evaluated."""
+        None where not evaluated."""
         assert self.meta is not None and self.loaded is not None
         samples = self.samples if samples is None else samples
         n = len(samples)
@@ -237,9 +237,6 @@ class Objective:
                 calls[k] = calls.get(k, 0) + getattr(r.stats, k)
             if stop is not None and start + step < n and stop(correct):
                 break
-        if order is None:
-            while correct and correct[-1] is None:
-                correct.pop()
         stats = AttentionStats(visible_blocks=visible, skipped_blocks=skipped, **calls)
         return EvalResult(correct=correct, per_task={}, stats=stats, seconds=seconds)  # type: ignore[arg-type]
 

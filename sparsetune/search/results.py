@@ -124,7 +124,8 @@ def confirmation_verdicts(study: optuna.Study) -> dict[int, bool]:
     out = {}
     for number, correct in confirmations(study).items():
         rec = records.get(number)
-        out[number] = rec is not None and len(correct) == len(base.confirm_correct) and holds_on_confirmation(
+        finished = len(correct) == len(base.confirm_correct) and None not in correct
+        out[number] = rec is not None and finished and holds_on_confirmation(
             meta.floor, (base.correct, rec.correct, meta.tasks), (base.confirm_correct, correct, meta.confirm_tasks))
     return out
 

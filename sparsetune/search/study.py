@@ -185,14 +185,14 @@ def _unbits(bits: str) -> list[bool | None]:
 _CONFIRM = "confirm:"  # study user attr prefix: a candidate trial's per-sample results on the confirmation part
 
 
-def store_confirmation(study: optuna.Study, number: int, correct: list[bool]) -> None:
-    """Keep trial `number`'s confirmation results (shorter than the part when stopped early). A finished
+def store_confirmation(study: optuna.Study, number: int, correct: list[bool | None]) -> None:
+    """Keep trial `number`'s confirmation results (None where one stopped early did not evaluate). A finished
     trial's own attrs are frozen, so they live on the study; two workers writing the same trial's
     results write the same bits (evaluation is deterministic)."""
     study.set_user_attr(f"{_CONFIRM}{number}", _bits(correct))
 
 
-def confirmations(study: optuna.Study) -> dict[int, list[bool]]:
+def confirmations(study: optuna.Study) -> dict[int, list[bool | None]]:
     """Every stored confirmation of the bucket's study, by trial number."""
     return {int(k[len(_CONFIRM):]): _unbits(v) for k, v in study.user_attrs.items()
             if k.startswith(_CONFIRM) and k[len(_CONFIRM):].isdigit()}
