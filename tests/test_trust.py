@@ -175,3 +175,28 @@ def test_an_all_dense_profile_gate_loads_nothing_and_says_so(tmp_path, run_cli, 
     assert r.code == 0, r.err
     assert any("nothing to check" in w for w in json.loads(r.out)["warnings"])
 
+
+
+# A refusal comes before torch and transformers are imported (seconds), not only before the weights load.
+_REFUSED_EARLY = [
+    (["search", "--model", "demo", "--workload", "demo", "--floor", "1.5"], "floor"),
+    (["search", "--model", "/no/such/model", "--workload", "demo"], "model"),
+    (["search", "--model", "demo", "--workload", "demo", "--confirm", "/no/such.jsonl"], "no such file"),
+    (["eval", "--model", "demo", "--workload", "demo", "--confidence", "1.5"], "confidence"),
+    (["eval", "--model", "demo", "--workload", "demo", "--budget", "block=64"], "keep="),
+    (["eval", "--model", "demo", "--workload", "/no/such.jsonl"], "no such file"),
+    (["apply", str(DEMO_PROFILE), "--model", "demo", "--check", "--workload", "/no/such.jsonl"], "no such file"),
+]
+
+
+@pytest.mark.parametrize("args,said", _REFUSED_EARLY, ids=[" ".join(a[:1] + a[-2:]) for a, _ in _REFUSED_EARLY])
+def test_bad_arguments_are_refused_before_torch_is_imported(args, said):
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom sparsetune.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+              "    print('exit', e.code, 'torch' in sys.modules, 'transformers' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert said in proc.stderr, proc.stderr
+    assert proc.stdout.split() == ["exit", "2", "False", "False"], (proc.stdout, proc.stderr)

@@ -50,6 +50,11 @@ def apply(
     if threads is not None and threads < 1:
         raise DeployError(f"threads: must be an integer >= 1, got {threads!r}")
     loaded_profile = load_profile(profile)
+    nothing_to_check = check and all(b.dense for b in loaded_profile.buckets)
+    if check and not nothing_to_check:  # a missing model or workload is refused now, not after torch loads
+        from ..evaluate.inputs import check_inputs
+
+        check_inputs(model, workload)  # type: ignore[arg-type]
     if out is not None:  # before a check that may take minutes: an unwritable --out fails now
         check_writable(out / "config.json" if fmt == "folder" else out, DeployError)
     warnings = [w for w in [deploy_lib.schema_note(profile)] if w]
@@ -67,7 +72,7 @@ def apply(
     result: dict = {"warnings": warnings}
     report = None
     untested: list[str] = []
-    if check and all(b.dense for b in loaded_profile.buckets):  # nothing the gate could find: load nothing
+    if nothing_to_check:  # nothing the gate could find: load nothing
         note = f"every bucket of {profile} is dense: the gate has nothing to check (no model or workload loaded)"
         print(f"warning: {note}", file=sys.stderr)
         warnings.append(note)

@@ -33,9 +33,8 @@ def eval_(
     """
     import json
 
-    from ..evaluate import compare, load_inputs
-    from ..evaluate.compare import eval_policy
-    from .progress import StepProgress
+    from ..evaluate.arguments import eval_policy
+    from ..evaluate.inputs import check_inputs
 
     # Every argument is checked before the model loads.
     policy, edges = eval_policy(profile, budget, buckets, confidence=confidence, threads=threads)
@@ -45,6 +44,10 @@ def eval_(
         note = check_model(policy, model_folder(model), force)  # type: ignore[arg-type]
         if note:
             print(f"warning: {note}", file=sys.stderr)
+    check_inputs(model, workload)
+    from ..evaluate import compare, load_inputs  # torch and transformers load here, after every check
+    from .progress import StepProgress
+
     if policy is None:
         print("eval: no --budget or --profile: evaluating dense attention (the baseline)", file=sys.stderr)
     with StepProgress(console(stderr=True), f"eval: {model} on {workload}") as progress:

@@ -74,11 +74,10 @@ def search(
 
     from .._io import check_writable
     from ..deploy import check_overwrite
+    from ..evaluate.inputs import check_inputs
     from ..profile.buckets import parse_edges
     from ..errors import FailingBucketWarning, SearchError, SearchWarning
-    from ..search import BucketStatus, SearchSettings, SearchSpace, run_search
-    from ..search.space import parse_choices
-    from ..search.run import failing_message
+    from ..search.space import SearchSettings, SearchSpace, parse_choices
     from ._app import EXIT_INCOMPLETE, EXIT_INTERRUPTED
     from .interrupt import quick_interrupt
 
@@ -94,6 +93,10 @@ def search(
     check_writable(out, SearchError)
     check_writable(out.with_suffix(".png"), SearchError)
     check_overwrite(out, model, workload, force)
+    check_inputs(model, workload, confirm)
+    from ..search import BucketStatus, run_search  # torch and transformers load here, after every check
+    from ..search.run import failing_message
+
     out_console = console()
     start = time.monotonic()
     resume = f"sparsetune search {' '.join(sys.argv[2:])}" if len(sys.argv) > 2 else "the same command"

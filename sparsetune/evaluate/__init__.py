@@ -1,24 +1,25 @@
 """Accuracy: teacher-forced decoding, dense vs sparse tables, and the pre-deployment gate.
 
-`evaluate` and `compare` import torch; import this package only where a model runs.
+`evaluate` and `compare` import torch, so the names load on first use: a command can check its arguments
+(`evaluate.arguments`) and refuse bad ones before torch is imported.
 """
 
-from .compare import BucketComparison, compare
-from .decode import DEFAULT_BATCH_SIZE, EvalResult, Score, evaluate, fill_answers
-from .gate import BucketCheck, CheckReport, Verdict, check_profile
-from .inputs import load_inputs
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "BucketCheck",
-    "BucketComparison",
-    "CheckReport",
-    "EvalResult",
-    "Score",
-    "Verdict",
-    "check_profile",
-    "compare",
-    "evaluate",
-    "fill_answers",
-    "load_inputs",
-]
+_EXPORTS = {
+    "BucketComparison": ".compare", "compare": ".compare",
+    "DEFAULT_BATCH_SIZE": ".decode", "EvalResult": ".decode", "Score": ".decode", "evaluate": ".decode",
+    "fill_answers": ".decode",
+    "BucketCheck": ".gate", "CheckReport": ".gate", "Verdict": ".gate", "check_profile": ".gate",
+    "load_inputs": ".inputs",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value

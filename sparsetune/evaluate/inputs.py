@@ -5,17 +5,28 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..workload.files import DEFAULT_ANSWER_TOKENS, DEMO_HELDOUT, Workload, load_workload
+from ..workload.files import DEFAULT_ANSWER_TOKENS, DEMO_HELDOUT, Workload, load_workload, workload_path
 from ..workload.models import LoadedModel, load_model
 from .progress import Progress, per_batch
 
-__all__ = ["DEMO_HELDOUT", "load_inputs", "load_more", "set_threads", "workload_source"]
+__all__ = ["DEMO_HELDOUT", "check_inputs", "load_inputs", "load_more", "set_threads", "workload_source"]
 
 
 def workload_source(name: str) -> str:
     """The one place built-in workload names beyond `demo` resolve: `demo-heldout` is the packaged held-out
     split (for `eval`, `apply --check` and `search --confirm` alike); anything else passes through."""
     return str(DEMO_HELDOUT) if name == "demo-heldout" else name
+
+
+def check_inputs(model: str, *workloads: str | None) -> None:
+    """The model resolves and every workload file exists (ModelError, WorkloadError): the cheap half of
+    `load_inputs`, run before torch and the weights load, so a typo is refused at once."""
+    from ..deploy import model_folder
+
+    model_folder(model)
+    for workload in workloads:
+        if workload is not None:
+            workload_path(workload_source(workload))
 
 
 def set_threads(threads: int) -> None:

@@ -2,30 +2,27 @@
 
 space (what may be chosen) -> storage (where trials live) -> study (typed records in storage) ->
 sampler -> objective (one trial) -> run (workers and buckets) -> results (outcomes, progress, profile).
-Imports optuna and torch: import this package only where a search runs.
+`run` imports torch, so the names load on first use: `search` checks its settings (`search.space`) and
+refuses bad ones before torch is imported.
 """
 
-from .results import BucketOutcome, BucketProgress, BucketStatus, bucket_outcomes, profile_from_storage, study_progress
-from .run import SearchRun, TrialEvent, run_search, search
-from .space import SearchSettings, SearchSpace
-from .storage import heartbeat_settings, open_storage
-from .study import BucketMeta, TrialRecord
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "BucketMeta",
-    "BucketOutcome",
-    "BucketProgress",
-    "BucketStatus",
-    "SearchRun",
-    "SearchSettings",
-    "SearchSpace",
-    "TrialEvent",
-    "TrialRecord",
-    "bucket_outcomes",
-    "heartbeat_settings",
-    "open_storage",
-    "profile_from_storage",
-    "run_search",
-    "search",
-    "study_progress",
-]
+_EXPORTS = {
+    "BucketOutcome": ".results", "BucketProgress": ".results", "BucketStatus": ".results",
+    "bucket_outcomes": ".results", "profile_from_storage": ".results", "study_progress": ".results",
+    "SearchRun": ".run", "TrialEvent": ".run", "run_search": ".run", "search": ".run",
+    "SearchSettings": ".space", "SearchSpace": ".space",
+    "heartbeat_settings": ".storage", "open_storage": ".storage",
+    "BucketMeta": ".study", "TrialRecord": ".study",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value

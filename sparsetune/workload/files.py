@@ -25,6 +25,7 @@ __all__ = [
     "DEMO_WORKLOAD",
     "TokenSample",
     "Workload",
+    "workload_path",
     "load_workload",
     "parse_lengths",
     "parse_tasks",
@@ -161,6 +162,21 @@ def workload_file(name: str | os.PathLike[str]) -> Path:
     return builtin if builtin is not None else Path(name).expanduser()
 
 
+def workload_path(path_or_demo: str | os.PathLike[str]) -> tuple[str, Path]:
+    """The name and file of a `--workload` value (`demo` or a JSONL path); WorkloadError when there is no
+    such file. Cheap, so commands call it before a model loads."""
+    if os.fspath(path_or_demo) == "demo":
+        if not DEMO_WORKLOAD.is_file():
+            raise WorkloadError(f"{DEMO_WORKLOAD}: the demo workload is missing from the package")
+        return "demo", DEMO_WORKLOAD
+    path = Path(path_or_demo).expanduser()
+    if path.is_dir():
+        raise WorkloadError(f"{path}: is a directory, expected a JSONL file (one JSON object per line)")
+    if not path.is_file():
+        raise WorkloadError(f"{path}: no such file")
+    return path.name, path
+
+
 def load_workload(
     path_or_demo: str | os.PathLike[str],
     tokenizer: Any | None,
@@ -173,17 +189,7 @@ def load_workload(
     A sample without an answer counts `answer_tokens` for the fidelity answer it will get.
     Blank lines are skipped. Raises WorkloadError starting with ``file:line:``.
     """
-    if os.fspath(path_or_demo) == "demo":
-        name, path = "demo", DEMO_WORKLOAD
-        if not path.is_file():
-            raise WorkloadError(f"{path}: the demo workload is missing from the package")
-    else:
-        path = Path(path_or_demo).expanduser()
-        name = path.name
-        if path.is_dir():
-            raise WorkloadError(f"{path}: is a directory, expected a JSONL file (one JSON object per line)")
-        if not path.is_file():
-            raise WorkloadError(f"{path}: no such file")
+    name, path = workload_path(path_or_demo)
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -10,13 +10,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .._io import canonical_sha256
 from ..errors import MODEL_FORMS, ModelError
 from . import gguf
+
+if TYPE_CHECKING:  # torch loads with the model, so resolving a model name stays cheap (arguments are checked first)
+    import torch
 
 __all__ = ["DEMO_MODEL", "LoadedModel", "config_sha256", "load_model", "load_tokenizer", "max_positions",
            "weights_id"]
@@ -157,13 +158,15 @@ def load_tokenizer(name_or_path: str) -> Any:
         raise ModelError(f"model: cannot load the tokenizer in {str(path)!r}: {e}") from None
 
 
-def load_model(name_or_path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
+def load_model(name_or_path: str, dtype: torch.dtype | None = None) -> LoadedModel:
     """Load `demo`, a local folder or a GGUF model (`workload.gguf`) through AutoModelForCausalLM /
-    AutoTokenizer, in eval mode."""
+    AutoTokenizer, in eval mode, in `dtype` (float32 when None)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # sparsetune draws its own progress; no per-load bars on stderr
+    dtype = torch.float32 if dtype is None else dtype
     gguf_path = gguf.gguf_file(name_or_path)
     if gguf_path is not None:
         return _load_gguf(gguf_path, dtype)
