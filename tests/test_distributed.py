@@ -211,6 +211,34 @@ def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path
     assert not outs[0].exists()
 
 
+# ---------------------------------------------------------------------------------------- one machine
+
+
+@pytest.mark.slow
+def test_local_workers_share_one_journal_and_one_profile_is_written(tmp_path, run_cli):
+    # `--workers 2` is the same two workers on a local journal: both run trials, the invariants of a shared
+    # study hold, and the profile (written by the calling process alone) is the storage's.
+    workload = _slice(tmp_path, per_task=6)
+    out = tmp_path / "p.yaml"
+    r = run_cli("search", "--model", "demo", "--workload", workload, "--buckets", "256,512", "--trials", 10,
+                "--study", "local", "-o", out, "--workers", 2, "--json")
+    assert r.code == 0, r.err
+    storage = open_storage(None, out.with_suffix(".optuna.journal"))
+    workers = set()
+    for edge in (256, 512):
+        study = optuna.load_study(study_name=f"local:{edge}", storage=storage)
+        workers |= {worker_of(t) for t in _check_bucket(study, 10) if counts_as_trial(t)}
+    assert len(workers) == 2, workers  # the helper ran trials too
+    assert load_profile(out) == profile_from_storage(storage, "local")
+    assert json.loads(r.out)["profile"] == json.loads(profile_from_storage(storage, "local").to_json())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.optuna.journal", "p.png", "p.yaml", "w.jsonl"]
+
+
+def test_workers_must_be_positive(tmp_path, run_cli):
+    r = run_cli("search", "--model", "demo", "--workload", "demo", "--workers", 0, "-o", tmp_path / "p.yaml")
+    assert r.code == 2 and "workers" in r.err and not list(tmp_path.iterdir()), r.err
+
+
 # ---------------------------------------------------------------------------------------- CLI, no server
 
 

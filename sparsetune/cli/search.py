@@ -14,6 +14,7 @@ from ._app import (AnswerTokensOpt, BucketsOpt, ConfidenceOpt, JsonOpt, ModelOpt
 
 @app.command()
 def search(
+    ctx: typer.Context,
     model: ModelOpt,
     workload: WorkloadOpt,
     out: OutOpt = Path("profile.yaml"),
@@ -59,6 +60,12 @@ def search(
     threads: Annotated[Optional[int], typer.Option(
         "--threads", help="Torch CPU threads for this worker (default: torch's, all cores); give each of several "
                           "workers on one host its share.", show_default=False)] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", help="Worker processes on this machine, sharing the storage and its trials (each takes an "
+                          "equal share of the cores unless --threads says otherwise); the search is the same "
+                          "as N users' workers on one storage.")] = 1,
+    helper: Annotated[bool, typer.Option("--helper", hidden=True,
+                                         help="A --workers helper: search, write nothing.")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Overwrite an existing file at --out that is not a profile of this model and workload.")] = False,
     json_output: JsonOpt = False,
@@ -78,10 +85,13 @@ def search(
     from ..profile.buckets import parse_edges
     from ..errors import FailingBucketWarning, SearchError, SearchWarning
     from ..search.space import SearchSettings, SearchSpace, parse_choices
+    from ..search.workers import helpers, threads_per_worker
     from ._app import EXIT_INCOMPLETE, EXIT_INTERRUPTED
     from .interrupt import quick_interrupt
 
     # Every argument is checked before anything is written or any storage is opened.
+    if workers < 1:
+        raise SearchError(f"workers: must be an integer >= 1, got {workers!r}")
     settings = SearchSettings(floor=floor, floor_kind=floor_kind, confidence=confidence or None,
                               per_task=per_task, min_dense=min_dense, edges=parse_edges(buckets),
                               trials=trials, timeout=timeout, study=study or out.stem, seed=seed,
@@ -89,7 +99,7 @@ def search(
                                   e.strip() for e in estimator.split(",") if e.strip()),
                                   dense_layers=parse_choices("dense-layers", dense_layers),
                                   dense_tails=parse_choices("dense-tail", dense_tail)),
-                              threads=threads, allow_oracle=allow_oracle)
+                              threads=threads_per_worker(workers, threads), allow_oracle=allow_oracle)
     check_writable(out, SearchError)
     check_writable(out.with_suffix(".png"), SearchError)
     check_overwrite(out, model, workload, force)
@@ -109,7 +119,10 @@ def search(
             from .progress import SearchProgress
 
             # Progress goes to stderr, so it shows with --json too (a scripted search is long work as well).
-            with SearchProgress(console(stderr=True)) as progress:
+            if helper:  # started by another `search --workers`: it shows progress and writes the profile
+                run_search(model, workload, settings, out, storage, answer_tokens, confirm=confirm, write=False)
+                return
+            with helpers(_helper_args(ctx, settings.threads), workers - 1), SearchProgress(console(stderr=True)) as progress:
                 run = run_search(model, workload, settings, out, storage, answer_tokens,
                                  on_event=progress.update, confirm=confirm)
     except KeyboardInterrupt:
@@ -138,3 +151,20 @@ def search(
     if incomplete:
         raise typer.Exit(EXIT_INCOMPLETE)
 
+
+
+def _helper_args(ctx: typer.Context, threads: int | None) -> list[str]:
+    """This command's options as parsed, for its `--workers` helpers: one worker each, its share of threads."""
+    args: list[str] = []
+    for p in ctx.command.params:
+        value = ctx.params.get(p.name)  # type: ignore[arg-type]
+        if p.name in ("workers", "helper", "threads", "json_output") or value is None:
+            continue
+        if getattr(p, "is_flag", False):
+            if p.secondary_opts:
+                args.append(p.opts[0] if value else p.secondary_opts[0])
+            elif value:
+                args.append(p.opts[0])
+        else:
+            args += [p.opts[0], str(value)]
+    return args + (["--threads", str(threads)] if threads is not None else [])

@@ -361,10 +361,12 @@ class SearchRun:
 
 def run_search(model: str, workload: str, settings: SearchSettings, out: str | os.PathLike[str],
                storage_url: str | None = None, answer_tokens: int = DEFAULT_ANSWER_TOKENS,
-               on_event: Callable | None = None, plot: bool = True, confirm: str | None = None) -> SearchRun:
+               on_event: Callable | None = None, plot: bool = True, confirm: str | None = None,
+               write: bool = True) -> SearchRun:
     """Search (or resume), then write the profile atomically and its frontier plot beside it.
 
     `confirm` names a workload whose samples confirm the candidates instead of a split of `workload`.
+    `write=False` (a `--workers` helper) writes neither: the process that started the helpers does.
     """
     from ..evaluate.inputs import load_inputs, load_more
 
@@ -378,10 +380,11 @@ def run_search(model: str, workload: str, settings: SearchSettings, out: str | o
     storage, where = storage_for(out, storage_url)
     profile, outcomes = search(loaded, work, settings, storage, storage_url=storage_url, on_event=on_event,
                                confirm=extra)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    profile.save(out)
     plot_path = None
-    if plot:
+    if write:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        profile.save(out)
+    if write and plot:
         from ..plot import plot_frontier
 
         plot_path = plot_frontier(outcomes, out.with_suffix(".png"),
