@@ -281,3 +281,14 @@ def test_collect_needs_an_existing_storage(tmp_path, run_cli):
     result = run_cli("collect", "--storage", empty, "--study", "s", "-o", tmp_path / "p.yaml")
     assert result.code == 2 and "no bucket studies" in result.err
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_a_failed_helper_is_one_error_naming_its_last_line():
+    from sparsetune.errors import SearchError
+    from sparsetune.search.workers import helpers, threads_per_worker
+
+    with pytest.raises(SearchError, match=r"helper 1 exited with 2: .*--bogus"):
+        with helpers(["--bogus"], 1):
+            pass
+    assert threads_per_worker(1, None) is None and threads_per_worker(3, 5) == 5
+    assert threads_per_worker(2, None) == max(1, (os.cpu_count() or 1) // 2)

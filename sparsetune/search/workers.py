@@ -52,7 +52,9 @@ def helpers(args: Sequence[str], count: int) -> Iterator[list[subprocess.Popen]]
             code = p.wait()
             if code != 0:
                 log.seek(0)
-                lines = [line for line in log.read().splitlines() if line.strip()]
+                # its last line that says something (a usage error comes in a rich box: drop the frame)
+                lines = [t for t in (line.strip("│╭╮╰╯─ \t") for line in log.read().splitlines())
+                         if any(c.isalnum() for c in t)]
                 failed.append(f"helper {k} exited with {code}: {lines[-1] if lines else 'no output'}")
             log.close()
     if failed:
