@@ -343,3 +343,51 @@ def test_a_new_study_enqueues_dense_then_the_anchors_and_suggest_reads_them_back
         study.tell(trial, 1.0)
     assert got[0].is_dense
     assert got[1:] == [space.budget_of(p) for p in space.anchor_params(512)]
+
+
+def test_a_trial_that_cannot_cost_less_than_the_confirmed_budget_is_pruned_unrun():
+    from sparsetune.profile.budget import Budget
+    from sparsetune.search.study import pruned_reason, store_confirmation
+    from sparsetune.workload.files import TokenSample
+
+    study = _bucket_study()
+    meta = _meta(floor=Floor(value=0.9), confirm_n=2, confirm_tasks=["t", "t"])
+    study.set_user_attr("meta", meta.to_attr())
+    space = SearchSpace()
+    samples = [TokenSample(input_ids=[1] * 200, answer_ids=[2], task="t", line=i) for i in (1, 2)]
+    objective = Objective(None, samples[:1], meta, space, study, None, 8, 10, confirm_samples=samples[1:])
+
+    def add(params: dict | None, value: float) -> None:
+        if params is not None:
+            study.enqueue_trial(params)
+        trial = study.ask()
+        budget = space.suggest(trial)
+        TrialRecord(correct=[True, True], accuracy=1.0, complete=True, sparsity=1 - value, dense=budget.is_dense,
+                    confirm_correct=[True, True] if budget.is_dense else None).store(trial)
+        trial.set_constraint("floor", -0.1)
+        study.tell(trial, value)
+
+    add(None, 1.0)  # the enqueued dense trial
+    chosen = Budget(keep=0.5, block_size=32, sink=1, local=1)
+    add({"block_size": 32, "sink": 1, "local": 1, "keep": 0.5}, objective.planned_cost(chosen))
+    store_confirmation(study, 1, [True, True])
+
+    def settle(budget: Budget) -> str | None:
+        study.enqueue_trial({"block_size": budget.block_size, "sink": budget.sink, "local": budget.local,
+                             "keep": budget.keep})
+        trial = study.ask()
+        space.suggest(trial)
+        try:
+            objective._unneeded(trial, budget)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            return pruned_reason(study.get_trials()[-1])
+        study.tell(trial, state=TrialState.FAIL)
+        return None
+
+    # Another family keeping as many blocks per row costs the same: it cannot make the profile cheaper.
+    same = Budget(keep=0.5, block_size=32, sink=0, local=2)
+    assert objective.planned_cost(same) == pytest.approx(objective.planned_cost(chosen))
+    assert settle(same) == "plans to cost no less than trial 1, already confirmed"
+    assert "no less than trial 1" in settle(Budget(keep=0.7, block_size=32, sink=1, local=2))
+    assert settle(Budget(keep=0.3, block_size=32, sink=0, local=2)) is None  # cheaper: it runs

@@ -132,8 +132,8 @@ class Objective:
     def _unneeded(self, trial: optuna.Trial, budget: Budget) -> float | None:
         """Settle a trial without evaluating it, when that is known before it runs: a budget that keeps the
         blocks a measured trial kept reuses that measurement (its value is returned); one whose planned cost
-        exceeds the budget already confirmed for the bucket cannot be chosen, and one that keeps every block
-        is the dense trial: both are pruned (`optuna.TrialPruned`). None: evaluate it."""
+        is not below the budget already confirmed for the bucket cannot make the profile cheaper, and one that
+        keeps every block is the dense trial: both are pruned (`optuna.TrialPruned`). None: evaluate it."""
         if planned_density(budget, self.shapes) >= 1.0:
             mark_pruned(trial, "keeps every visible block here: the dense trial measured that")
             raise optuna.TrialPruned("keeps every block")
@@ -157,9 +157,10 @@ class Objective:
                 return float(t.value)  # type: ignore[arg-type]
         assert self.meta is not None
         chosen = walk(candidates(self.study), confirmation_verdicts(self.study), self.meta.confirm_limit).chosen
-        if chosen is not None and self.planned_cost(budget) > self.planned_cost(chosen.budget) + 1e-12:
-            mark_pruned(trial, f"plans to cost more than trial {chosen.number}, already confirmed")
-            raise optuna.TrialPruned("costs more than the confirmed budget")
+        # At the confirmed cost or above a budget cannot make the profile cheaper, even when it holds.
+        if chosen is not None and self.planned_cost(budget) >= self.planned_cost(chosen.budget) - 1e-12:
+            mark_pruned(trial, f"plans to cost no less than trial {chosen.number}, already confirmed")
+            raise optuna.TrialPruned("costs no less than the confirmed budget")
         return None
 
     def _judge(self, dense: list[bool], partial: list[bool], confirm_dense: list[bool]) -> Any:

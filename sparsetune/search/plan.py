@@ -4,7 +4,8 @@ A top-k budget keeps ``max(ceil(keep * visible), always-kept)`` blocks of each r
 (`attention.select`), so its block counts, and so its cost, follow from the block size, sink, local, dense
 tail and keep alone. Two budgets of one family whose counts agree at every row length the bucket can see
 keep the same blocks everywhere: the second needs no evaluation (`mask_key`). A budget whose planned cost
-exceeds one already confirmed for the bucket cannot be chosen: it need not run (`planned_density`).
+is not below one already confirmed for the bucket cannot make the profile cheaper: it need not run
+(`planned_density`).
 Coverage budgets keep a data-dependent count, so only their always-kept blocks are known: their key is
 their own and their planned density a lower bound.
 """
