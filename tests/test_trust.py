@@ -136,6 +136,11 @@ def test_model_forms_are_named_in_help_and_error(run_cli):
     assert r.code == 2 and "smollm2" in r.err and ".gguf" in r.err, r.err
 
 
+def test_confidence_help_says_what_0_means(run_cli):
+    text = " ".join(run_cli("search", "--help").out.replace("│", " ").split())
+    assert "0 judges the point estimate" in text, text
+
+
 def test_threads_are_checked_before_anything_loads(run_cli):
     for command in ("eval", "apply"):
         assert "--threads" in run_cli(command, "--help").out
