@@ -6,8 +6,7 @@ sampler -> objective (one trial) -> run (workers and buckets) -> results (outcom
 refuses bad ones before torch is imported.
 """
 
-from importlib import import_module
-from typing import Any
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "BucketOutcome": ".results", "BucketProgress": ".results", "BucketStatus": ".results",
@@ -19,10 +18,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
