@@ -291,4 +291,4 @@ def test_a_failed_helper_is_one_error_naming_its_last_line():
         with helpers(["--bogus"], 1):
             pass
     assert threads_per_worker(1, None) is None and threads_per_worker(3, 5) == 5
-    assert threads_per_worker(2, None) == max(1, (os.cpu_count() or 1) // 2)
+    assert threads_per_worker(2, None) == max(1, len(os.sched_getaffinity(0)) // 2)

@@ -26,7 +26,8 @@ def threads_per_worker(workers: int, threads: int | None) -> int | None:
     torch's default)."""
     if threads is not None or workers == 1:
         return threads
-    return max(1, (os.cpu_count() or 1) // workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // workers)
 
 
 @contextmanager
