@@ -18,9 +18,10 @@ from sparsetune.errors import BudgetError
 from sparsetune.profile.budget import ESTIMATORS, Budget
 
 
-def true_mass(q, k, bs, scale, positions=None):
-    """fp64 [B, Hkv, QB, KB]: mean over a query block's (chosen) queries and the group's heads of the causal
-    softmax mass on each key block. Loops, no cleverness: the reference the estimators must equal."""
+def true_mass(q, k, bs, scale, positions=None, reduce="mean"):
+    """fp64 [B, Hkv, QB, KB]: mean (or, with reduce="max", the largest) over a query block's (chosen) queries
+    and the group's heads of the causal softmax mass on each key block. Loops, no cleverness: the reference
+    the estimators must equal."""
     q, k = q.double(), k.double()
     batch, heads, seq_q, _ = q.shape
     kv_heads, seq_k = k.shape[1], k.shape[2]
@@ -36,8 +37,12 @@ def true_mass(q, k, bs, scale, positions=None):
         for h in range(heads):
             probs = torch.softmax((k[:, h // group, :p + 1] @ q[:, h, i, :, None]).squeeze(-1) * scale, dim=-1)
             for c in range(cols):
-                out[:, h // group, r, c] += probs[:, c * bs:(c + 1) * bs].sum(-1) / group
-    return out / count[:, None]
+                m = probs[:, c * bs:(c + 1) * bs].sum(-1)
+                if reduce == "max":
+                    out[:, h // group, r, c] = torch.maximum(out[:, h // group, r, c], m)
+                else:
+                    out[:, h // group, r, c] += m / group
+    return out if reduce == "max" else out / count[:, None]
 
 
 SHAPES = [  # (B, Hq, Hkv, Sq, Sk, D, block): prefill, partial blocks, a chunk, GQA 3:1, decode
@@ -74,6 +79,39 @@ def test_sampled_is_the_true_mass_of_its_sampled_queries(shape, stride):
     assert torch.allclose(got, want, atol=1e-5), f"sampled mass: max error {(got - want).abs().max():.2e}"
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("stride", [4, 16])
+def test_peak_is_the_largest_mass_of_its_sampled_queries_and_heads(shape, stride):
+    batch, hq, hkv, sq, sk, d, bs = shape
+    torch.manual_seed(sum(shape) + stride + 1)
+    q, k = torch.randn(batch, hq, sq, d), torch.randn(batch, hkv, sk, d)
+    got = block_logits(q, k, Budget(keep=0.5, block_size=bs, estimator="peak", stride=stride), d ** -0.5).exp().double()
+    want = true_mass(q, k, bs, d ** -0.5, sampled_positions(sq, sk, stride), reduce="max")
+    assert torch.allclose(got, want, atol=1e-5), f"peak mass: max error {(got - want).abs().max():.2e}"
+
+
+def test_peak_keeps_a_block_one_head_needs_where_the_mean_outvotes_it():
+    """Three heads of a KV group read blocks 1-3 broadly; the fourth reads one key in block 5. The group's mean
+    ranks block 5 below the three, the peak keeps it (and the oracle, a mean too, drops it)."""
+    torch.manual_seed(2)
+    d, seq, bs = 32, 512, 64
+    q, k = torch.randn(1, 4, seq, d) * 0.3, torch.randn(1, 1, seq, d) * 0.3
+    broad = torch.randn(d)
+    broad = broad / broad.norm() * 5
+    needle = torch.randn(d)
+    needle = needle - (needle @ broad) / (broad @ broad) * broad
+    needle = needle / needle.norm() * 7
+    for b in (1, 2, 3):
+        k[0, 0, b * bs:(b + 1) * bs] += broad / 5
+    k[0, 0, 5 * bs + 17] = needle
+    q[0, 1:, -bs:] += broad / 5
+    q[0, 0, -bs:] += needle / 3
+    for estimator, stride, found in (("sampled", 16, False), ("oracle", None, False), ("peak", 16, True)):
+        mask = select_blocks(q, k, Budget(keep=0.5, block_size=bs, sink=0, local=1, estimator=estimator, stride=stride))
+        kept = mask.kv_indices[0, 0, -1, :int(mask.kv_num_blocks[0, 0, -1])].tolist()
+        assert (5 in kept) is found, f"{estimator}: kept blocks {kept}"
+
+
 def test_every_query_block_gets_a_sample_and_its_mass_sums_to_one():
     torch.manual_seed(0)
     q, k = torch.randn(1, 2, 100, 8), torch.randn(1, 2, 300, 8)
@@ -101,7 +139,7 @@ def test_a_planted_needle_is_found_by_sampling_and_lost_by_pooling():
     q, k = planted_needle()
     bs = 64
     row = -1  # the last query block
-    for estimator, found in (("sampled", True), ("oracle", True), ("pooled", False)):
+    for estimator, found in (("sampled", True), ("peak", True), ("oracle", True), ("pooled", False)):
         budget = Budget(keep=0.3, block_size=bs, sink=0, local=1, estimator=estimator)
         mask = select_blocks(q, k, budget)
         kept = mask.kv_indices[0, 0, row, :int(mask.kv_num_blocks[0, 0, row])].tolist()
@@ -119,7 +157,7 @@ def test_registry_and_declarations_agree_and_budgets_round_trip_as_text():
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"estimator": "bogus"}, "estimator: must be one of pooled, sampled, antidiagonal, vslash, quest, oracle, got 'bogus'"),
+    ({"estimator": "bogus"}, "estimator: must be one of pooled, sampled, peak, antidiagonal, vslash, quest, oracle, got 'bogus'"),
     ({"estimator": "pooled", "stride": 8}, "stride: not used by estimator 'pooled', got 8"),
     ({"estimator": "sampled", "stride": 12}, "stride: must be a power of two <= block_size (64), got 12"),
     ({"estimator": "sampled", "stride": 128}, "stride: must be a power of two <= block_size (64), got 128"),
@@ -243,7 +281,7 @@ def test_a_planted_needle_is_found_where_pooling_loses_it(estimator, stride):
     assert 5 in kept, f"{estimator}: kept blocks {kept}"
 
 
-@pytest.mark.parametrize("estimator", ["pooled", "sampled", "antidiagonal", "vslash", "quest"])
+@pytest.mark.parametrize("estimator", ["pooled", "sampled", "peak", "antidiagonal", "vslash", "quest"])
 def test_deployable_estimators_cost_far_less_than_the_oracle_at_2k(estimator):
     """The cost model's selection price: every deployable estimator under 1/4 of the oracle's dense pass."""
     spec, oracle = ESTIMATORS[estimator], ESTIMATORS["oracle"]
@@ -302,14 +340,15 @@ def test_estimators_on_captured_smollm2_queries_and_keys():
 
 
 @pytest.mark.parametrize("elements", [700, 6000])  # one query (group) per chunk; chunks across query blocks
-@pytest.mark.parametrize("module", ["estimate_antidiagonal", "estimate_sampled"])
-def test_long_inputs_score_in_chunks_exactly_as_in_one_pass(monkeypatch, module, elements):
+@pytest.mark.parametrize("module, estimator", [("estimate_antidiagonal", "antidiagonal"),
+                                               ("estimate_sampled", "sampled"), ("estimate_sampled", "peak")])
+def test_long_inputs_score_in_chunks_exactly_as_in_one_pass(monkeypatch, module, estimator, elements):
     """Bounded memory at long lengths: scoring a few query rows at a time changes nothing."""
     import importlib
 
     torch.manual_seed(6)
     q, k = torch.randn(1, 4, 90, 8), torch.randn(1, 2, 130, 8)
-    budget = Budget(keep=0.5, block_size=16, estimator=module.removeprefix("estimate_"), stride=4)
+    budget = Budget(keep=0.5, block_size=16, estimator=estimator, stride=4)
     whole = block_logits(q, k, budget, 0.3)
     monkeypatch.setattr(importlib.import_module(f"sparsetune.attention.{module}"), "_CHUNK_ELEMENTS", elements)
     assert torch.allclose(block_logits(q, k, budget, 0.3), whole, atol=1e-6)

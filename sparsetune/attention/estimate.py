@@ -26,6 +26,7 @@ Estimate = Callable[[torch.Tensor, torch.Tensor, Budget, float], torch.Tensor]
 ESTIMATE: dict[str, Estimate] = {
     "pooled": lambda q, k, b, scale: pooled_logits(q, k, b.block_size, scale),
     "sampled": lambda q, k, b, scale: sampled_logits(q, k, b.block_size, scale, b.stride),  # type: ignore[arg-type]
+    "peak": lambda q, k, b, scale: sampled_logits(q, k, b.block_size, scale, b.stride, "max"),  # type: ignore[arg-type]
     "antidiagonal": lambda q, k, b, scale: antidiagonal_logits(q, k, b.block_size, scale, b.stride),  # type: ignore[arg-type]
     "vslash": lambda q, k, b, scale: vslash_logits(q, k, b.block_size, scale),
     "quest": lambda q, k, b, scale: quest_logits(q, k, b.block_size, scale),

@@ -10,6 +10,10 @@ the `oracle` (a diagnostic: it costs a dense pass).
 
 Measured on SmolLM2-135M, 2k tokens, keep 0.2 (77% block sparsity), 16 samples: stride 8 and 16 both kept
 15 of 16 answers, as the true mass did; mean pooling kept 5.
+
+`peak` (``reduce="max"``) keeps, per key block, the largest mass any sampled query of any head of the group gives
+it instead of the mean: a block one retrieval head reads from one query is not outvoted by the others (Quest's
+"any query may need it" view, from exact scores).
 """
 
 from __future__ import annotations
@@ -34,11 +38,16 @@ def sampled_positions(seq_q: int, seq_k: int, stride: int, device: torch.device 
     return ((pos % stride == stride - 1) | (pos == seq_k - 1)).nonzero().squeeze(1)
 
 
-def sampled_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float, stride: int) -> torch.Tensor:
+def sampled_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float, stride: int,
+                   reduce: str = "mean") -> torch.Tensor:
     """fp32 [B, Hkv, QB, KB] block logits: log of the estimated attention mass (-inf where none was seen).
 
-    The softmax of a row over its visible blocks is the estimated mass (the logs of masses that sum to 1).
+    `reduce` combines the sampled queries of a query block and the group's heads: "mean" (the mass) or "max"
+    (the peak). With "mean" the softmax of a row over its visible blocks is the estimated mass (the logs of
+    masses that sum to 1); with "max" the logits rank blocks and their softmax is a normalised peak.
     """
+    if reduce not in ("mean", "max"):
+        raise ValueError(f"reduce: must be 'mean' or 'max', got {reduce!r}")
     batch, heads, seq_q, dim = q.shape
     kv_heads, seq_k = k.shape[1], k.shape[2]
     group = heads // kv_heads
@@ -61,7 +70,13 @@ def sampled_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: flo
         lo = positions[start] // block_size * block_size  # keys before the chunk's first query block: all visible
         logits[..., lo:].masked_fill_(key_pos[lo:seen] > p[:, None], -math.inf)
         probs = torch.softmax(logits, dim=-1)
-        per_block = probs.view(batch, kv_heads, group, n, seen // block_size, block_size).sum(-1).mean(dim=2)
-        mass[..., :seen // block_size].index_add_(2, p // block_size - first, per_block)
+        per_block = probs.view(batch, kv_heads, group, n, seen // block_size, block_size).sum(-1)
+        if reduce == "max":
+            row = (p // block_size - first)[None, None, :, None].expand(batch, kv_heads, n, seen // block_size)
+            mass[..., :seen // block_size].scatter_reduce_(2, row, per_block.amax(dim=2), "amax")
+        else:
+            mass[..., :seen // block_size].index_add_(2, p // block_size - first, per_block.mean(dim=2))
+    if reduce == "max":
+        return mass.log()
     counts = torch.bincount(pos // block_size - first, minlength=rows).to(mass.dtype)
     return (mass / counts[:, None]).log()

@@ -33,7 +33,8 @@ def search(
     method: Annotated[str, typer.Option("--method", help="Block selection rule: topk or coverage.")] = "topk",
     estimator: Annotated[str, typer.Option(
         "--estimator", help="How blocks are ranked, one or a comma-separated choice the search makes per bucket: "
-                            "pooled (mean-pooled q.k), sampled (exact attention of every stride-th query), "
+                            "pooled (mean-pooled q.k), sampled (exact attention of every stride-th query), peak (sampled, "
+                            "each block's largest mass instead of the mean), "
                             "antidiagonal (XAttention's strided sums), vslash (the last queries' vertical and slash "
                             "lines), quest (per-block key bounds), oracle (the true mass: a dense pass, needs "
                             "--allow-oracle).")] = "pooled",

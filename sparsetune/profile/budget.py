@@ -54,7 +54,7 @@ class EstimatorSpec:
             return groups * groups / 2.0 * heads * (2.0 * (stride or 1) * head_dim + 4.0) + sort
         if self.name == "vslash":  # the last 64 queries (attention.estimate_vslash) see every key
             pairs = min(64, seq_len) * seq_len * heads
-        else:  # sampled, oracle: L/stride queries against the L/2 keys they see on average
+        else:  # sampled, peak, oracle: L/stride queries against the L/2 keys they see on average
             pairs = (seq_len / (stride or 1)) * (seq_len / 2.0) * heads
         return pairs * (2.0 * head_dim + 4.0) + sort
 
@@ -62,6 +62,8 @@ class EstimatorSpec:
 ESTIMATORS: dict[str, EstimatorSpec] = {spec.name: spec for spec in (
     EstimatorSpec("pooled", "mean-pooled query block . mean-pooled key block (cheap; dilutes short needles)"),
     EstimatorSpec("sampled", "exact softmax of every stride-th query of each query block, mass per key block",
+                  strides=(8, 16, 32), default_stride=16),
+    EstimatorSpec("peak", "as sampled, but each key block's largest mass over the sampled queries and the group's heads",
                   strides=(8, 16, 32), default_stride=16),
     EstimatorSpec("antidiagonal", "XAttention: strided antidiagonal sums of each tile, softmaxed, mass per key block",
                   strides=(4, 8, 16), default_stride=8),
