@@ -28,13 +28,15 @@ class EstimatorSpec:
     strides: tuple[int, ...] = ()  # the stride values a search tries; empty: no stride parameter
     default_stride: int | None = None
     deployable: bool = True  # False: a diagnostic that costs a dense pass (search needs --allow-oracle)
+    # False: its scores rank blocks but are not attention mass, so coverage's tau would mean something else
+    mass: bool = True
 
     def selection_flops(self, seq_len: int, block_size: int, head_dim: int, heads: int, kv_heads: int,
                         stride: int | None = None) -> float:
         """FLOPs of selecting blocks for one prefill of `seq_len` tokens (what the cost model adds to sparse).
 
         pooled: mean-pool q and k (one add per element), the pooled score matrix (2*D per block pair per KV
-        head) and the per-row sort. sampled (oracle: stride 1): exact q.k of the L/stride sampled queries
+        head) and the per-row sort. sampled and peak (oracle: stride 1): exact q.k of the L/stride sampled queries
         against the keys they see (L/2 on average, 2*D per pair per query head), softmax and block sums
         (about 4 per pair). antidiagonal: (L/S)^2/2 group pairs of 2*S*D each per query head, plus softmax.
         vslash: the last 64 queries against all keys. quest: per-channel key extremes (2 per key element)
@@ -64,7 +66,7 @@ ESTIMATORS: dict[str, EstimatorSpec] = {spec.name: spec for spec in (
     EstimatorSpec("sampled", "exact softmax of every stride-th query of each query block, mass per key block",
                   strides=(8, 16, 32), default_stride=16),
     EstimatorSpec("peak", "as sampled, but each key block's largest mass over the sampled queries and the group's heads",
-                  strides=(8, 16, 32), default_stride=16),
+                  strides=(8, 16, 32), default_stride=16, mass=False),
     EstimatorSpec("antidiagonal", "XAttention: strided antidiagonal sums of each tile, softmaxed, mass per key block",
                   strides=(4, 8, 16), default_stride=8),
     EstimatorSpec("vslash", "vertical + slash mass of the last 64 queries' exact attention, pooled to blocks"),
@@ -99,7 +101,7 @@ class Budget:
     sink: int = 1  # first blocks always kept (attention sinks)
     local: int = 1  # most recent blocks always kept, >= 1 so no query row is empty
     estimator: str = "pooled"  # how blocks are ranked (ESTIMATORS)
-    stride: int | None = None  # sampled: every stride-th query of a block is scored exactly
+    stride: int | None = None  # sampled, peak: every stride-th query is scored; antidiagonal: the diagonal stride
     # Structure: the first `dense_layers` layers attend densely (MInference's starting layer: early layers
     # spread attention widely); the last `dense_tail` query blocks keep every visible block (where a prompt's
     # question sits; decode steps are in the last block, so they are dense too).
@@ -112,6 +114,9 @@ class Budget:
         spec = ESTIMATORS.get(self.estimator) if isinstance(self.estimator, str) else None
         if spec is None:
             raise BudgetError(f"estimator: must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if self.method == "coverage" and not spec.mass:
+            raise BudgetError(f"estimator: {self.estimator!r} ranks blocks by peak, not attention mass, so it takes "
+                              "method topk (keep=), not coverage (tau=)")
         if not spec.strides:
             if self.stride is not None:
                 raise BudgetError(f"stride: not used by estimator {self.estimator!r}, got {self.stride!r}")

@@ -25,15 +25,15 @@ _BUDGET_SCHEMA: dict[str, dict[str, Any]] = {
                    "minimum": MIN_BLOCK_SIZE, "maximum": MAX_BLOCK_SIZE},
     "keep": {"description": "topk only: fraction of causally visible key blocks kept per query block",
              "exclusiveMinimum": 0, "maximum": 1},
-    "tau": {"description": "coverage only: estimated attention mass the kept blocks must reach",
+    "tau": {"description": "coverage only: estimated attention mass the kept blocks must reach (not with peak)",
             "exclusiveMinimum": 0, "maximum": 1},
     "sink": {"description": "first key blocks always kept (attention sinks)", "minimum": 0},
     "local": {"description": "most recent key blocks always kept (the diagonal counts as one)", "minimum": 1},
     "estimator": {"description": "how key blocks are ranked: " + "; ".join(f"{s.name}: {s.summary}"
                                                                          for s in ESTIMATORS.values()),
                   "enum": list(ESTIMATORS)},
-    "stride": {"description": "sampled only: every stride-th query of a block is scored exactly (a power of two "
-                              "<= block_size); absent: the estimator's default",
+    "stride": {"description": "sampled and peak: every stride-th query of a block is scored exactly; antidiagonal: "
+                              "the antidiagonal stride (a power of two <= block_size); absent: the estimator's default",
                "minimum": 1},
     "dense_layers": {"description": "first layers that attend densely (absent: 0)", "minimum": 0},
     "dense_tail": {"description": "last query blocks that keep every visible block; decode steps then run dense "
