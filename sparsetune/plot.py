@@ -53,13 +53,22 @@ def frontier_figure(outcomes: list[BucketOutcome], title: str = "") -> Any:
         records = {t.number: r for t in o.trials if t.state == TrialState.COMPLETE and (r := TrialRecord.of(t))}
         done = [t for t in o.trials if t.number in records]
         # A miss is judged on the floor's bound, so a point may sit above the floor line and still miss; an
-        # early-stopped trial's accuracy is over the samples it ran before the floor went out of reach.
+        # early-stopped trial's accuracy is over the samples it ran before the floor went out of reach; a
+        # feasible trial that missed on the fresh confirmation samples was never a choice.
+        def kind_of(t: Any) -> str:
+            if is_feasible(t):
+                return "unconfirmed" if t.number in o.failed_confirmation else "feasible"
+            return "miss" if records[t.number].complete else "stopped"
+
         for kind, style in (("feasible", dict(c="tab:green", label="feasible")),
+                            ("unconfirmed", dict(facecolors="none", edgecolors="tab:orange", marker="D",
+                                                 label="feasible, failed confirmation")),
                             ("miss", dict(c="tab:red", marker="x", label="bound below floor")),
                             ("stopped", dict(facecolors="none", edgecolors="tab:red", marker="o",
                                              label="stopped early (accuracy so far)"))):
-            pts = [t for t in done if not is_dense_trial(t) and kind == (
-                "feasible" if is_feasible(t) else "miss" if records[t.number].complete else "stopped")]
+            pts = [t for t in done if not is_dense_trial(t) and kind_of(t) == kind]
+            if not pts:  # the legend names only markers some panel shows
+                continue
             ax.scatter([t.value for t in pts], [records[t.number].accuracy for t in pts], s=18, alpha=0.8, **style)
         dense = [t for t in done if is_dense_trial(t)]
         if dense:
@@ -83,7 +92,7 @@ def frontier_figure(outcomes: list[BucketOutcome], title: str = "") -> Any:
     for ax in axes.flat[:n]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    axes[0][0].legend(list(handles.values()), list(handles), fontsize=7, loc="lower right", markerscale=0.7)
+    axes[0][0].legend(list(handles.values()), list(handles), fontsize=7, loc="best", markerscale=0.7)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()

@@ -14,8 +14,10 @@ from sparsetune.search.study import TrialRecord
 pytest.importorskip("matplotlib")
 
 
-def _outcome(max_len: int, first_len: int, costs: list[float], chosen: int | None, final: bool = False) -> BucketOutcome:
-    """A bucket with a dense trial and sparse trials at `costs` (feasible above 0.3); `chosen` indexes `costs`."""
+def _outcome(max_len: int, first_len: int, costs: list[float], chosen: int | None, final: bool = False,
+             failed: tuple[int, ...] = ()) -> BucketOutcome:
+    """A bucket with a dense trial and sparse trials at `costs` (feasible above 0.3); `chosen` indexes `costs`,
+    `failed` the feasible ones that missed on confirmation."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study()
     for i, cost in enumerate([1.0, *costs]):
@@ -34,7 +36,7 @@ def _outcome(max_len: int, first_len: int, costs: list[float], chosen: int | Non
         bucket = Bucket(max_len=max_len, budget=Budget(keep=0.5), accuracy=accuracy)
         pick = trials[1 + chosen]
     return BucketOutcome(bucket=bucket, first_len=first_len, trials=trials, chosen=pick, floor_accuracy=0.9,
-                         kernel=None, final=final)
+                         kernel=None, final=final, failed_confirmation=tuple(trials[1 + i].number for i in failed))
 
 
 def _figure(outcomes):
@@ -58,6 +60,21 @@ def test_titles_show_the_profiles_spans_and_the_star_is_in_the_legend():
         legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
         labels = {t.get_text() for legend in legends for t in legend.get_texts()}
         assert {"chosen", "dense", "floor", "feasible", "bound below floor", "stopped early (accuracy so far)"} <= labels, labels
+        assert "feasible, failed confirmation" not in labels, labels
+    finally:
+        plt.close(fig)
+
+
+def test_feasible_trials_that_failed_confirmation_are_marked_as_such():
+    import matplotlib.pyplot as plt
+
+    # Costs 0.4 and 0.7 met the floor; 0.4 failed its confirmation, so 0.7 was chosen.
+    fig = _figure([_outcome(512, 257, [0.1, 0.4, 0.7], 2, final=True, failed=(1,))])
+    try:
+        ax = fig.axes[0]
+        by_label = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+        assert by_label["feasible, failed confirmation"] == [[0.4, 1.0]], by_label
+        assert by_label["feasible"] == [[0.7, 1.0]], by_label
     finally:
         plt.close(fig)
 
