@@ -71,11 +71,14 @@ def search_and_gate() -> list[str]:
     loaded = B.ProfilePolicy(prof)
     policy = loaded.to_dict()
     search, held = (Path(B.split_path(s)).relative_to(B.ROOT) for s in ("search", "heldout"))
-    _, lengths, per_task, tasks = B.SYNTH["splits"]["search"]
-    n = per_task * len(tasks)
-    out = [f"`sparsetune search --model smollm2 --workload {search} --buckets 1024,2048,4096 --estimator peak --trials 4` "
-           f"({n} samples per bucket: {per_task} per task of {', '.join(tasks)}; {n - n // 3} searched, {n // 3} "
-           "confirming) wrote `profiles/smollm2.yaml`:", ""]
+    # What the search ran on, as the profile records it (the first bucket: every bucket gets the same split).
+    first = loaded.profile.buckets[0]
+    searched, confirming = first.accuracy.n, first.confirmation.n if first.confirmation else 0
+    estimators = sorted({b.budget.estimator for b in loaded.profile.buckets if b.budget is not None})
+    out = [f"`sparsetune search --model smollm2 --workload {search} --buckets {','.join(map(str, B.EDGES))} "
+           f"--estimator {','.join(estimators)} --trials {loaded.profile.provenance.trials_per_bucket}` "
+           f"({searched + confirming} samples per bucket of {', '.join(B.SYNTH['splits']['search'][3])}: {searched} "
+           f"searched, {confirming} confirming) wrote `profiles/smollm2.yaml`:", ""]
     rows = []
     for bk in policy["buckets"]:
         conf = bk["confirmation"]

@@ -211,7 +211,7 @@ def test_fidelity_mode_scores_against_the_dense_models_own_answers(tmp_path):
     (["--estimator", "sampled,oracle"], "estimator: oracle costs a dense pass (a diagnostic ceiling, not deployable); "
                                         "pass --allow-oracle"),
     (["--method", "coverage", "--estimator", "sampled,peak"], "estimator: peak ranks blocks by peak, not attention "
-                                                              "mass; search it with --method topk"),
+                                                              "mass, so it takes topk keeps, not coverage"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, run_cli, extra, message):
     workload = _slice(tmp_path, lengths=(256, 512), per_task=1)

@@ -31,6 +31,12 @@ class EstimatorSpec:
     # False: its scores rank blocks but are not attention mass, so coverage's tau would mean something else
     mass: bool = True
 
+    def refuses(self, method: str) -> str | None:
+        """Why this estimator cannot serve `method` (None: it can); Budget and the search both ask here."""
+        if method == "coverage" and not self.mass:
+            return f"{self.name} ranks blocks by peak, not attention mass, so it takes topk keeps, not coverage"
+        return None
+
     def selection_flops(self, seq_len: int, block_size: int, head_dim: int, heads: int, kv_heads: int,
                         stride: int | None = None) -> float:
         """FLOPs of selecting blocks for one prefill of `seq_len` tokens (what the cost model adds to sparse).
@@ -114,9 +120,8 @@ class Budget:
         spec = ESTIMATORS.get(self.estimator) if isinstance(self.estimator, str) else None
         if spec is None:
             raise BudgetError(f"estimator: must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
-        if self.method == "coverage" and not spec.mass:
-            raise BudgetError(f"estimator: {self.estimator!r} ranks blocks by peak, not attention mass, so it takes "
-                              "method topk (keep=), not coverage (tau=)")
+        if why := spec.refuses(self.method):
+            raise BudgetError(f"estimator: {why}")
         if not spec.strides:
             if self.stride is not None:
                 raise BudgetError(f"stride: not used by estimator {self.estimator!r}, got {self.stride!r}")

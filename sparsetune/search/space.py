@@ -218,9 +218,8 @@ class SearchSettings:
                     or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values)):
                 raise SearchError(f"{name}: a comma-separated list of distinct integers >= 0, got "
                                   f"{','.join(map(str, values)) or 'nothing'}")
-        if self.space.method == "coverage" and (peaks := [e for e in self.space.estimators if not ESTIMATORS[e].mass]):
-            raise SearchError(f"estimator: {', '.join(peaks)} ranks blocks by peak, not attention mass; search it "
-                              "with --method topk")
+        if why := next(filter(None, (ESTIMATORS[e].refuses(self.space.method) for e in self.space.estimators)), None):
+            raise SearchError(f"estimator: {why}")
         diagnostic = [e for e in self.space.estimators if not ESTIMATORS[e].deployable]
         if diagnostic and not self.allow_oracle:
             raise SearchError(f"estimator: {', '.join(diagnostic)} costs a dense pass (a diagnostic ceiling, not "
