@@ -345,7 +345,10 @@ def test_a_new_study_enqueues_dense_then_the_anchors_and_suggest_reads_them_back
     assert got[1:] == [space.budget_of(p) for p in space.anchor_params(512)]
 
 
-def test_a_trial_that_cannot_cost_less_than_the_confirmed_budget_is_pruned_unrun():
+def _one_candidate(confirmed: list[bool]):
+    """A bucket with its dense trial and one feasible candidate, trial 1 (keep 0.5, block 32, sink 1, local 1),
+    whose confirmation gave `confirmed`; returns (objective, settle), where settle(budget) is the reason
+    `_unneeded` prunes the budget for, or None when it would be evaluated."""
     from sparsetune.profile.budget import Budget
     from sparsetune.search.study import pruned_reason, store_confirmation
     from sparsetune.workload.files import TokenSample
@@ -368,9 +371,9 @@ def test_a_trial_that_cannot_cost_less_than_the_confirmed_budget_is_pruned_unrun
         study.tell(trial, value)
 
     add(None, 1.0)  # the enqueued dense trial
-    chosen = Budget(keep=0.5, block_size=32, sink=1, local=1)
-    add({"block_size": 32, "sink": 1, "local": 1, "keep": 0.5}, objective.planned_cost(chosen))
-    store_confirmation(study, 1, [True, True])
+    add({"block_size": 32, "sink": 1, "local": 1, "keep": 0.5},
+        objective.planned_cost(Budget(keep=0.5, block_size=32, sink=1, local=1)))
+    store_confirmation(study, 1, confirmed)
 
     def settle(budget: Budget) -> str | None:
         study.enqueue_trial({"block_size": budget.block_size, "sink": budget.sink, "local": budget.local,
@@ -385,9 +388,28 @@ def test_a_trial_that_cannot_cost_less_than_the_confirmed_budget_is_pruned_unrun
         study.tell(trial, state=TrialState.FAIL)
         return None
 
+    return objective, settle
+
+
+def test_a_trial_that_cannot_cost_less_than_the_confirmed_budget_is_pruned_unrun():
+    from sparsetune.profile.budget import Budget
+
+    objective, settle = _one_candidate([True, True])
+    chosen = Budget(keep=0.5, block_size=32, sink=1, local=1)
     # Another family keeping as many blocks per row costs the same: it cannot make the profile cheaper.
     same = Budget(keep=0.5, block_size=32, sink=0, local=2)
     assert objective.planned_cost(same) == pytest.approx(objective.planned_cost(chosen))
     assert settle(same) == "plans to cost no less than trial 1, already confirmed"
     assert "no less than trial 1" in settle(Budget(keep=0.7, block_size=32, sink=1, local=2))
     assert settle(Budget(keep=0.3, block_size=32, sink=0, local=2)) is None  # cheaper: it runs
+
+
+def test_a_trial_below_a_confirmation_failure_of_its_family_is_pruned_unrun():
+    from sparsetune.profile.budget import Budget
+
+    _, settle = _one_candidate([False, False])  # trial 1 met the floor on the search part, then failed confirmation
+    # The confirmation walk skips every budget of the family that keeps no more: it could never be chosen.
+    assert settle(Budget(keep=0.3, block_size=32, sink=1, local=1)) == (
+        "keeps no more than trial 1, which failed its confirmation")
+    assert settle(Budget(keep=0.3, block_size=32, sink=0, local=2)) is None  # another family may still hold
+    assert settle(Budget(keep=0.7, block_size=32, sink=1, local=1)) is None  # keeping more may hold

@@ -131,9 +131,11 @@ class Objective:
 
     def _unneeded(self, trial: optuna.Trial, budget: Budget) -> float | None:
         """Settle a trial without evaluating it, when that is known before it runs: a budget that keeps the
-        blocks a measured trial kept reuses that measurement (its value is returned); one whose planned cost
-        is not below the budget already confirmed for the bucket cannot make the profile cheaper, and one that
-        keeps every block is the dense trial: both are pruned (`optuna.TrialPruned`). None: evaluate it."""
+        blocks a measured trial kept reuses that measurement (its value is returned). Pruned
+        (`optuna.TrialPruned`): one that keeps every block (the dense trial measured it); one that keeps no more
+        than a miss of its family, or than a candidate of its family that failed confirmation (the confirmation
+        walk would skip it); one whose planned cost is not below the budget already confirmed for the bucket
+        (it cannot make the profile cheaper). None: evaluate it."""
         if planned_density(budget, self.shapes) >= 1.0:
             mark_pruned(trial, "keeps every visible block here: the dense trial measured that")
             raise optuna.TrialPruned("keeps every block")
@@ -156,7 +158,13 @@ class Objective:
                     trial.set_constraint(name, value)
                 return float(t.value)  # type: ignore[arg-type]
         assert self.meta is not None
-        chosen = walk(candidates(self.study), confirmation_verdicts(self.study), self.meta.confirm_limit).chosen
+        w = walk(candidates(self.study), confirmation_verdicts(self.study), self.meta.confirm_limit)
+        # Below a confirmation failure of its family the walk would skip it even if it met the floor here.
+        for failed in w.failed:
+            if failed.family == family(budget) and budget.ratio <= failed.ratio:
+                mark_pruned(trial, f"keeps no more than trial {failed.number}, which failed its confirmation")
+                raise optuna.TrialPruned("below a confirmation failure of its family")
+        chosen = w.chosen
         # At the confirmed cost or above a budget cannot make the profile cheaper, even when it holds.
         if chosen is not None and self.planned_cost(budget) >= self.planned_cost(chosen.budget) - 1e-12:
             mark_pruned(trial, f"plans to cost no less than trial {chosen.number}, already confirmed")
