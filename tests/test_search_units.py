@@ -268,6 +268,18 @@ def test_a_bucket_keeps_the_block_sizes_its_study_was_created_with():
     assert BucketMeta.from_attr(first.to_attr()) == first
 
 
+def test_a_resumed_run_with_more_trials_raises_the_stored_target_and_never_lowers_it():
+    from sparsetune.search import profile_from_storage
+    from sparsetune.search.study import create_or_load
+
+    storage = optuna.storages.InMemoryStorage()
+    create_or_load(storage, "s:256", _meta(trials=3), SearchSpace().dense_params())
+    _, more = create_or_load(storage, "s:256", _meta(trials=6), SearchSpace().dense_params())
+    _, fewer = create_or_load(storage, "s:256", _meta(trials=2), SearchSpace().dense_params())
+    assert more.trials == fewer.trials == 6
+    assert profile_from_storage(storage, "s", allow_incomplete=True).provenance.trials_per_bucket == 6
+
+
 def test_a_search_stopped_before_a_baseline_writes_a_profile_that_says_so():
     from sparsetune.search import bucket_outcomes, profile_from_storage
     from sparsetune.search.study import create_or_load

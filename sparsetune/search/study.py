@@ -9,7 +9,7 @@ existing storages resume.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from collections.abc import Sequence
 from typing import Any
 
@@ -306,7 +306,8 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, meta: Bucket
     Creation is atomic in every Optuna storage, so exactly one worker enqueues the dense trial. It
     does so before writing the study's `meta`, and a loader waits for `meta`: a worker that loads
     a study in the instant after its creation therefore never sees it without its dense trial.
-    Returns the study and the meta it holds (the creator's, which a resumed run reads back).
+    Returns the study and the meta it holds (the creator's, which a resumed run reads back; a run with a larger
+    trial target raises the stored one, never lowers it).
     """
     # An existing study is loaded without a create attempt: a refused rerun then writes nothing to the storage.
     try:
@@ -327,7 +328,11 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, meta: Bucket
             raise SearchError(
                 f"study {name!r}: exists with another model, workload, floor or method; "
                 f"use another --study or storage") from None
-        return study, BucketMeta.from_attr(old)
+        stored = BucketMeta.from_attr(old)
+        if meta.trials > stored.trials:  # a resumed run asking for more trials: the profile reports that target
+            stored = replace(stored, trials=meta.trials)
+            study.set_user_attr(_META, stored.to_attr())
+        return study, stored
     study.enqueue_trial(dense_params, user_attrs={_DENSE: True})
     for params in anchors:
         study.enqueue_trial(params)
