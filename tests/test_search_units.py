@@ -425,3 +425,18 @@ def test_a_trial_below_a_confirmation_failure_of_its_family_is_pruned_unrun():
         "keeps no more than trial 1, which failed its confirmation")
     assert settle(Budget(keep=0.3, block_size=32, sink=0, local=2)) is None  # another family may still hold
     assert settle(Budget(keep=0.7, block_size=32, sink=1, local=1)) is None  # keeping more may hold
+
+
+def test_a_running_trial_that_names_no_worker_is_failed_once_unclaimed_for_a_while():
+    from sparsetune.search.storage import fail_orphans, worker_id
+    from sparsetune.search.study import mark_started
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="s:256")
+    study.ask()  # a process killed after Optuna started the trial, before the objective named its worker
+    live = study.ask()
+    mark_started(live, worker_id(), None)  # this process: alive
+    fail_orphans(study, storage)  # just started: its worker may be about to name itself
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.RUNNING]
+    fail_orphans(study, storage, unclaimed_after_s=0)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING]

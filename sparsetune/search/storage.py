@@ -8,6 +8,7 @@ import os
 import socket
 import time
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -170,6 +171,9 @@ def _env_seconds(name: str) -> int | None:
     return int(text)
 
 
+UNCLAIMED_S = 30.0  # a RUNNING trial naming no worker this long was started by a process that died
+
+
 def worker_id() -> str:
     """This process, as the `worker` user attr of its trials: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -195,17 +199,24 @@ def reap(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
         fail_orphans(study, storage)
 
 
-def fail_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+def fail_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage,
+                 unclaimed_after_s: float = UNCLAIMED_S) -> None:
     """Mark RUNNING trials of dead processes on this host as failed, so a resumed search goes on.
 
     File storages have no heartbeat; a process killed mid-trial leaves its trial RUNNING forever.
-    (RDB storages with a heartbeat do this themselves, across hosts, and retry the trial.)
+    (RDB storages with a heartbeat do this themselves, across hosts, and retry the trial.) A process
+    killed between Optuna's start of a trial and the objective's first line leaves a RUNNING trial that
+    names no worker: it is failed once it has been unclaimed for `unclaimed_after_s` (a live worker
+    names itself within milliseconds), or a resumed search would wait for it forever.
     """
     host = socket.gethostname()
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         name, _, pid = (worker_of(t) or "").rpartition(":")
-        if name == host and pid.isdigit() and not _alive(int(pid)):
+        start = t.datetime_start
+        unclaimed = (worker_of(t) is None and start is not None
+                     and (datetime.now(start.tzinfo) - start).total_seconds() >= unclaimed_after_s)
+        if unclaimed or (name == host and pid.isdigit() and not _alive(int(pid))):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             try:
                 storage.set_trial_state_values(trial_id, TrialState.FAIL)
