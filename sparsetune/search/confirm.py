@@ -25,7 +25,8 @@ from typing import TypeVar
 
 from ..profile import Budget
 
-__all__ = ["CONFIRM_FRACTION", "CONFIRM_LIMIT", "Candidate", "Walk", "family", "split_for_confirmation", "walk"]
+__all__ = ["CONFIRM_FRACTION", "CONFIRM_LIMIT", "Candidate", "Walk", "family", "keeps_no_more", "split_for_confirmation",
+           "walk"]
 
 CONFIRM_FRACTION = 1 / 3  # share of each bucket's samples (per task) kept for confirmation: search:confirm = 2:1
 CONFIRM_LIMIT = 6  # at most this many candidates are evaluated on the confirmation part per bucket
@@ -64,6 +65,12 @@ def family(budget: Budget) -> tuple:
     return (b.method, b.estimator, b.stride, b.block_size, b.sink, b.local, b.dense_layers, b.dense_tail)
 
 
+def keeps_no_more(budget: Budget, other: Budget) -> bool:
+    """`budget` keeps a subset of `other`'s blocks (same family, no larger keep or tau), so where `other` missed
+    the floor `budget` cannot hold: the rule the walk and the search's pruning share."""
+    return family(budget) == family(other) and budget.ratio <= other.ratio
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A budget feasible on the search part, identified by its trial number."""
@@ -71,10 +78,6 @@ class Candidate:
     number: int
     cost: float
     budget: Budget
-
-    @property
-    def family(self) -> tuple:
-        return family(self.budget)
 
     @property
     def ratio(self) -> float:
@@ -109,12 +112,11 @@ def walk(candidates: Sequence[Candidate], held: Mapping[int, bool], limit: int =
         if c.budget not in seen or c.number < seen[c.budget].number:
             seen[c.budget] = c
     order = sorted(seen.values(), key=lambda c: (c.cost, -c.ratio, c.number))
-    ceiling: dict[tuple, float] = {}  # per family: the highest ratio that failed confirmation
     confirmed: list[Candidate] = []
     failed: list[Candidate] = []
     pruned: list[Candidate] = []
     for c in order:
-        if c.ratio <= ceiling.get(c.family, -1.0):
+        if any(keeps_no_more(c.budget, f.budget) for f in failed):
             pruned.append(c)
             continue
         if len(confirmed) >= limit:
@@ -125,5 +127,4 @@ def walk(candidates: Sequence[Candidate], held: Mapping[int, bool], limit: int =
         if held[c.number]:
             return Walk(chosen=c, confirmed=tuple(confirmed), pruned=tuple(pruned), failed=tuple(failed))
         failed.append(c)
-        ceiling[c.family] = max(ceiling.get(c.family, -1.0), c.ratio)
     return Walk(confirmed=tuple(confirmed), pruned=tuple(pruned), failed=tuple(failed))

@@ -20,7 +20,7 @@ from ..runtime.hf_attention import AttentionStats
 from ..timing import budget_cost, with_dense_layers
 from ..workload.files import TokenSample
 from ..workload.models import LoadedModel
-from .confirm import family, walk
+from .confirm import keeps_no_more, walk
 from .plan import Shape, mask_key, planned_density
 from .results import candidates, confirmation_verdicts
 from .space import SearchSpace
@@ -147,8 +147,7 @@ class Objective:
             other = self.space.budget_of(t.params)
             # Kept sets are nested as the ratio grows within a family, and accuracy is taken not to rise as
             # blocks are dropped (the confirmation walk's rule too): below a miss there is no hit.
-            if (record is not None and family(other) == family(budget) and budget.ratio <= other.ratio
-                    and any(v > 0 for v in t.constraints.values())):
+            if record is not None and keeps_no_more(budget, other) and any(v > 0 for v in t.constraints.values()):
                 mark_pruned(trial, f"keeps no more than trial {t.number}, which missed the floor")
                 raise optuna.TrialPruned("below a miss of its family")
             if record is not None and mask_key(other, self.shapes) == key:
@@ -160,10 +159,10 @@ class Objective:
         assert self.meta is not None
         w = walk(candidates(self.study), confirmation_verdicts(self.study), self.meta.confirm_limit)
         # Below a confirmation failure of its family the walk would skip it even if it met the floor here.
-        for failed in w.failed:
-            if failed.family == family(budget) and budget.ratio <= failed.ratio:
-                mark_pruned(trial, f"keeps no more than trial {failed.number}, which failed its confirmation")
-                raise optuna.TrialPruned("below a confirmation failure of its family")
+        failed = next((c for c in w.failed if keeps_no_more(budget, c.budget)), None)
+        if failed is not None:
+            mark_pruned(trial, f"keeps no more than trial {failed.number}, which failed its confirmation")
+            raise optuna.TrialPruned("below a confirmation failure of its family")
         chosen = w.chosen
         # At the confirmed cost or above a budget cannot make the profile cheaper, even when it holds.
         if chosen is not None and self.planned_cost(budget) >= self.planned_cost(chosen.budget) - 1e-12:

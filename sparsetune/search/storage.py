@@ -212,9 +212,9 @@ def fail_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage,
     host = socket.gethostname()
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        name, _, pid = (worker_of(t) or "").rpartition(":")
-        start = t.datetime_start
-        unclaimed = (worker_of(t) is None and start is not None
+        worker, start = worker_of(t), t.datetime_start
+        name, _, pid = (worker or "").rpartition(":")
+        unclaimed = (worker is None and start is not None
                      and (datetime.now(start.tzinfo) - start).total_seconds() >= unclaimed_after_s)
         if unclaimed or (name == host and pid.isdigit() and not _alive(int(pid))):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
