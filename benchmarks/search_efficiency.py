@@ -146,11 +146,13 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
                     carried: B.Fixed | None = None, from_len: int | None = None) -> list[dict[str, Any]]:
     """The product's study on the grid: the dense trial, the anchors in bisection order (`SearchSpace.anchor_params`
     at this length, plus the shorter bucket's best carried as search carries a confirmed budget, keeps snapped to
-    the grid), then TPE. As `search/plan.py` rules, a trial that cannot win is pruned (it costs more than a
+    the grid), then TPE, with `refine.midpoint`'s bisection trials enqueued between them as search enqueues
+    them (midpoints snapped to the grid's keeps). As `search/plan.py` rules, a trial that cannot win is pruned (it costs more than a
     feasible one, or keeps no more than a miss of its family) and a point already measured is reused; neither
     is an evaluation. Returns the evaluated trials until one reaches the goal (or `cap` evaluations)."""
     import optuna
 
+    from sparsetune.search.refine import Outcome, midpoint
     from sparsetune.search.space import SearchSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -161,7 +163,7 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
         {"block_size": carried.block_size, "sink": carried.sink, "local": carried.local, "keep": carried.keep},
         from_len, rep_len)
     seq: list[dict[str, Any]] = []
-    state = {"best": float("inf"), "misses": []}
+    state: dict[str, Any] = {"best": float("inf"), "misses": [], "outcomes": []}
 
     def objective(trial: optuna.Trial) -> float:
         p = _suggest(trial, grid)
@@ -179,8 +181,25 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
             state["best"] = min(state["best"], cost)
         elif keep < 1:
             state["misses"].append((family, keep))
+        if keep < 1:
+            params = {"block_size": block, "sink": sink, "local": local, "keep": keep}
+            state["outcomes"].append(Outcome(trial.number, params, space.budget_of(params), bool(row["feasible"])))
         trial.set_constraint("floor", row["target"] - row["best_case"])
         return cost
+
+    def grid_cost(b: Any) -> float:
+        return grid.cost[grid.point(b.block_size, _snap(b.ratio), b.sink, b.local)]
+
+    def refinement() -> dict[str, Any] | None:
+        """`refine.midpoint` as the search asks it between trials, the midpoint snapped to the grid's keeps."""
+        best = state["best"] if state["best"] < float("inf") else None
+        tried = {tuple(sorted(o.params.items())) for o in state["outcomes"]}
+        found = midpoint(state["outcomes"], grid_cost, best, tried)
+        if found is None:
+            return None
+        params = found.params
+        return {**{k: params[k] for k in ("block_size", "sink", "local")},
+                "keep_index": keeps.index(_snap(params["keep"]))}
 
     study = optuna.create_study(direction="minimize")
     study.enqueue_trial({"block_size": 64, "sink": 0, "local": 1, "keep_index": 0})  # search.py's dense trial
@@ -188,6 +207,10 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
         study.enqueue_trial({"block_size": params["block_size"], "sink": params["sink"], "local": params["local"],
                              "keep_index": keeps.index(_snap(params["keep"]))})
     for done in range(50 * cap):  # pruned trials are free: bound the loop by evaluations, with a safety cap
+        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            refined = refinement()
+            if refined is not None:
+                study.enqueue_trial(refined)
         study.sampler = optuna.samplers.TPESampler(seed=seed * 100_003 + done, n_startup_trials=5,
                                                    multivariate=True, warn_independent_sampling=False)
         study.optimize(objective, n_trials=1)

@@ -52,7 +52,19 @@ def test_walk_prunes_candidates_that_keep_no_more_than_a_failure_of_their_family
 def test_walk_gives_up_after_the_limit_and_counts_duplicates_once():
     cands = [_c(1, 0.1, 0.1), _c(5, 0.1, 0.1), _c(2, 0.2, 0.2, block=32), _c(3, 0.3, 0.3, block=128)]
     w = walk(cands, {1: False, 2: False}, limit=2)
-    assert w.done and w.chosen is None and len(w.confirmed) == 2
+    assert w.done and w.spent and w.chosen is None and len(w.confirmed) == 2
+
+
+def test_a_candidate_that_held_stays_chosen_when_the_limit_of_cheaper_failures_is_reached():
+    # Trial 4 held; then the search found cheaper candidates 1, 2 and 3, and all three failed. The limit (3) of
+    # failures is reached: nothing cheaper is confirmed, and 4 stays chosen (the walk used to stop at the limit,
+    # leaving the bucket dense with a candidate that held).
+    cands = [_c(1, 0.1, 0.1), _c(2, 0.2, 0.2, block=32), _c(3, 0.3, 0.3, block=128), _c(4, 0.4, 0.4, sink=2)]
+    w = walk(cands, {4: True, 1: False, 2: False, 3: False}, limit=3)
+    assert w.done and w.spent and w.chosen.number == 4 and [c.number for c in w.failed] == [1, 2, 3]
+    # Below the limit, the cheapest candidate without a verdict is confirmed next.
+    w = walk(cands, {4: True, 1: False}, limit=3)
+    assert w.missing.number == 2 and not w.spent
 
 
 # ---- THE confirmation rule (profile.floor.judge_confirmation), on its own ----

@@ -18,7 +18,8 @@ from sparsetune import load_profile
 from sparsetune.search import TrialRecord, profile_from_storage
 from sparsetune.search.results import bucket_outcomes, candidates, confirmation_verdicts
 from sparsetune.search.storage import default_journal, open_storage
-from sparsetune.search.study import counts_as_trial, is_dense_trial, meta_of, pruned_reason, reused_from
+from sparsetune.search.study import (bisects, counts_as_trial, is_dense_trial, is_feasible, meta_of, pruned_reason,
+                                     reused_from)
 
 from conftest import REPO, demo_slice as _slice, sparsetune_command
 
@@ -88,6 +89,33 @@ def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
     # Rebuilding from storage alone gives the same profile; the outcomes (the plot's panels) give its spans.
     assert profile_from_storage(storage, "p") == profile
     assert [o.span for o in bucket_outcomes(storage, "p")] == profile.spans
+
+
+@pytest.mark.slow
+def test_bisection_trials_halve_a_bracket_of_their_family(tmp_path):
+    out = tmp_path / "p.yaml"
+    r = _run(*_search_args(_slice(tmp_path), out, 8, "--confidence", "0"))
+    assert r.returncode == 0, r.stderr
+    profile, storage = load_profile(out), _journal(out)
+    # Every bisection trial halves a bracket of its family: a miss (or a confirmation failure) below, a hold above.
+    halved = 0
+    for bucket in profile.buckets:
+        study = optuna.load_study(study_name=f"p:{bucket.max_len}", storage=storage)
+        trials = {t.number: t for t in study.get_trials()}
+        failed = {n for n, held in confirmation_verdicts(study).items() if not held}
+        for t in trials.values():
+            if bisects(t) is None:
+                continue
+            low, high = (trials[n] for n in bisects(t))
+            assert low.number < t.number and high.number < t.number
+            assert {k: v for k, v in low.params.items() if k != "keep"} == {
+                k: v for k, v in t.params.items() if k != "keep"} == {k: v for k, v in high.params.items() if k != "keep"}
+            assert t.params["keep"] == round((low.params["keep"] * high.params["keep"]) ** 0.5, 4)
+            assert low.params["keep"] < t.params["keep"] < high.params["keep"]
+            assert not is_feasible(low) or low.number in failed or reused_from(low) in failed
+            assert is_feasible(high) and high.number not in failed and reused_from(high) not in failed
+            halved += 1
+    assert halved, "a family here has a miss below a hold: bisection should have run"
 
 
 @pytest.mark.slow

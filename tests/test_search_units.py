@@ -440,3 +440,65 @@ def test_a_running_trial_that_names_no_worker_is_failed_once_unclaimed_for_a_whi
     assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.RUNNING]
     fail_orphans(study, storage, unclaimed_after_s=0)
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING]
+
+
+def _outcome(keep: float, held: bool, sink: int = 1) -> "Outcome":
+    from sparsetune.search.refine import Outcome
+
+    params = {"block_size": 64, "sink": sink, "local": 1, "keep": keep}
+    return Outcome(int(keep * 1000) + 10_000 * sink, params, SearchSpace().budget_of(params), held)
+
+
+def test_refinement_bisects_a_family_between_its_largest_miss_and_its_smallest_hold_above_it():
+    from sparsetune.search.refine import midpoint
+
+    cost = lambda b: b.ratio  # noqa: E731
+    # Geometric midpoint (keep is searched on a log scale); a hold below the largest miss is noise, not the top.
+    got = midpoint([_outcome(0.2, True), _outcome(0.5, False), _outcome(0.8, True), _outcome(0.6, True)],
+                   cost, None, set())
+    assert got.params == {"block_size": 64, "sink": 1, "local": 1, "keep": round((0.5 * 0.6) ** 0.5, 4)}
+    assert (got.low, got.high) == (10_500, 10_600)  # the trials whose bracket it halves
+    # No bracket without both a miss and a hold above it: bisection takes a family TPE found to its frontier.
+    assert midpoint([_outcome(0.2, False), _outcome(0.5, False)], cost, None, set()) is None
+    assert midpoint([_outcome(0.3, True)], cost, None, set()) is None
+    # Closed: ends within 5% of cost; the midpoint tried already; or it could not beat the confirmed cost.
+    assert midpoint([_outcome(0.5, False), _outcome(0.52, True)], cost, None, set()) is None
+    assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, None,
+                    {tuple(sorted({"block_size": 64, "sink": 1, "local": 1, "keep": 0.5477}.items()))}) is None
+    assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, 0.54, set()) is None
+    # Closed at the mask's resolution: a midpoint that plans to cost what an end does keeps that end's blocks.
+    steps = lambda b: round(b.ratio * 4) / 4  # noqa: E731  (four blocks per row)
+    assert midpoint([_outcome(0.5, False), _outcome(0.7, True)], steps, None, set()) is None
+    # The family whose hold is cheapest goes first.
+    two = [_outcome(0.5, False), _outcome(0.9, True), _outcome(0.1, False, sink=0), _outcome(0.4, True, sink=0)]
+    assert midpoint(two, cost, None, set()).params == {"block_size": 64, "sink": 0, "local": 1, "keep": 0.2}
+
+
+def test_a_candidate_that_failed_confirmation_is_no_bracket_top_even_where_the_walk_stopped_before_it():
+    from sparsetune.profile.budget import Budget
+    from sparsetune.search.study import store_confirmation
+
+    objective, _ = _one_candidate([False, False])  # trial 1: keep 0.5, block 32, sink 1, local 1; failed confirmation
+    study, space = objective.study, objective.space
+
+    def add(params: dict, feasible: bool) -> int:
+        study.enqueue_trial(params)
+        trial = study.ask()
+        budget = space.suggest(trial)
+        TrialRecord(correct=[feasible] * 2, accuracy=float(feasible), complete=True, sparsity=0.5, dense=False).store(trial)
+        trial.set_constraint("floor", -0.1 if feasible else 0.1)
+        study.tell(trial, objective.planned_cost(budget))
+        return trial.number
+
+    add({"block_size": 32, "sink": 1, "local": 1, "keep": 0.2}, False)  # a miss below trial 1, in its family
+    other = {"block_size": 32, "sink": 0, "local": 2, "keep": 0.4}
+    held = add(other, True)
+    store_confirmation(study, held, [True, True])  # another family's candidate held: the walk stops there
+    mid = Budget(keep=round(0.1 ** 0.5, 4), block_size=32, sink=1, local=1)
+    # Set up as described: the walk chooses `held` before it reaches trial 1, and the midpoint of (0.2, 0.5)
+    # plans to cost less than `held`, so only trial 1's stored failure keeps it from being proposed.
+    assert objective.planned_cost(mid) < objective.planned_cost(space.budget_of(other)) < objective.planned_cost(
+        Budget(keep=0.5, block_size=32, sink=1, local=1))
+    assert objective.refinement() is None
+    store_confirmation(study, 1, [True, True])  # had trial 1 held, (0.2, 0.5) would be bisected
+    assert objective.refinement().params == {"block_size": 32, "sink": 1, "local": 1, "keep": mid.keep}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from dataclasses import fields as dataclass_fields
 from typing import Any, Literal
 
@@ -153,6 +153,10 @@ class Budget:
     def ratio(self) -> float:
         """`keep` or `tau`, whichever the method uses."""
         return self.keep if self.method == "topk" else self.tau  # type: ignore[return-value]
+
+    def with_ratio(self, value: float) -> "Budget":
+        """This budget with another `keep` or `tau` (whichever the method uses): a member of its family."""
+        return replace(self, **{"keep" if self.method == "topk" else "tau": value})
 
     @property
     def ranking(self) -> str:

@@ -94,6 +94,7 @@ class Walk:
     confirmed: tuple[Candidate, ...] = ()  # evaluated, in order (the last is `chosen` when there is one)
     pruned: tuple[Candidate, ...] = ()  # skipped: no more keep than a confirmed failure of their family
     failed: tuple[Candidate, ...] = ()
+    spent: bool = False  # `limit` candidates cheaper than the choice failed: no cheaper one will be confirmed
 
     @property
     def done(self) -> bool:
@@ -103,9 +104,11 @@ class Walk:
 def walk(candidates: Sequence[Candidate], held: Mapping[int, bool], limit: int = CONFIRM_LIMIT) -> Walk:
     """Go through `candidates` cheapest first; `held[number]` is a stored confirmation verdict.
 
-    Stops at the first candidate that held (chosen), at the first one without a stored verdict
-    (missing: evaluate it and walk again), or after `limit` evaluated candidates (none chosen).
-    Duplicate budgets count once (the earliest trial).
+    Stops at the first candidate that held (chosen), or at the first one without a stored verdict while
+    fewer than `limit` cheaper candidates failed (missing: evaluate it and walk again). After `limit`
+    failures no other candidate is confirmed, but a stored hold further up is still chosen: a candidate that
+    held stays chosen when cheaper ones found after it fail (stopping the walk there instead would leave
+    the bucket dense with a held candidate). Duplicate budgets count once (the earliest trial).
     """
     seen: dict[Budget, Candidate] = {}
     for c in sorted(candidates, key=lambda c: (c.cost, c.number)):
@@ -119,12 +122,13 @@ def walk(candidates: Sequence[Candidate], held: Mapping[int, bool], limit: int =
         if any(keeps_no_more(c.budget, f.budget) for f in failed):
             pruned.append(c)
             continue
-        if len(confirmed) >= limit:
-            break
         if c.number not in held:
+            if len(failed) >= limit:
+                continue
             return Walk(missing=c, confirmed=tuple(confirmed), pruned=tuple(pruned), failed=tuple(failed))
         confirmed.append(c)
         if held[c.number]:
-            return Walk(chosen=c, confirmed=tuple(confirmed), pruned=tuple(pruned), failed=tuple(failed))
+            return Walk(chosen=c, confirmed=tuple(confirmed), pruned=tuple(pruned), failed=tuple(failed),
+                        spent=len(failed) >= limit)
         failed.append(c)
-    return Walk(confirmed=tuple(confirmed), pruned=tuple(pruned), failed=tuple(failed))
+    return Walk(confirmed=tuple(confirmed), pruned=tuple(pruned), failed=tuple(failed), spent=len(failed) >= limit)

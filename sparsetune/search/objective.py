@@ -22,11 +22,12 @@ from ..workload.files import TokenSample
 from ..workload.models import LoadedModel
 from .confirm import keeps_no_more, walk
 from .plan import Shape, mask_key, planned_density
+from .refine import Bisection, Outcome, midpoint
 from .results import candidates, confirmation_verdicts
 from .space import SearchSpace
 from .storage import reap, worker_id
 from .study import (LIVE, BucketMeta, TrialRecord, counts_as_trial, is_dense_requested, is_dense_trial,
-                    mark_dense, mark_evaluating, mark_pruned, mark_reused, mark_skipped, mark_started, reused_from)
+                    is_feasible, mark_dense, mark_evaluating, mark_pruned, mark_reused, mark_skipped, mark_started, reused_from)
 
 __all__ = ["EXPECTED_TRIAL_ERRORS", "Objective", "SkippedTrial"]
 
@@ -129,12 +130,32 @@ class Objective:
         return budget_cost(budget, m.rep_len, planned_density(budget, self.shapes), m.model.head_dim,
                            m.model.heads, m.model.kv_heads, m.model.layers)
 
+    def refinement(self) -> Bisection | None:
+        """The next bisection trial, or None: `refine.midpoint` on the measured trials, a trial that failed its
+        confirmation (or copied one that did) counting as a miss."""
+        assert self.meta is not None
+        trials = self.study.get_trials(deepcopy=False)
+        verdicts = confirmation_verdicts(self.study)
+        w = walk(candidates(self.study), verdicts, self.meta.confirm_limit)
+        if w.spent:
+            return None  # every trial is pruned now: nothing cheaper can be confirmed
+        # Every stored failure, not only the walk's: it stops at its choice, before costlier candidates that failed.
+        failed = {n for n, held in verdicts.items() if not held}
+        outcomes = [Outcome(t.number, t.params, self.space.budget_of(t.params),
+                            is_feasible(t) and t.number not in failed and reused_from(t) not in failed)
+                    for t in trials if t.state == TrialState.COMPLETE and not is_dense_trial(t)]
+        # A waiting (enqueued) trial has no params yet: its fixed ones are what it will run.
+        tried = {tuple(sorted((t.params or t.system_attrs.get("fixed_params", {})).items()))
+                 for t in trials if t.state != TrialState.FAIL}
+        ceiling = self.planned_cost(w.chosen.budget) if w.chosen is not None else None
+        return midpoint(outcomes, self.planned_cost, ceiling, tried)
+
     def _unneeded(self, trial: optuna.Trial, budget: Budget) -> float | None:
         """Settle a trial without evaluating it, when that is known before it runs: a budget that keeps the
         blocks a measured trial kept reuses that measurement (its value is returned). Pruned
         (`optuna.TrialPruned`): one that keeps every block (the dense trial measured it); one that keeps no more
         than a miss of its family, or than a candidate of its family that failed confirmation (the confirmation
-        walk would skip it); one whose planned cost is not below the budget already confirmed for the bucket
+        walk would skip it); any, once the walk confirms nothing cheaper (`Walk.spent`); one whose planned cost is not below the budget already confirmed for the bucket
         (it cannot make the profile cheaper). None: evaluate it."""
         if planned_density(budget, self.shapes) >= 1.0:
             mark_pruned(trial, "keeps every visible block here: the dense trial measured that")
@@ -163,6 +184,10 @@ class Objective:
         if failed is not None:
             mark_pruned(trial, f"keeps no more than trial {failed.number}, which failed its confirmation")
             raise optuna.TrialPruned("below a confirmation failure of its family")
+        if w.spent:  # no candidate cheaper than the walk's choice will be confirmed, so none can replace it
+            mark_pruned(trial, f"{self.meta.confirm_limit} cheaper candidates failed confirmation: "
+                               "nothing cheaper is confirmed")
+            raise optuna.TrialPruned("no confirmation left")
         chosen = w.chosen
         # At the confirmed cost or above a budget cannot make the profile cheaper, even when it holds.
         if chosen is not None and self.planned_cost(budget) >= self.planned_cost(chosen.budget) - 1e-12:

@@ -55,8 +55,8 @@ from .results import (BucketOutcome, BucketStatus, bucket_outcomes, candidates, 
 from .sampler import LaneSeededTPE
 from .space import SearchSettings
 from .storage import fail_orphans, has_heartbeat, reap, storage_for
-from .study import (BucketMeta, TrialCounts, TrialRecord, create_or_load, ensure_dense_trial, is_dense_trial,
-                    is_feasible, is_skipped, reused_from, store_confirmation, study_name)
+from .study import (BucketMeta, TrialCounts, TrialRecord, create_or_load, enqueue_bisection, ensure_dense_trial,
+                    is_dense_trial, is_feasible, is_skipped, reused_from, store_confirmation, study_name)
 
 __all__ = ["CPU_DEVICE", "SearchRun", "TrialEvent", "failing_message", "run_search", "search"]
 
@@ -321,6 +321,10 @@ def _work(run: _BucketRun, storage: optuna.storages.BaseStorage, settings: Searc
             run.checked = check_baseline(study, settings)
         if done + running >= target or (dense_running and not dense_done):
             return BucketStatus.BUSY, ran
+        if not any(t.state == TrialState.WAITING for t in trials):
+            refined = run.objective.refinement()
+            if refined is not None:
+                enqueue_bisection(study, refined.params, refined.low, refined.high)
         finished: list[FrozenTrial] = []
         start = time.monotonic()
         # Only the expected failures become failed trials; anything else is a bug and propagates.

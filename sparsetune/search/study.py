@@ -56,6 +56,7 @@ _WORKER = "worker"  # trial user attr: host:pid of the worker that ran it
 _SEED = "seed"  # trial user attr: the TPE seed it was sampled with
 _PRUNED = "pruned"  # trial user attr: why a trial was settled without running (state PRUNED)
 _REUSED = "reuses"  # trial user attr: the trial whose measurement this one reuses (the same blocks kept)
+_BISECTS = "bisects"  # trial user attr: [miss, hold], the trials whose bracket it halves (`refine`)
 _EVALUATING = "evaluating"  # trial user attr: the sparse budget passed every check and is being measured
 
 
@@ -232,6 +233,17 @@ def is_evaluating(t: FrozenTrial) -> bool:
 
 def mark_reused(trial: optuna.Trial, source: int) -> None:
     trial.set_user_attr(_REUSED, source)
+
+
+def enqueue_bisection(study: optuna.Study, params: dict[str, Any], low: int, high: int) -> None:
+    """Enqueue a bisection trial (`refine.midpoint`): its parameters, and the bracket it halves."""
+    study.enqueue_trial(params, user_attrs={_BISECTS: [low, high]})
+
+
+def bisects(t: FrozenTrial) -> tuple[int, int] | None:
+    """The (miss, hold) trials whose bracket `t` halves, or None when `t` is not a bisection trial."""
+    pair = t.user_attrs.get(_BISECTS)
+    return None if pair is None else (pair[0], pair[1])
 
 
 def reused_from(t: FrozenTrial) -> int | None:

@@ -1,0 +1,85 @@
+"""Bracket refinement: bisect the gap between a family's largest miss and its smallest hold above it.
+
+Within a family (budgets that differ only in keep or tau) accuracy does not rise as the ratio falls, so a
+family's miss and a hold above it bracket its frontier. Bisecting the bracket finds the family's cheapest
+holding budget in about log2(bracket / tolerance) trials, where TPE, which knows nothing of the monotone
+order, walks down from the hold one feasible (and so full-length, confirmed) trial at a time. TPE finds
+families; bisection takes each found one to its frontier.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..profile.budget import Budget
+from .confirm import family
+
+__all__ = ["COST_TOLERANCE", "Bisection", "Outcome", "midpoint"]
+
+# A bracket is closed once its ends' planned costs are within this share of the upper end's: the
+# search-efficiency target counts a trial within 5% of the optimum as found.
+COST_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one measured trial says about its family: its parameters, budget, and whether it held (met the
+    floor on the search part and did not fail its confirmation)."""
+
+    number: int  # the trial's
+    params: dict[str, Any]
+    budget: Budget
+    held: bool
+
+
+@dataclass(frozen=True)
+class Bisection:
+    """The next trial to run: its parameters, and the trials (a miss, a hold) whose bracket it halves."""
+
+    params: dict[str, Any]
+    low: int
+    high: int
+
+
+def midpoint(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceiling: float | None,
+             tried: set[tuple]) -> Bisection | None:
+    """The next bisection trial, or None when every bracket is closed.
+
+    A family's bracket is (its largest missing ratio, the smallest holding ratio above it); families are taken
+    cheapest hold first. The midpoint is geometric for keep (searched on a log scale), arithmetic for tau. A
+    bracket is closed when its ends plan to cost within `COST_TOLERANCE`, when the midpoint plans to cost no
+    less than `ceiling` (the budget already confirmed: the trial would be pruned) or as much as an end (at short
+    lengths a few blocks per row make keeps between them keep the same blocks), or when a trial with the
+    midpoint's parameters exists (`tried`: parameter tuples of every trial, so a pruned or reused midpoint is
+    never proposed again).
+    """
+    brackets = []
+    for fam in dict.fromkeys(family(o.budget) for o in outcomes):
+        members = [o for o in outcomes if family(o.budget) == fam]
+        misses = [o for o in members if not o.held]
+        if not misses:
+            continue
+        low = max(misses, key=lambda o: (o.budget.ratio, -o.number))
+        above = [o for o in members if o.held and o.budget.ratio > low.budget.ratio]
+        if above:
+            brackets.append((low, min(above, key=lambda o: (o.budget.ratio, o.number))))
+    for low, top in sorted(brackets, key=lambda b: (cost(b[1].budget), b[1].budget.ratio)):
+        high = top.budget
+        lo, hi = low.budget.ratio, high.ratio
+        if cost(high) - cost(low.budget) <= COST_TOLERANCE * cost(high):
+            continue
+        name = "keep" if low.budget.method == "topk" else "tau"
+        mid = round(math.sqrt(lo * hi) if name == "keep" else (lo + hi) / 2, 4)
+        params = {**low.params, name: mid}
+        if not lo < mid < hi or tuple(sorted(params.items())) in tried:
+            continue
+        at = cost(low.budget.with_ratio(mid))
+        if ceiling is not None and at >= ceiling - 1e-12:
+            continue
+        if at in (cost(low.budget), cost(high)):  # closed at the mask's resolution: it keeps an end's blocks
+            continue
+        return Bisection(params, low.number, top.number)
+    return None
