@@ -1,0 +1,135 @@
+"""Probe block estimators that are not (yet) product code, on a few samples, by exact match against dense.
+
+    sed -n '267p;286p;334p;335p;343p;354p' benchmarks/out/smollm2_search_1411.jsonl > c4k.jsonl
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/estimator_probe.py --workload c4k.jsonl --variant lowrank16
+    sed -n '267p;354p' benchmarks/out/smollm2_search_1411.jsonl > c4k2.jsonl
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/estimator_probe.py --workload c4k2.jsonl --variant peak1 --layers 0-22
+
+The probe swaps the `peak` estimator for a variant, then evaluates `--budget` (default keep 0.256, block 64, sink 1,
+local 1: 73% block sparsity at 4k) with `sparsetune.evaluate`, one thread, batch 1. Variants, every one scoring
+*every* query (the 4k diagnosis, RESULTS.md, found that the 1-in-16 sampler skips the queries that matter):
+
+- ``peak1``: peak with stride 1, the exact per-query mass (the max over the block's queries): costs dense q.k.
+- ``lowrankR``: q.k approximated in the top R principal directions of the keys (per KV head and call, from K^T K),
+  every query scored against every key at R/D of the q.k work (Loki-style), then peak's per-query mass and max.
+- ``questq``: every query's Quest bound per key block (q . centre + |q| . radius of the block's per-channel key
+  range), softmax over blocks, max over the block's queries: D x (blocks) work per query, far below q.k.
+- ``meank``: every query against the mean key of each block (keys pooled, queries not).
+
+`--layers A-B` uses the variant only in layers A..B-1 and peak/16 elsewhere (prefill and decode calls run layers
+0..L-1 in order per forward, so the call index modulo L is the layer). Appends one JSON line per run to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out"
+
+
+def _lowrank(rank: int):
+    import torch
+
+    from sparsetune.attention.estimate_sampled import sampled_logits
+
+    def estimate(q, k, budget, scale):
+        kf = k.float()
+        basis = torch.linalg.eigh(kf.transpose(-1, -2) @ kf).eigenvectors[..., -rank:]  # [B, Hkv, D, R]
+        per_head = basis.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        return sampled_logits(q.float() @ per_head, kf @ basis, budget.block_size, scale, 1, "max")
+    return estimate
+
+
+def _per_query(kind: str):
+    import torch
+
+    from sparsetune.attention.estimate_quest import block_extremes
+    from sparsetune.attention.mask import block_grid
+
+    def estimate(q, k, budget, scale):
+        bs = budget.block_size
+        batch, heads, seq_q, dim = q.shape
+        kv_heads, seq_k = k.shape[1], k.shape[2]
+        group = heads // kv_heads
+        first, rows, cols = block_grid(seq_q, seq_k, bs)
+        qf = q.float().reshape(batch, kv_heads, group * seq_q, dim) * scale
+        if kind == "questq":
+            lo, hi = block_extremes(k, bs)
+            s = qf @ ((hi + lo) / 2).transpose(-1, -2) + qf.abs() @ ((hi - lo) / 2).transpose(-1, -2)
+        else:
+            kf = torch.nn.functional.pad(k.float(), (0, 0, 0, cols * bs - seq_k))
+            s = qf @ kf.view(batch, kv_heads, cols, bs, dim).mean(3).transpose(-1, -2)
+        s = s.view(batch, kv_heads, group, seq_q, cols)
+        block_of = (torch.arange(seq_q) + seq_k - seq_q) // bs
+        s = s.masked_fill(torch.arange(cols)[None, :] > block_of[:, None], -math.inf)
+        p = torch.softmax(s, -1).amax(2)  # [B, Hkv, Sq, KB]: each query's mass per block, max over the group
+        out = torch.zeros(batch, kv_heads, rows, cols)
+        out.scatter_reduce_(2, (block_of - first)[None, None, :, None].expand_as(p), p, "amax")
+        return out.log()
+    return estimate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--workload", required=True)
+    ap.add_argument("--variant", required=True, help="peak1, lowrank4/8/16, questq, meank, oracle, stock (peak/16), dense")
+    ap.add_argument("--layers", default=None, help="A-B: the variant in layers A..B-1 only, peak/16 elsewhere")
+    ap.add_argument("--budget", default="keep=0.256,block=64,sink=1,local=1,estimator=peak,stride=16")
+    ap.add_argument("--out", default=str(OUT / "estimator_probe_smollm2.jsonl"))
+    args = ap.parse_args()
+
+    import torch
+
+    import sparsetune.attention.estimate as E
+    from sparsetune.attention.estimate_sampled import sampled_logits
+    from sparsetune.evaluate.decode import evaluate
+    from sparsetune.evaluate.inputs import load_inputs
+    from sparsetune.profile.budget import Budget
+
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    v = args.variant
+    if v == "peak1":
+        variant = lambda q, k, b, s: sampled_logits(q, k, b.block_size, s, 1, "max")  # noqa: E731
+    elif v.startswith("lowrank"):
+        variant = _lowrank(int(v.removeprefix("lowrank")))
+    elif v in ("questq", "meank"):
+        variant = _per_query(v)
+    elif v == "oracle":
+        variant = E.ESTIMATE["oracle"]
+    elif v in ("stock", "dense"):
+        variant = E.ESTIMATE["peak"]
+    else:
+        sys.exit(f"--variant: unknown {v!r}")
+    loaded, work = load_inputs(args.model, args.workload, threads=1)
+    layers = loaded.model.config.num_hidden_layers
+    lo, hi = (int(x) for x in args.layers.split("-")) if args.layers else (0, layers)
+    stock, calls = E.ESTIMATE["peak"], [0]
+
+    def probe(q, k, b, scale):
+        layer = calls[0] % layers
+        calls[0] += 1
+        return (variant if lo <= layer < hi else stock)(q, k, b, scale)
+
+    E.ESTIMATE["peak"] = probe
+    budget = Budget.parse(args.budget)
+    started = time.perf_counter()
+    r = evaluate(loaded, work.samples, None if v == "dense" else budget, batch_size=1)
+    row = {"workload": args.workload, "lines": [s.line for s in work.samples], "variant": v,
+           "layers": f"{lo}-{hi}", "budget": args.budget, "correct": r.correct, "sparsity": round(r.sparsity, 4),
+           "seconds": round(time.perf_counter() - started, 1), "machine": "2 CPU cores, one thread",
+           "command": "benchmarks/estimator_probe.py " + " ".join(sys.argv[1:])}
+    print(json.dumps(row), flush=True)
+    with open(args.out, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
