@@ -79,7 +79,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--workload", required=True)
-    ap.add_argument("--variant", required=True, help="peak1, lowrank4/8/16, questq, meank, oracle, stock (peak/16), dense")
+    ap.add_argument("--variant", required=True,
+                    help="peak1, lowrank4/8/16, questq, meank, oracle, stock (peak/16), dense")
     ap.add_argument("--layers", default=None, help="A-B: the variant in layers A..B-1 only, peak/16 elsewhere")
     ap.add_argument("--budget", default="keep=0.256,block=64,sink=1,local=1,estimator=peak,stride=16")
     ap.add_argument("--out", default=str(OUT / "estimator_probe_smollm2.jsonl"))

@@ -147,8 +147,8 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
     """The product's study on the grid: the dense trial, the anchors in bisection order (`SearchSpace.anchor_params`
     at this length, plus the shorter bucket's best carried as search carries a confirmed budget, keeps snapped to
     the grid), then TPE, with `refine.midpoint`'s bisection trials enqueued between them as search enqueues
-    them (midpoints snapped to the grid's keeps). As `search/plan.py` rules, a trial that cannot win is pruned (it costs more than a
-    feasible one, or keeps no more than a miss of its family) and a point already measured is reused; neither
+    them (midpoints snapped to the grid's keeps). As `search/plan.py` rules, a trial that cannot win is pruned (it
+    costs more than a feasible one, or keeps no more than a miss of its family) and a point already measured is reused; neither
     is an evaluation. Returns the evaluated trials until one reaches the goal (or `cap` evaluations)."""
     import optuna
 

@@ -108,9 +108,10 @@ def test_bisection_trials_halve_a_bracket_of_their_family(tmp_path):
                 continue
             low, high = (trials[n] for n in bisects(t))
             assert low.number < t.number and high.number < t.number
-            assert {k: v for k, v in low.params.items() if k != "keep"} == {
-                k: v for k, v in t.params.items() if k != "keep"} == {k: v for k, v in high.params.items() if k != "keep"}
-            assert t.params["keep"] == round((low.params["keep"] * high.params["keep"]) ** 0.5, 4)
+            same = [{k: v for k, v in x.params.items() if k != "keep"} for x in (low, t, high)]
+            assert same[0] == same[1] == same[2]
+            # Inside the bracket (its exact point, a geometric midpoint of the bracket or of a half that planning
+            # alone narrowed, is `refine.midpoint`'s unit test).
             assert low.params["keep"] < t.params["keep"] < high.params["keep"]
             assert not is_feasible(low) or low.number in failed or reused_from(low) in failed
             assert is_feasible(high) and high.number not in failed and reused_from(high) not in failed

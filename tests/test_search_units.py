@@ -357,7 +357,7 @@ def test_a_new_study_enqueues_dense_then_the_anchors_and_suggest_reads_them_back
     assert got[1:] == [space.budget_of(p) for p in space.anchor_params(512)]
 
 
-def _one_candidate(confirmed: list[bool]):
+def _one_candidate(confirmed: list[bool], limit: int = 6):
     """A bucket with its dense trial and one feasible candidate, trial 1 (keep 0.5, block 32, sink 1, local 1),
     whose confirmation gave `confirmed`; returns (objective, settle), where settle(budget) is the reason
     `_unneeded` prunes the budget for, or None when it would be evaluated."""
@@ -366,7 +366,7 @@ def _one_candidate(confirmed: list[bool]):
     from sparsetune.workload.files import TokenSample
 
     study = _bucket_study()
-    meta = _meta(floor=Floor(value=0.9), confirm_n=2, confirm_tasks=["t", "t"])
+    meta = _meta(floor=Floor(value=0.9), confirm_n=2, confirm_tasks=["t", "t"], confirm_limit=limit)
     study.set_user_attr("meta", meta.to_attr())
     space = SearchSpace()
     samples = [TokenSample(input_ids=[1] * 200, answer_ids=[2], task="t", line=i) for i in (1, 2)]
@@ -469,6 +469,10 @@ def test_refinement_bisects_a_family_between_its_largest_miss_and_its_smallest_h
     # Closed at the mask's resolution: a midpoint that plans to cost what an end does keeps that end's blocks.
     steps = lambda b: round(b.ratio * 4) / 4  # noqa: E731  (four blocks per row)
     assert midpoint([_outcome(0.5, False), _outcome(0.7, True)], steps, None, set()) is None
+    # A midpoint that ties an end stands in for it, and the other half is bisected: 0.5916 keeps 0.5's blocks.
+    three = lambda b: 0.5 if b.ratio < 0.6 else 0.6 if b.ratio < 0.65 else 0.75  # noqa: E731
+    got = midpoint([_outcome(0.5, False), _outcome(0.7, True)], three, None, set())
+    assert got.params["keep"] == round((round((0.5 * 0.7) ** 0.5, 4) * 0.7) ** 0.5, 4)
     # The family whose hold is cheapest goes first.
     two = [_outcome(0.5, False), _outcome(0.9, True), _outcome(0.1, False, sink=0), _outcome(0.4, True, sink=0)]
     assert midpoint(two, cost, None, set()).params == {"block_size": 64, "sink": 0, "local": 1, "keep": 0.2}
@@ -485,7 +489,8 @@ def test_a_candidate_that_failed_confirmation_is_no_bracket_top_even_where_the_w
         study.enqueue_trial(params)
         trial = study.ask()
         budget = space.suggest(trial)
-        TrialRecord(correct=[feasible] * 2, accuracy=float(feasible), complete=True, sparsity=0.5, dense=False).store(trial)
+        TrialRecord(correct=[feasible] * 2, accuracy=float(feasible), complete=True, sparsity=0.5,
+                    dense=False).store(trial)
         trial.set_constraint("floor", -0.1 if feasible else 0.1)
         study.tell(trial, objective.planned_cost(budget))
         return trial.number
@@ -502,3 +507,14 @@ def test_a_candidate_that_failed_confirmation_is_no_bracket_top_even_where_the_w
     assert objective.refinement() is None
     store_confirmation(study, 1, [True, True])  # had trial 1 held, (0.2, 0.5) would be bisected
     assert objective.refinement().params == {"block_size": 32, "sink": 1, "local": 1, "keep": mid.keep}
+
+
+def test_once_the_walk_meets_its_failure_limit_every_trial_is_pruned_and_nothing_is_bisected():
+    from sparsetune.profile.budget import Budget
+
+    objective, settle = _one_candidate([False, False], limit=1)  # trial 1 failed confirmation: the limit is met
+    reason = "the confirmation walk met its limit of 1 failures: nothing cheaper is confirmed"
+    assert settle(Budget(keep=0.3, block_size=32, sink=0, local=2)) == reason  # another family, cheaper
+    assert objective.refinement() is None
+    _, settle = _one_candidate([False, False], limit=2)  # below the limit another family may still be confirmed
+    assert settle(Budget(keep=0.3, block_size=32, sink=0, local=2)) is None

@@ -29,7 +29,7 @@ __all__ = ["CONFIRM_FRACTION", "CONFIRM_LIMIT", "Candidate", "Walk", "family", "
            "walk"]
 
 CONFIRM_FRACTION = 1 / 3  # share of each bucket's samples (per task) kept for confirmation: search:confirm = 2:1
-CONFIRM_LIMIT = 6  # at most this many candidates are evaluated on the confirmation part per bucket
+CONFIRM_LIMIT = 6  # after this many failed confirmations below the choice, nothing cheaper is confirmed
 
 S = TypeVar("S")
 

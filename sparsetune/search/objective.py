@@ -27,7 +27,8 @@ from .results import candidates, confirmation_verdicts
 from .space import SearchSpace
 from .storage import reap, worker_id
 from .study import (LIVE, BucketMeta, TrialRecord, counts_as_trial, is_dense_requested, is_dense_trial,
-                    is_feasible, mark_dense, mark_evaluating, mark_pruned, mark_reused, mark_skipped, mark_started, reused_from)
+                    is_feasible, mark_dense, mark_evaluating, mark_pruned, mark_reused, mark_skipped, mark_started,
+                    reused_from)
 
 __all__ = ["EXPECTED_TRIAL_ERRORS", "Objective", "SkippedTrial"]
 
@@ -144,8 +145,9 @@ class Objective:
         outcomes = [Outcome(t.number, t.params, self.space.budget_of(t.params),
                             is_feasible(t) and t.number not in failed and reused_from(t) not in failed)
                     for t in trials if t.state == TrialState.COMPLETE and not is_dense_trial(t)]
-        # A waiting (enqueued) trial has no params yet: its fixed ones are what it will run.
-        tried = {tuple(sorted((t.params or t.system_attrs.get("fixed_params", {})).items()))
+        # A waiting (enqueued) trial has no params yet, a running one may have some: its fixed ones are what it runs.
+        # (Two workers may still both enqueue one midpoint in the same instant; the later copy is then evaluated too.)
+        tried = {tuple(sorted({**t.system_attrs.get("fixed_params", {}), **t.params}.items()))
                  for t in trials if t.state != TrialState.FAIL}
         ceiling = self.planned_cost(w.chosen.budget) if w.chosen is not None else None
         return midpoint(outcomes, self.planned_cost, ceiling, tried)
@@ -153,10 +155,11 @@ class Objective:
     def _unneeded(self, trial: optuna.Trial, budget: Budget) -> float | None:
         """Settle a trial without evaluating it, when that is known before it runs: a budget that keeps the
         blocks a measured trial kept reuses that measurement (its value is returned). Pruned
-        (`optuna.TrialPruned`): one that keeps every block (the dense trial measured it); one that keeps no more
+        (`optuna.TrialPruned`): one that keeps every block (the dense trial measured that); one that keeps no more
         than a miss of its family, or than a candidate of its family that failed confirmation (the confirmation
-        walk would skip it); any, once the walk confirms nothing cheaper (`Walk.spent`); one whose planned cost is not below the budget already confirmed for the bucket
-        (it cannot make the profile cheaper). None: evaluate it."""
+        walk would skip it); any, once the walk has met its limit of failures (`Walk.spent`: nothing cheaper is
+        confirmed); one whose planned cost is not below the budget already confirmed for the bucket (it cannot
+        make the profile cheaper). None: evaluate it."""
         if planned_density(budget, self.shapes) >= 1.0:
             mark_pruned(trial, "keeps every visible block here: the dense trial measured that")
             raise optuna.TrialPruned("keeps every block")
@@ -185,7 +188,7 @@ class Objective:
             mark_pruned(trial, f"keeps no more than trial {failed.number}, which failed its confirmation")
             raise optuna.TrialPruned("below a confirmation failure of its family")
         if w.spent:  # no candidate cheaper than the walk's choice will be confirmed, so none can replace it
-            mark_pruned(trial, f"{self.meta.confirm_limit} cheaper candidates failed confirmation: "
+            mark_pruned(trial, f"the confirmation walk met its limit of {self.meta.confirm_limit} failures: "
                                "nothing cheaper is confirmed")
             raise optuna.TrialPruned("no confirmation left")
         chosen = w.chosen

@@ -48,16 +48,20 @@ def midpoint(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceili
              tried: set[tuple]) -> Bisection | None:
     """The next bisection trial, or None when every bracket is closed.
 
-    A family's bracket is (its largest missing ratio, the smallest holding ratio above it); families are taken
-    cheapest hold first. The midpoint is geometric for keep (searched on a log scale), arithmetic for tau. A
-    bracket is closed when its ends plan to cost within `COST_TOLERANCE`, when the midpoint plans to cost no
-    less than `ceiling` (the budget already confirmed: the trial would be pruned) or as much as an end (at short
-    lengths a few blocks per row make keeps between them keep the same blocks), or when a trial with the
-    midpoint's parameters exists (`tried`: parameter tuples of every trial, so a pruned or reused midpoint is
-    never proposed again).
+    A family's bracket is (its largest missing keep, the smallest holding keep above it); families are taken
+    cheapest hold first. The midpoint is geometric (keep is searched on a log scale). A midpoint that plans to
+    cost what an end does keeps that end's block counts (at short lengths a row has few blocks), so it stands
+    in for that end and the other half is bisected instead, without a trial. A bracket is closed when its ends
+    plan to cost within `COST_TOLERANCE`, when no keep between them plans another cost, when the midpoint
+    plans to cost no less than `ceiling` (the budget already confirmed: the trial would be pruned), or when a
+    trial with the midpoint's parameters exists (`tried`: parameter tuples of every trial, so a pruned or
+    reused midpoint is never proposed again).
+
+    Top-k only: a coverage budget's planned cost is its sink and local floor whatever its tau, so its brackets
+    cannot be told apart by cost before they run.
     """
     brackets = []
-    for fam in dict.fromkeys(family(o.budget) for o in outcomes):
+    for fam in dict.fromkeys(family(o.budget) for o in outcomes if o.budget.method == "topk"):
         members = [o for o in outcomes if family(o.budget) == fam]
         misses = [o for o in members if not o.held]
         if not misses:
@@ -67,19 +71,25 @@ def midpoint(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceili
         if above:
             brackets.append((low, min(above, key=lambda o: (o.budget.ratio, o.number))))
     for low, top in sorted(brackets, key=lambda b: (cost(b[1].budget), b[1].budget.ratio)):
-        high = top.budget
-        lo, hi = low.budget.ratio, high.ratio
-        if cost(high) - cost(low.budget) <= COST_TOLERANCE * cost(high):
+        lo_cost, hi_cost = cost(low.budget), cost(top.budget)
+        if hi_cost - lo_cost <= COST_TOLERANCE * hi_cost:
             continue
-        name = "keep" if low.budget.method == "topk" else "tau"
-        mid = round(math.sqrt(lo * hi) if name == "keep" else (lo + hi) / 2, 4)
-        params = {**low.params, name: mid}
+        lo, hi = low.budget.ratio, top.budget.ratio
+        while True:
+            mid = round(math.sqrt(lo * hi), 4)
+            if not lo < mid < hi:
+                break  # no keep between the ends plans another cost
+            at = cost(low.budget.with_ratio(mid))
+            if at == lo_cost:
+                lo = mid
+            elif at == hi_cost:
+                hi = mid
+            else:
+                break
+        params = {**low.params, "keep": mid}
         if not lo < mid < hi or tuple(sorted(params.items())) in tried:
             continue
-        at = cost(low.budget.with_ratio(mid))
         if ceiling is not None and at >= ceiling - 1e-12:
-            continue
-        if at in (cost(low.budget), cost(high)):  # closed at the mask's resolution: it keeps an end's blocks
             continue
         return Bisection(params, low.number, top.number)
     return None

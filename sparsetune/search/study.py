@@ -85,7 +85,7 @@ class BucketMeta:
     storage: str | None  # the storage URL as given (redacted when written into a profile)
     confirm_n: int = 0  # samples in the bucket's confirmation part (never explored by the search)
     confirm_tasks: list[str] = field(default_factory=list)  # their tasks, in order
-    confirm_limit: int = 6  # candidates evaluated on the confirmation part at most
+    confirm_limit: int = 6  # failed confirmations below the choice after which nothing cheaper is confirmed
     # Block sizes the study searches (`SearchSpace.at_length`); None: written by an earlier version, which
     # searched every block size of the space.
     block_sizes: tuple[int, ...] | None = None
