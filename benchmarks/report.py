@@ -383,7 +383,8 @@ def efficiency_section(e: dict[str, Any], search_trials: int | None = None) -> s
                              for bk in e["buckets"])
                  + "). The anchored study is the product's: the dense trial, then the anchors (fixed keeps and token "
                  "budgets at the bucket's length, the shorter bucket's best carried as a keep and as tokens; keeps "
-                 "snapped to the grid) in bisection order, then TPE; trials that cannot win (costlier than a "
+                 "snapped to the grid) in bisection order, then TPE, with `refine.midpoint`'s bisection trials between its "
+                 "suggestions (midpoints snapped to the grid's keeps); trials that cannot win (costlier than a "
                  "feasible one, or keeping no more than a miss of their family) are pruned and repeated points "
                  "reused, and neither counts as an evaluation, as in `sparsetune search`.", ""] if anchored else []),
               "Notes:", "",
