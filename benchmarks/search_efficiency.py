@@ -148,10 +148,12 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
     at this length, plus the shorter bucket's best carried as search carries a confirmed budget, keeps snapped to
     the grid), then TPE, with `refine.midpoint`'s bisection trials enqueued between them as search enqueues
     them (midpoints snapped to the grid's keeps). As `search/plan.py` rules, a trial that cannot win is pruned (it
-    costs more than a feasible one, or keeps no more than a miss of its family) and a point already measured is reused; neither
-    is an evaluation. Returns the evaluated trials until one reaches the goal (or `cap` evaluations)."""
+    costs more than a feasible one, or keeps no more than a miss of its family: `confirm.keeps_no_more`) and a
+    point already measured is reused; neither is an evaluation. Returns the evaluated trials until one reaches the
+    goal (or `cap` evaluations)."""
     import optuna
 
+    from sparsetune.search.confirm import keeps_no_more
     from sparsetune.search.refine import Outcome, midpoint
     from sparsetune.search.space import SearchSpace
 
@@ -163,14 +165,16 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
         {"block_size": carried.block_size, "sink": carried.sink, "local": carried.local, "keep": carried.keep},
         from_len, rep_len)
     seq: list[dict[str, Any]] = []
-    state: dict[str, Any] = {"best": float("inf"), "misses": [], "outcomes": []}
+    state: dict[str, Any] = {"best": float("inf"), "outcomes": []}  # outcomes: every measured sparse point
 
     def objective(trial: optuna.Trial) -> float:
         p = _suggest(trial, grid)
         block, keep, sink, local = p.block_size, p.keep, p.sink, p.local
         cost = grid.cost[p]
-        family = (block, sink, local)
-        if cost > state["best"] + 1e-12 or any(f == family and keep <= k for f, k in state["misses"]):
+        params = {"block_size": block, "sink": sink, "local": local, "keep": keep}
+        budget = space.budget_of(params)
+        below_miss = any(not o.held and keeps_no_more(budget, o.budget) for o in state["outcomes"])
+        if cost > state["best"] + 1e-12 or below_miss:
             raise optuna.TrialPruned()  # cannot win: not evaluated, not counted
         if any(t["point"] == p.label for t in seq):
             row = grid.row(p)  # reused: the measurement is already in the study
@@ -179,11 +183,8 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
             seq.append({"cost": cost, "feasible": row["feasible"], "point": p.label})
         if row["feasible"]:
             state["best"] = min(state["best"], cost)
-        elif keep < 1:
-            state["misses"].append((family, keep))
         if keep < 1:
-            params = {"block_size": block, "sink": sink, "local": local, "keep": keep}
-            state["outcomes"].append(Outcome(trial.number, params, space.budget_of(params), bool(row["feasible"])))
+            state["outcomes"].append(Outcome(trial.number, params, budget, bool(row["feasible"])))
         trial.set_constraint("floor", row["target"] - row["best_case"])
         return cost
 
