@@ -111,9 +111,10 @@ def _check_bucket(study: optuna.Study, trials: int) -> list:
 
 @pytest.mark.slow
 def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url, run_cli):
-    # 24 samples at 256 and 24 at 512 tokens, 10 trials each: enough work that the worker that
-    # starts second (model load on a loaded machine) still finds trials left to take.
-    workload = _slice(tmp_path, per_task=6)
+    # 48 samples at 256 and 48 at 512 tokens, 10 trials each: enough work that the worker that
+    # starts second (model load on a loaded machine) still finds trials left to take, now that a
+    # missing trial stops after its first forward batch.
+    workload = _slice(tmp_path, per_task=12)
     outs = [tmp_path / f"w{i}" / "p.yaml" for i in range(2)]
     procs = [_start(pg_url, "duo", workload, out, 10, "256,512") for out in outs]
     reports = [_finish(p, out) for p, out in zip(procs, outs)]
@@ -217,8 +218,9 @@ def test_a_killed_workers_trial_is_retried_and_nothing_finished_is_lost(tmp_path
 @pytest.mark.slow
 def test_local_workers_share_one_journal_and_one_profile_is_written(tmp_path, run_cli):
     # `--workers 2` is the same two workers on a local journal: both run trials, the invariants of a shared
-    # study hold, and the profile (written by the calling process alone) is the storage's.
-    workload = _slice(tmp_path, per_task=6)
+    # study hold, and the profile (written by the calling process alone) is the storage's. 48 samples per
+    # bucket: with fewer, the first worker settled every trial before the helper had loaded the model.
+    workload = _slice(tmp_path, per_task=12)
     out = tmp_path / "p.yaml"
     r = run_cli("search", "--model", "demo", "--workload", workload, "--buckets", "256,512", "--trials", 10,
                 "--study", "local", "-o", out, "--workers", 2, "--json")

@@ -78,6 +78,25 @@ def test_result_fields_and_batch_size_independence(lm):
     assert dense.sparsity == 0 and dense.stats.dense_calls > 0 and dense.stats.sparse_calls == 0
 
 
+def test_a_stop_after_a_batch_leaves_the_rest_unevaluated(lm):
+    samples = _mixed_samples(lm, SPARSE, _prompts(6, 50, 130, seed=6))
+    full = evaluate(lm, samples, SPARSE, batch_size=2)
+    seen: list[list[bool | None]] = []
+
+    def stop(part: list[bool | None]) -> bool:
+        seen.append(list(part))
+        return sum(c is not None for c in part) >= 4  # after the second batch of two
+
+    r = evaluate(lm, samples, SPARSE, batch_size=2, stop=stop)
+    assert [sum(c is not None for c in p) for p in seen] == [2, 4]  # asked after each batch but the last
+    assert r.n == 4 and r.correct.count(None) == 2
+    assert [c for c in r.correct if c is not None] == [f for f, c in zip(full.correct, r.correct) if c is not None]
+    assert sum(s.n for s in r.per_task.values()) == 4  # unevaluated samples count in no task
+    assert r.accuracy == sum(bool(c) for c in r.correct) / 4
+    never = evaluate(lm, samples, SPARSE, batch_size=2, stop=lambda part: False)
+    assert never.correct == full.correct
+
+
 def test_fidelity_answers(lm):
     unlabelled = [TokenSample(p, None, "traffic", i + 1) for i, p in enumerate(_prompts(5, 40, 120, seed=3))]
     filled = fill_answers(lm, unlabelled, answer_tokens=4, batch_size=2)

@@ -518,3 +518,33 @@ def test_once_the_walk_meets_its_failure_limit_every_trial_is_pruned_and_nothing
     assert objective.refinement() is None
     _, settle = _one_candidate([False, False], limit=2)  # below the limit another family may still be confirmed
     assert settle(Budget(keep=0.3, block_size=32, sink=0, local=2)) is None
+
+
+def test_a_trial_stops_after_the_batch_that_settles_it_not_at_the_end_of_its_chunk(tmp_path):
+    """`Objective._run` asks its stop after every forward batch: a chunk of two batches ends after the first when
+    that one settles the verdict (at 4k tokens a batch is one sample, a chunk 16: minutes of a 135M model)."""
+    import random
+
+    from fixtures.tiny_models import save_folder
+    from sparsetune.profile.budget import Budget
+    from sparsetune.workload.files import TokenSample
+    from sparsetune.workload.models import load_model
+
+    lm = load_model(str(save_folder(tmp_path / "tiny", "llama", seed=4)))
+    rng = random.Random(0)
+    samples = [TokenSample([2] + [rng.randrange(8, 300) for _ in range(40 + 3 * i)], [9], "t", i + 1)
+               for i in range(8)]
+    study = _bucket_study()
+    objective = Objective(lm, samples, _meta(n=8, tasks=["t"] * 8), SearchSpace(), study, None, 2, 3)
+    order = [5, 1, 6, 2, 0, 3, 4, 7]
+    asked: list[int] = []
+
+    def stop(part: list[bool | None]) -> bool:
+        asked.append(sum(c is not None for c in part))
+        return True
+
+    r = objective._run(Budget.parse("keep=0.25,block=16"), stop=stop, order=order)
+    assert asked == [2]  # after the first batch of the first chunk (4 samples in batches of 2)
+    assert [i for i, c in enumerate(r.correct) if c is not None] == [1, 2]  # the chunk's two shortest
+    full = objective._run(Budget.parse("keep=0.25,block=16"), order=order)
+    assert None not in full.correct and [full.correct[i] for i in (1, 2)] == [r.correct[i] for i in (1, 2)]

@@ -49,18 +49,19 @@ class Score:
 
 @dataclass
 class EvalResult:
-    correct: list[bool]  # aligned with the samples passed in
+    correct: list[bool | None]  # aligned with the samples passed in; None: not evaluated (stopped early)
     per_task: dict[str, Score]
     stats: AttentionStats = field(default_factory=AttentionStats)
     seconds: float = 0.0  # wall time of the forwards
 
     @property
     def n(self) -> int:
-        return len(self.correct)
+        """Samples evaluated."""
+        return sum(c is not None for c in self.correct)
 
     @property
     def accuracy(self) -> float:
-        return sum(self.correct) / self.n if self.n else 0.0
+        return sum(bool(c) for c in self.correct) / self.n if self.n else 0.0
 
     @property
     def sparsity(self) -> float:
@@ -183,10 +184,12 @@ def fill_answers(
     return out
 
 
-def _per_task(samples: Sequence[TokenSample], correct: Sequence[bool]) -> dict[str, Score]:
+def _per_task(samples: Sequence[TokenSample], correct: Sequence[bool | None]) -> dict[str, Score]:
     right: dict[str, int] = defaultdict(int)
     count: dict[str, int] = defaultdict(int)
     for s, ok in zip(samples, correct):
+        if ok is None:  # not evaluated (stopped early)
+            continue
         count[s.task] += 1
         right[s.task] += bool(ok)
     return {t: Score(right[t], count[t]) for t in sorted(count)}
@@ -198,22 +201,28 @@ def evaluate(
     policy: Budget | Policy | None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[int], None] | None = None,
+    stop: Callable[[list[bool | None]], bool] | None = None,
 ) -> EvalResult:
     """Teacher-forced exact match of `policy` (None = dense) on samples that all have answers.
 
-    `on_batch(n)` is called after each batch with its number of samples (for progress displays)."""
+    `on_batch(n)` is called after each batch with its number of samples (for progress displays).
+    `stop(results so far)` is asked after each batch but the last, the results aligned with `samples` and None
+    where not evaluated yet; once it says True the rest are not evaluated and stay None in `correct`."""
     for s in samples:
         if not s.answer_ids:
             raise WorkloadError(f"line {s.line}: the sample has no answer; call fill_answers first (fidelity mode)")
-    correct = [False] * len(samples)
+    correct: list[bool | None] = [None] * len(samples)
+    batches = _batches(samples, batch_size)
     start = time.perf_counter()
     with enabled(loaded.model, policy), record_sparsity(loaded.model) as stats:
-        for batch in _batches(samples, batch_size):
+        for j, batch in enumerate(batches):
             answers = [samples[i].answer_ids or [] for i in batch]
             preds = _greedy(loaded, [samples[i].input_ids for i in batch], max(map(len, answers)), feeds=answers)
             for i, ans, pred in zip(batch, answers, preds):
                 correct[i] = pred[: len(ans)] == ans
             if on_batch is not None:
                 on_batch(len(batch))
+            if stop is not None and j + 1 < len(batches) and stop(correct):
+                break
     seconds = time.perf_counter() - start
     return EvalResult(correct=correct, per_task=_per_task(samples, correct), stats=stats, seconds=seconds)

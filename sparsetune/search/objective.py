@@ -263,7 +263,14 @@ class Objective:
         step = self.batch_size * 2
         for start in range(0, n, step):
             chunk = at[start:start + step]
-            r = evaluate(self.loaded, [samples[i] for i in chunk], budget, batch_size=self.batch_size)
+
+            def chunk_stop(part: list[bool | None]) -> bool:  # asked after each batch of the chunk
+                for i, c in zip(chunk, part):
+                    correct[i] = c
+                return stop(correct)  # type: ignore[misc]
+
+            r = evaluate(self.loaded, [samples[i] for i in chunk], budget, batch_size=self.batch_size,
+                         stop=None if stop is None else chunk_stop)
             for i, c in zip(chunk, r.correct):
                 correct[i] = c
             visible += r.stats.visible_blocks
@@ -271,10 +278,10 @@ class Objective:
             seconds += r.seconds
             for k in ("sparse_calls", "dense_calls", "fallback_calls"):
                 calls[k] = calls.get(k, 0) + getattr(r.stats, k)
-            if stop is not None and start + step < n and stop(correct):
+            if stop is not None and (None in r.correct or (start + step < n and stop(correct))):
                 break
         stats = AttentionStats(visible_blocks=visible, skipped_blocks=skipped, **calls)
-        return EvalResult(correct=correct, per_task={}, stats=stats, seconds=seconds)  # type: ignore[arg-type]
+        return EvalResult(correct=correct, per_task={}, stats=stats, seconds=seconds)
 
     def _cost(self, budget: Budget, density: float) -> dict[str, Any]:
         m = self.meta
