@@ -35,7 +35,7 @@ MAP=$!
 
 step "search (search split: 1k, 2k, 4k) -> profiles/smollm2.yaml"
 SEARCH=$(split search)
-$ST search --model smollm2 --workload "$SEARCH" --buckets 1024,2048,4096 --estimator peak --trials 6 \
+$ST search --model smollm2 --workload "$SEARCH" --buckets 1024,2048,4096 --estimator peak --trials 7 \
   --storage "$OUT/smollm2_peak.journal" --study smollm2_peak -o profiles/smollm2.yaml --force --json \
   > "$OUT/smollm2_search.json"
 
