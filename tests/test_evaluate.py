@@ -89,6 +89,8 @@ def test_a_stop_after_a_batch_leaves_the_rest_unevaluated(lm):
 
     r = evaluate(lm, samples, SPARSE, batch_size=2, stop=stop)
     assert [sum(c is not None for c in p) for p in seen] == [2, 4]  # asked after each batch but the last
+    # Batches run in the order of their first sample: the one holding samples[0] first, whatever its length.
+    assert seen[0][0] is not None
     assert r.n == 4 and r.correct.count(None) == 2
     assert [c for c in r.correct if c is not None] == [f for f, c in zip(full.correct, r.correct) if c is not None]
     assert sum(s.n for s in r.per_task.values()) == 4  # unevaluated samples count in no task

@@ -545,6 +545,7 @@ def test_a_trial_stops_after_the_batch_that_settles_it_not_at_the_end_of_its_chu
 
     r = objective._run(Budget.parse("keep=0.25,block=16"), stop=stop, order=order)
     assert asked == [2]  # after the first batch of the first chunk (4 samples in batches of 2)
-    assert [i for i, c in enumerate(r.correct) if c is not None] == [1, 2]  # the chunk's two shortest
+    # Batches group the chunk [5, 1, 6, 2] by length ({1, 2}, {5, 6}) and run the one holding its first sample first.
+    assert [i for i, c in enumerate(r.correct) if c is not None] == [5, 6]
     full = objective._run(Budget.parse("keep=0.25,block=16"), order=order)
-    assert None not in full.correct and [full.correct[i] for i in (1, 2)] == [r.correct[i] for i in (1, 2)]
+    assert None not in full.correct and [full.correct[i] for i in (5, 6)] == [r.correct[i] for i in (5, 6)]

@@ -220,7 +220,8 @@ class Bench:
 
     def result(self, b: int, policy: Any, mode: str = "full") -> BucketResult:
         """Evaluate `policy` on bucket b: ``full`` evaluates every chunk; ``floor`` stops once the floor
-        is out of reach (the search's early stop), so infeasible points cost a chunk or two."""
+        is out of reach (the search's early-stop rule, asked per chunk of 8 here, per forward batch in the search),
+        so infeasible points cost a chunk or two."""
         if mode not in ("full", "floor"):
             raise ValueError(mode)
         key = self.key(b, policy)

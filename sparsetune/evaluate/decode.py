@@ -52,7 +52,7 @@ class EvalResult:
     correct: list[bool | None]  # aligned with the samples passed in; None: not evaluated (stopped early)
     per_task: dict[str, Score]
     stats: AttentionStats = field(default_factory=AttentionStats)
-    seconds: float = 0.0  # wall time of the forwards
+    seconds: float = 0.0  # wall time of the forwards (and of a caller's stop checks between them)
 
     @property
     def n(self) -> int:
@@ -206,13 +206,15 @@ def evaluate(
     """Teacher-forced exact match of `policy` (None = dense) on samples that all have answers.
 
     `on_batch(n)` is called after each batch with its number of samples (for progress displays).
-    `stop(results so far)` is asked after each batch but the last, the results aligned with `samples` and None
-    where not evaluated yet; once it says True the rest are not evaluated and stay None in `correct`."""
+    `stop(results)` is asked after each batch but the last, with the live results list (aligned with `samples`,
+    None where not evaluated yet: copy it to keep it); once it says True the rest stay None in `correct`. Batches
+    group samples of similar length but run in the order of their first sample in `samples`, so a caller that puts
+    the samples most likely to settle the verdict first has them evaluated first."""
     for s in samples:
         if not s.answer_ids:
             raise WorkloadError(f"line {s.line}: the sample has no answer; call fill_answers first (fidelity mode)")
     correct: list[bool | None] = [None] * len(samples)
-    batches = _batches(samples, batch_size)
+    batches = sorted(_batches(samples, batch_size), key=min)
     start = time.perf_counter()
     with enabled(loaded.model, policy), record_sparsity(loaded.model) as stats:
         for j, batch in enumerate(batches):

@@ -55,7 +55,7 @@ def split_for_confirmation(samples: Sequence[S], fraction: float = CONFIRM_FRACT
     picks = {int((j + 0.5) * n / take) for j in range(take)}
     search = [s for i, s in enumerate(order) if i not in picks]
     confirm = [s for i, s in enumerate(order) if i in picks]
-    # Tasks interleaved (hash order), so an early stop after a few chunks has seen every task.
+    # Tasks interleaved (hash order), so an early stop after a few batches has seen several tasks.
     return sorted(search, key=_key), sorted(confirm, key=_key)
 
 

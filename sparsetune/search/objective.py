@@ -108,7 +108,7 @@ class Objective:
             dense = base.correct if base is not None else self._run(None).correct
             unchanged = (base.confirm_correct or []) if base is not None else []
 
-            def stop(partial: list[bool]) -> bool:
+            def stop(partial: list[bool | None]) -> bool:
                 return not self._judge(dense, partial, unchanged).met
 
             result = self._run(budget, None, stop, order=self._fail_first(dense))
@@ -208,9 +208,9 @@ class Objective:
                                   (confirm_dense, confirm_dense, confirm_tasks)).pooled
 
     def evaluate(self, samples: list[TokenSample], budget: Budget | None,
-                 stop: Callable[[list[bool]], bool] | None = None) -> list[bool]:
+                 stop: Callable[[list[bool | None]], bool] | None = None) -> list[bool | None]:
         """Per-sample results of `budget` (None: dense) on `samples`; stopped early once `stop(results so far)`
-        says the rest cannot change the verdict (the list is then shorter than `samples`)."""
+        says the rest cannot change the verdict (None then where a sample was not evaluated)."""
         return self._run(budget, samples, stop).correct
 
     def _skip(self, number: int, is_dense: bool) -> str | None:
@@ -264,10 +264,11 @@ class Objective:
         for start in range(0, n, step):
             chunk = at[start:start + step]
 
-            def chunk_stop(part: list[bool | None]) -> bool:  # asked after each batch of the chunk
+            def chunk_stop(part: list[bool | None], chunk: list[int] = chunk,
+                           verdict: Callable[[list[bool | None]], bool] = stop) -> bool:  # after each batch
                 for i, c in zip(chunk, part):
                     correct[i] = c
-                return stop(correct)  # type: ignore[misc]
+                return verdict(correct)
 
             r = evaluate(self.loaded, [samples[i] for i in chunk], budget, batch_size=self.batch_size,
                          stop=None if stop is None else chunk_stop)

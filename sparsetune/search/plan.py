@@ -28,10 +28,10 @@ _CEIL_EPS = 1e-9  # as attention.select: keep * visible within EPS of an integer
 
 
 def _always(budget: Budget, visible: int) -> int:
-    """Always-kept blocks of a row with `visible` blocks: the sink ones and the local ones (with the diagonal)."""
-    sink = set(range(min(budget.sink, visible)))
-    local = set(range(max(0, visible - budget.local), visible))
-    return len(sink | local)
+    """Always-kept blocks of a row with `visible` blocks: the sink ones and the local ones (with the diagonal).
+    The sink is a prefix of the row and the local blocks a suffix, so they overlap by max(0, a + b - visible) for
+    a = min(sink, visible) and b = min(local, visible), and their union is min(visible, a + b)."""
+    return min(visible, min(budget.sink, visible) + min(budget.local, visible))
 
 
 def kept_blocks(budget: Budget, visible: int) -> int:

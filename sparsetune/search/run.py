@@ -205,7 +205,7 @@ def _confirm(run: _BucketRun, on_event: Callable[[TrialEvent], None] | None) -> 
         searched = TrialRecord.of(next(t for t in study.get_trials(deepcopy=False) if t.number == w.missing.number))
         assert searched is not None  # candidates are complete trials with records
 
-        def stop(partial: list[bool], searched: TrialRecord = searched) -> bool:
+        def stop(partial: list[bool | None], searched: TrialRecord = searched) -> bool:
             return not holds_on_confirmation(meta.floor, (record.correct, searched.correct, meta.tasks),
                                              (record.confirm_correct, best_case(partial, meta.confirm_n),
                                               meta.confirm_tasks))
