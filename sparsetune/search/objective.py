@@ -23,7 +23,7 @@ from ..workload.models import LoadedModel
 from .confirm import keeps_no_more, walk
 from .plan import Shape, mask_key, planned_density
 from .refine import Bisection, Outcome, midpoint
-from .results import candidates, confirmation_verdicts
+from .results import candidates, confirmation_verdicts, stored_walk
 from .space import SearchSpace
 from .storage import reap, worker_id
 from .study import (LIVE, BucketMeta, TrialRecord, counts_as_trial, is_dense_requested, is_dense_trial,
@@ -181,7 +181,7 @@ class Objective:
                     trial.set_constraint(name, value)
                 return float(t.value)  # type: ignore[arg-type]
         assert self.meta is not None
-        w = walk(candidates(self.study), confirmation_verdicts(self.study), self.meta.confirm_limit)
+        w = stored_walk(self.study)
         # Below a confirmation failure of its family the walk would skip it even if it met the floor here.
         failed = next((c for c in w.failed if keeps_no_more(budget, c.budget)), None)
         if failed is not None:

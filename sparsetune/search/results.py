@@ -19,13 +19,13 @@ from ..profile.buckets import Span, spans
 from ..profile.budget import Budget
 from ..profile.floor import floor_target, holds_on_confirmation, judge_floor
 from ..profile.profile import (Accuracy, Bucket, DeviceSection, Floor, KernelConfig, Profile, Provenance, TaskAccuracy)
-from .confirm import Candidate, walk
+from .confirm import Candidate, Walk, walk
 from .space import SearchSpace
 from .study import (BucketMeta, TrialCounts, TrialRecord, bucket_studies, confirmations, counts_as_trial, is_dense_trial,
                     is_feasible, meta_of, reused_from, worker_of)
 
 __all__ = ["BucketOutcome", "BucketProgress", "BucketStatus", "bucket_outcomes", "candidates",
-           "confirmation_verdicts", "dense_record", "profile_from_storage", "study_progress"]
+           "confirmation_verdicts", "dense_record", "profile_from_storage", "stored_walk", "study_progress"]
 
 
 class BucketStatus(str, enum.Enum):
@@ -128,6 +128,12 @@ def confirmation_verdicts(study: optuna.Study) -> dict[int, bool]:
         out[number] = rec is not None and finished and holds_on_confirmation(
             meta.floor, (base.correct, rec.correct, meta.tasks), (base.confirm_correct, correct, meta.confirm_tasks))
     return out
+
+
+def stored_walk(study: optuna.Study) -> Walk:
+    """The confirmation walk over the study's candidates and stored verdicts, at the study's limit: what the
+    profile would choose now, and what is still to confirm."""
+    return walk(candidates(study), confirmation_verdicts(study), meta_of(study).confirm_limit)
 
 
 def _outcome(study: optuna.Study) -> BucketOutcome:

@@ -49,9 +49,9 @@ from ..workload.files import DEFAULT_ANSWER_TOKENS, TokenSample, Workload
 from ..workload.models import LoadedModel
 from .baseline import check_baseline, warn_unresolvable
 from .objective import EXPECTED_TRIAL_ERRORS, Objective
-from .confirm import split_for_confirmation, walk
-from .results import (BucketOutcome, BucketStatus, bucket_outcomes, candidates, confirmation_verdicts, dense_record,
-                      profile_from_storage)
+from .confirm import split_for_confirmation
+from .results import (BucketOutcome, BucketStatus, bucket_outcomes, dense_record, profile_from_storage,
+                      stored_walk)
 from .sampler import LaneSeededTPE
 from .space import SearchSettings
 from .storage import fail_orphans, has_heartbeat, reap, storage_for
@@ -199,7 +199,7 @@ def _confirm(run: _BucketRun, on_event: Callable[[TrialEvent], None] | None) -> 
     if record is None or record.confirm_correct is None:
         return  # the dense trial has not run: nothing to confirm against (the profile writer says so)
     while True:
-        w = walk(candidates(study), confirmation_verdicts(study), meta.confirm_limit)
+        w = stored_walk(study)
         if w.missing is None:
             return
         searched = TrialRecord.of(next(t for t in study.get_trials(deepcopy=False) if t.number == w.missing.number))
@@ -284,7 +284,7 @@ def _carried(runs: list[_BucketRun], run: _BucketRun, settings: SearchSettings) 
     prev = runs[run.index - 1]
     if prev.study is None:
         return []
-    chosen = walk(candidates(prev.study), confirmation_verdicts(prev.study), prev.meta.confirm_limit).chosen
+    chosen = stored_walk(prev.study).chosen
     if chosen is None:
         return []
     params = next(t.params for t in prev.study.get_trials(deepcopy=False) if t.number == chosen.number)

@@ -14,6 +14,7 @@ from ..errors import SearchError
 from ..profile.budget import ESTIMATORS, METHODS, Budget
 from ..profile.buckets import MIN_PER_BUCKET
 from ..profile.profile import Floor
+from .confirm import CONFIRM_LIMIT
 
 __all__ = ["MIN_BLOCKS", "SearchSettings", "SearchSpace", "parse_choices"]
 
@@ -182,7 +183,7 @@ class SearchSettings:
     per_task: bool = False  # every task must hold the floor on its own (else: the aggregate, no task broken)
     min_dense: float = 0.2  # a bucket whose dense accuracy is below this is a broken set-up: refuse it
     confirm_fraction: float = 1 / 3  # share of each bucket's samples (per task) kept for confirmation
-    confirm_limit: int = 6  # failed confirmations below the choice after which nothing cheaper is confirmed
+    confirm_limit: int = CONFIRM_LIMIT  # failed confirmations below the choice after which nothing cheaper is confirmed
     edges: tuple[int, ...] | None = None  # bucket upper edges; None = automatic quantiles
     min_per_bucket: int = MIN_PER_BUCKET  # automatic buckets and the "tiny bucket" warning
     trials: int = 40  # complete trials per bucket (shared by all workers)

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import SearchError
 from ..profile.profile import Floor, ModelInfo, WorkloadInfo
+from .confirm import CONFIRM_LIMIT
 
 __all__ = [
     "ATTEMPTS",
@@ -85,7 +86,7 @@ class BucketMeta:
     storage: str | None  # the storage URL as given (redacted when written into a profile)
     confirm_n: int = 0  # samples in the bucket's confirmation part (never explored by the search)
     confirm_tasks: list[str] = field(default_factory=list)  # their tasks, in order
-    confirm_limit: int = 6  # failed confirmations below the choice after which nothing cheaper is confirmed
+    confirm_limit: int = CONFIRM_LIMIT  # failed confirmations below the choice after which nothing cheaper is confirmed
     # Block sizes the study searches (`SearchSpace.at_length`); None: written by an earlier version, which
     # searched every block size of the space.
     block_sizes: tuple[int, ...] | None = None
@@ -120,7 +121,7 @@ class BucketMeta:
                    max_len=b["max_len"], n=b["n"], rep_len=d["rep_len"], tasks=list(d["tasks"]),
                    edges=list(d["edges"]), min_len=d["min_len"], trials=d["trials"], seed=d["seed"],
                    study=d["study"], storage=d["storage"], confirm_n=c.get("n", 0),
-                   confirm_tasks=list(c.get("tasks", [])), confirm_limit=c.get("limit", 6),
+                   confirm_tasks=list(c.get("tasks", [])), confirm_limit=c.get("limit", CONFIRM_LIMIT),
                    block_sizes=tuple(d["block_sizes"]) if d.get("block_sizes") is not None else None,
                    estimators=tuple(d.get("estimators", ("pooled",))),
                    dense_layers=tuple(d.get("dense_layers", (0,))), dense_tails=tuple(d.get("dense_tails", (0,))))
