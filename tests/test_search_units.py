@@ -427,6 +427,23 @@ def test_a_trial_below_a_confirmation_failure_of_its_family_is_pruned_unrun():
     assert settle(Budget(keep=0.7, block_size=32, sink=1, local=1)) is None  # keeping more may hold
 
 
+def test_a_second_start_of_a_running_budget_is_pruned_unrun():
+    from sparsetune.profile.budget import Budget
+
+    objective, settle = _one_candidate([True, True])
+    study = objective.study
+    # Two workers enqueued one bisection midpoint in the same instant: the first copy is running ...
+    params = {"block_size": 32, "sink": 1, "local": 1, "keep": 0.3}
+    study.enqueue_trial(params)
+    running = study.ask()
+    objective.space.suggest(running)
+    # ... so the second leaves the blocks to it; the first, which sees no earlier copy, runs.
+    assert settle(Budget(keep=0.3, block_size=32, sink=1, local=1)) == (
+        f"keeps the blocks of trial {running.number}, which is measuring them now")
+    assert objective._unneeded(running, Budget(keep=0.3, block_size=32, sink=1, local=1)) is None
+    assert settle(Budget(keep=0.3, block_size=32, sink=0, local=2)) is None  # other blocks: it runs
+
+
 def test_a_running_trial_that_names_no_worker_is_failed_once_unclaimed_for_a_while():
     from sparsetune.search.storage import fail_orphans, worker_id
     from sparsetune.search.study import mark_started

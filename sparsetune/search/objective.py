@@ -146,7 +146,7 @@ class Objective:
                             is_feasible(t) and t.number not in failed and reused_from(t) not in failed)
                     for t in trials if t.state == TrialState.COMPLETE and not is_dense_trial(t)]
         # A waiting (enqueued) trial has no params yet, a running one may have some: its fixed ones are what it runs.
-        # (Two workers may still both enqueue one midpoint in the same instant; the later copy is then evaluated too.)
+        # (Two workers may still both enqueue one midpoint in the same instant; `_unneeded` prunes the later copy.)
         tried = {tuple(sorted({**t.system_attrs.get("fixed_params", {}), **t.params}.items()))
                  for t in trials if t.state != TrialState.FAIL}
         ceiling = self.planned_cost(w.chosen.budget) if w.chosen is not None else None
@@ -159,7 +159,7 @@ class Objective:
         than a miss of its family, or than a candidate of its family that failed confirmation (the confirmation
         walk would skip it); any, once the walk has met its limit of failures (`Walk.spent`: nothing cheaper is
         confirmed); one whose planned cost is not below the budget already confirmed for the bucket (it cannot
-        make the profile cheaper). None: evaluate it."""
+        make the profile cheaper); one that keeps the blocks of an earlier trial still running. None: evaluate it."""
         if planned_density(budget, self.shapes) >= 1.0:
             mark_pruned(trial, "keeps every visible block here: the dense trial measured that")
             raise optuna.TrialPruned("keeps every block")
@@ -180,6 +180,14 @@ class Objective:
                 for name, value in t.constraints.items():
                     trial.set_constraint(name, value)
                 return float(t.value)  # type: ignore[arg-type]
+        # Two workers can enqueue one bisection midpoint in the same instant (and TPE can repeat a point): the
+        # later trial leaves it to the earlier one, which is measuring the same blocks now.
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+            if t.number < trial.number and not is_dense_trial(t) and params.keys() == trial.params.keys() \
+                    and mask_key(self.space.budget_of(params), self.shapes) == key:
+                mark_pruned(trial, f"keeps the blocks of trial {t.number}, which is measuring them now")
+                raise optuna.TrialPruned("the same blocks as a running trial")
         assert self.meta is not None
         w = stored_walk(self.study)
         # Below a confirmation failure of its family the walk would skip it even if it met the floor here.
