@@ -69,7 +69,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     pols = result["policies"]
     order = ["a", "b", "c", "b_gated", "a_grid", *result["extra"]]
     colors = {"a": "tab:green", "b": "tab:red", "c": "tab:blue", "b_gated": "tab:orange", "a_grid": "tab:gray",
-              "a_extra1": "tab:olive", "a_extra2": "tab:cyan"}
+              **{k: c for k, c in zip(result["extra"], ("tab:olive", "tab:cyan", "tab:purple", "tab:brown",
+                                                         "tab:pink", "black"))}}
     edges = [bk["max_len"] for bk in pols["a"]["heldout"]["buckets"]]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1.1, 1.1, 1.0]})
     ax = axes[0]

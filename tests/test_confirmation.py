@@ -119,3 +119,22 @@ def test_best_case_pads_the_unseen_as_right():
     assert best_case([False, True], 4) == [False, True, True, True]
     assert best_case([False, None, True, None], 4) == [False, True, True, True]  # unseen in any order
     assert best_case([], 0) == []
+
+
+def test_confirmation_does_not_let_gains_pay_for_losses():
+    from sparsetune.profile.floor import judge_confirmation, judge_floor, kept
+    from sparsetune.profile.profile import Floor
+
+    floor = Floor(kind="relative", value=0.95, confidence=0.9)
+    dense = [i < 100 for i in range(107)]
+    # sparse loses 6 of dense's 100 right answers and gains 5 of its 7 wrong ones: net, one lost
+    sparse = [(6 <= i < 100) or i >= 102 for i in range(107)]
+    search, confirm = (dense, sparse, ["t"] * 107), _part(53, 53, 0)
+    pooled = judge_floor(floor, [*dense, *confirm[0]], [*sparse, *confirm[1]])
+    assert pooled.met  # netted, the bound over 160 samples holds ...
+    verdict = judge_confirmation(floor, search, confirm)
+    assert not verdict.pooled.met and not verdict.met  # ... but six answers lost are more than 160 can show
+    assert kept(search)[1] == [6 <= i < 100 for i in range(107)]
+    # the same losses without the gains fail either way; fewer losses hold with or without gains
+    assert not judge_confirmation(floor, _part(107, 100, 6), confirm).met
+    assert judge_confirmation(floor, _part(107, 100, 2), confirm).met

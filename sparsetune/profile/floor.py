@@ -30,7 +30,7 @@ from .profile import Floor
 
 __all__ = ["DEFAULT_CONFIDENCE", "ConfirmationVerdict", "FloorMeasure", "FloorVerdict", "Part", "Resolution",
            "TOLERANCE", "best_case", "floor_target", "holds_on_confirmation", "judge_confirmation", "judge_floor",
-           "measure_floor", "out_of_reach", "resolution"]
+           "kept", "measure_floor", "out_of_reach", "resolution"]
 
 TOLERANCE = 1e-12  # float slack when comparing with the target (0.95 x 0.8 is not exactly 0.76)
 DEFAULT_CONFIDENCE = 0.9  # bounds shown beside point estimates when the floor has no confidence
@@ -166,15 +166,27 @@ class ConfirmationVerdict:
         return self.fresh.met and self.pooled.met
 
 
+def kept(part: Part) -> Part:
+    """A part with sparse's gains taken back: a sample counts as right only where dense got it right too."""
+    dense, sparse, tasks = part
+    return dense, [bool(s) and bool(d) for s, d in zip(sparse, dense)], tasks
+
+
 def judge_confirmation(floor: Floor, search: Part, confirm: Part) -> ConfirmationVerdict:
     """THE confirmation rule. The confirmation part, which the choice never saw, must meet the floor on its own
     point estimate (no task broken), and all the samples together must meet the floor as `floor` judges it
     (its bound): the fresh samples guard against the winner's curse, the pooled ones give the bound its power
     (at n = 53 alone a 0.95 floor at 90% confidence would admit no loss at all).
 
+    Both count only the answers sparse keeps from dense (`kept`): a gain does not pay for a loss. Where a
+    budget flips answers both ways (an aggregation task the model half-solves), the gains on the samples the
+    search happened to draw are luck that a fresh draw does not repeat, while the losses are what the budget
+    does; netting them lets the cheapest candidate be the one whose flips fell best.
+
     The search judges every trial by it before confirmation too, with the unseen samples right (`best_case`)
     and the confirmation part as dense had it, so a trial that could still hold runs on and one that cannot
     stops early; a confirmation stops early the same way."""
+    search, confirm = kept(search), kept(confirm)
     point = replace(floor, confidence=None)
     fresh = judge_floor(point, confirm[0], confirm[1], confirm[2], floor.confidence)
     pooled = judge_floor(floor, [*search[0], *confirm[0]], [*search[1], *confirm[1]], [*search[2], *confirm[2]])
