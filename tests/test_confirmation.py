@@ -135,6 +135,11 @@ def test_confirmation_does_not_let_gains_pay_for_losses():
     verdict = judge_confirmation(floor, search, confirm)
     assert not verdict.pooled.met and not verdict.met  # ... but six answers lost are more than 160 can show
     assert kept(search)[1] == [6 <= i < 100 for i in range(107)]
+    # gains on the confirmation part do not pay either: 5 lost there, 5 gained, on a perfect search part
+    c_dense = [i < 48 for i in range(53)]
+    c_sparse = [(5 <= i < 48) or i >= 48 for i in range(53)]
+    fresh_netted = judge_confirmation(floor, _part(107, 107, 0), (c_dense, c_sparse, ["t"] * 53))
+    assert not fresh_netted.fresh.met and not fresh_netted.met
     # the same losses without the gains fail either way; fewer losses hold with or without gains
     assert not judge_confirmation(floor, _part(107, 100, 6), confirm).met
     assert judge_confirmation(floor, _part(107, 100, 2), confirm).met

@@ -142,7 +142,7 @@ def test_a_stopped_trial_records_which_samples_it_never_evaluated():
     assert TrialRecord.of(study.get_trials()[0]) == record
 
 
-def test_samples_wrong_most_often_so_far_are_evaluated_first():
+def test_samples_lost_most_often_so_far_are_evaluated_first_and_dense_misses_last():
     study = _bucket_study()
     dense = [True, True, False, True, True]
 
@@ -158,8 +158,8 @@ def test_samples_wrong_most_often_so_far_are_evaluated_first():
     add([True, None, True, False, None])  # stopped early: lost sample 3, gained 2
     add([True, False, False, False, True])  # lost samples 1 and 3, missed 2 as dense did
     add([True, True, False, True, False], reused=1)  # a copy: not a measurement of its own
-    # wrong so far: 3 twice, 2 by dense and one trial, 1 once
-    assert _objective(study, 4)._fail_first(dense) == [2, 3, 1, 0, 4]
+    # lost so far: 3 twice, 1 once; 2 dense missed, so no budget can lose it (`floor.kept`): last
+    assert _objective(study, 4)._fail_first(dense) == [3, 1, 0, 4, 2]
 
 
 def test_a_confirmation_stopped_early_does_not_hold():
@@ -442,6 +442,32 @@ def test_a_second_start_of_a_running_budget_is_pruned_unrun():
         f"keeps the blocks of trial {running.number}, which is measuring them now")
     assert objective._unneeded(running, Budget(keep=0.3, block_size=32, sink=1, local=1)) is None
     assert settle(Budget(keep=0.3, block_size=32, sink=0, local=2)) is None  # other blocks: it runs
+
+
+def test_a_point_left_to_a_running_trial_that_then_fails_is_open_to_bisection_again(monkeypatch):
+    import sparsetune.search.objective as module
+    from sparsetune.profile.budget import Budget
+    from sparsetune.search.refine import midpoint
+
+    objective, settle = _one_candidate([True, True])
+    study = objective.study
+    params = {"block_size": 32, "sink": 1, "local": 1, "keep": 0.3}
+    study.enqueue_trial(params)
+    running = study.ask()
+    objective.space.suggest(running)
+    assert settle(Budget(keep=0.3, block_size=32, sink=1, local=1)) is not None  # the copy is pruned, deferring
+    key = tuple(sorted(params.items()))
+    seen = []
+
+    def spy(outcomes, cost, ceiling, tried):  # what `refinement` hands bisection as already tried
+        seen.append(key in tried)
+        return midpoint(outcomes, cost, ceiling, tried)
+
+    monkeypatch.setattr(module, "midpoint", spy)
+    objective.refinement()  # the first copy is still measuring: the point counts as tried
+    study.tell(running, state=TrialState.FAIL)
+    objective.refinement()  # it failed, so the pruned copy measured nothing: open again
+    assert seen == [True, False]
 
 
 def test_a_running_trial_that_names_no_worker_is_failed_once_unclaimed_for_a_while():

@@ -169,7 +169,7 @@ class ConfirmationVerdict:
 def kept(part: Part) -> Part:
     """A part with sparse's gains taken back: a sample counts as right only where dense got it right too."""
     dense, sparse, tasks = part
-    return dense, [bool(s) and bool(d) for s, d in zip(sparse, dense)], tasks
+    return dense, [bool(s) and bool(d) for s, d in zip(sparse, dense, strict=True)], tasks
 
 
 def judge_confirmation(floor: Floor, search: Part, confirm: Part) -> ConfirmationVerdict:

@@ -26,9 +26,9 @@ from .refine import Bisection, Outcome, midpoint
 from .results import candidates, confirmation_verdicts, stored_walk
 from .space import SearchSpace
 from .storage import reap, worker_id
-from .study import (LIVE, BucketMeta, TrialRecord, counts_as_trial, is_dense_requested, is_dense_trial,
-                    is_feasible, mark_dense, mark_evaluating, mark_pruned, mark_reused, mark_skipped, mark_started,
-                    reused_from)
+from .study import (LIVE, BucketMeta, TrialRecord, counts_as_trial, deferred_to, is_dense_requested, is_dense_trial,
+                    is_feasible, mark_deferred, mark_dense, mark_evaluating, mark_pruned, mark_reused, mark_skipped,
+                    mark_started, reused_from)
 
 __all__ = ["EXPECTED_TRIAL_ERRORS", "Objective", "SkippedTrial"]
 
@@ -147,8 +147,10 @@ class Objective:
                     for t in trials if t.state == TrialState.COMPLETE and not is_dense_trial(t)]
         # A waiting (enqueued) trial has no params yet, a running one may have some: its fixed ones are what it runs.
         # (Two workers may still both enqueue one midpoint in the same instant; `_unneeded` prunes the later copy.)
+        # A copy that deferred to a trial which then failed measured nothing: its point is open again.
+        failed_runs = {t.number for t in trials if t.state == TrialState.FAIL}
         tried = {tuple(sorted({**t.system_attrs.get("fixed_params", {}), **t.params}.items()))
-                 for t in trials if t.state != TrialState.FAIL}
+                 for t in trials if t.state != TrialState.FAIL and deferred_to(t) not in failed_runs}
         ceiling = self.planned_cost(w.chosen.budget) if w.chosen is not None else None
         return midpoint(outcomes, self.planned_cost, ceiling, tried)
 
@@ -186,6 +188,7 @@ class Objective:
             params = {**t.system_attrs.get("fixed_params", {}), **t.params}
             if t.number < trial.number and not is_dense_trial(t) and params.keys() == trial.params.keys() \
                     and mask_key(self.space.budget_of(params), self.shapes) == key:
+                mark_deferred(trial, t.number)
                 mark_pruned(trial, f"keeps the blocks of trial {t.number}, which is measuring them now")
                 raise optuna.TrialPruned("the same blocks as a running trial")
         assert self.meta is not None
@@ -241,19 +244,19 @@ class Objective:
         return None
 
     def _fail_first(self, dense: list[bool]) -> list[int]:
-        """The search part in the order most likely to end a missing trial soonest: the samples wrong most often
-        so far first (dense's own misses count once, and once per measured sparse trial of this bucket that
-        missed them too). An early stop assumes every unseen sample right, a gain where dense missed it, so a
-        wrong answer found early, lost or not gained, ends a hopeless trial sooner. The order never changes a
-        verdict: a trial that holds runs every sample, and one stopped early misses even at its best case."""
-        wrong = [int(not d) for d in dense]
+        """The search part in the order most likely to end a missing trial soonest: the samples dense got right,
+        those lost most often by this bucket's measured sparse trials first; dense's own misses last. A budget is
+        judged on the answers it keeps from dense (`floor.kept`), so only a sample dense got right can count
+        against it, and a loss found early ends a hopeless trial sooner. The order never changes a verdict: a
+        trial that holds runs every sample, and one stopped early misses even at its best case."""
+        lost = [0] * len(dense)
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             record = TrialRecord.of(t)
             if record is None or record.dense or reused_from(t) is not None:
                 continue
             for i, c in enumerate(record.correct[:len(dense)]):
-                wrong[i] += c is False
-        return sorted(range(len(dense)), key=lambda i: (-wrong[i], i))
+                lost[i] += c is False
+        return sorted(range(len(dense)), key=lambda i: (not dense[i], -lost[i], i))
 
     def _run(self, budget: Budget | None, samples: list[TokenSample] | None = None,
              stop: Callable[[list[bool | None]], bool] | None = None,

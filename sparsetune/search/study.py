@@ -35,6 +35,8 @@ __all__ = [
     "is_evaluating",
     "is_skipped",
     "counts_as_trial",
+    "deferred_to",
+    "mark_deferred",
     "mark_dense",
     "mark_evaluating",
     "mark_pruned",
@@ -57,6 +59,7 @@ _WORKER = "worker"  # trial user attr: host:pid of the worker that ran it
 _SEED = "seed"  # trial user attr: the TPE seed it was sampled with
 _PRUNED = "pruned"  # trial user attr: why a trial was settled without running (state PRUNED)
 _REUSED = "reuses"  # trial user attr: the trial whose measurement this one reuses (the same blocks kept)
+_DEFERRED = "defers_to"  # trial user attr: the running trial that measures this pruned one's blocks
 _BISECTS = "bisects"  # trial user attr: [miss, hold], the trials whose bracket it halves (`refine`)
 _EVALUATING = "evaluating"  # trial user attr: the sparse budget passed every check and is being measured
 
@@ -234,6 +237,15 @@ def is_evaluating(t: FrozenTrial) -> bool:
 
 def mark_reused(trial: optuna.Trial, source: int) -> None:
     trial.set_user_attr(_REUSED, source)
+
+
+def mark_deferred(trial: optuna.Trial, source: int) -> None:
+    trial.set_user_attr(_DEFERRED, source)
+
+
+def deferred_to(t: FrozenTrial) -> int | None:
+    """The running trial a pruned duplicate left its blocks to (`Objective._unneeded`), or None."""
+    return t.user_attrs.get(_DEFERRED)
 
 
 def enqueue_bisection(study: optuna.Study, params: dict[str, Any], low: int, high: int) -> None:
