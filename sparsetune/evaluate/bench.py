@@ -75,8 +75,8 @@ class BucketResult:
 
     @property
     def feasible(self) -> bool:
-        """Complete, and meets the floor: with a confirmation part as `sparsetune search` judges a candidate (met
-        on the search part, then `floor.judge_confirmation`); without, as the gate judges a bucket (the floor's
+        """Complete, and meets the floor: with a confirmation part as `sparsetune search` judges a candidate
+        (`floor.judge_confirmation`); without, as the gate judges a bucket (the floor's
         bound or point estimate, no task broken beyond noise, every task holding it with a per-task floor)."""
         if not self.complete:
             return False
@@ -86,7 +86,9 @@ class BucketResult:
         parts = [tuple([x for x, c in zip(xs, self.confirm) if c == side] for xs in (dense, sparse, self.tasks))
                  for side in (False, True)]
         search, fresh = parts
-        return judge_floor(self.floor, *search, self.confidence).met and judge_confirmation(self.floor, search, fresh).met
+        # The search's trial constraint is this rule with the confirmation part as dense had it, so a candidate
+        # that holds on confirmation met it: the confirmation alone decides, as it does for the search.
+        return judge_confirmation(self.floor, search, fresh).met
 
     def per_task(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
