@@ -427,17 +427,24 @@ def test_a_trial_below_a_confirmation_failure_of_its_family_is_pruned_unrun():
     assert settle(Budget(keep=0.7, block_size=32, sink=1, local=1)) is None  # keeping more may hold
 
 
+_MIDPOINT = {"block_size": 32, "sink": 1, "local": 1, "keep": 0.3}
+
+
+def _running_midpoint():
+    """`_one_candidate`'s bucket with a bisection midpoint (keep 0.3, block 32, sink 1, local 1) running, as when
+    two workers enqueue it in the same instant and the first copy starts: (objective, settle, running trial)."""
+    objective, settle = _one_candidate([True, True])
+    objective.study.enqueue_trial(_MIDPOINT)
+    running = objective.study.ask()
+    objective.space.suggest(running)
+    return objective, settle, running
+
+
 def test_a_second_start_of_a_running_budget_is_pruned_unrun():
     from sparsetune.profile.budget import Budget
 
-    objective, settle = _one_candidate([True, True])
-    study = objective.study
-    # Two workers enqueued one bisection midpoint in the same instant: the first copy is running ...
-    params = {"block_size": 32, "sink": 1, "local": 1, "keep": 0.3}
-    study.enqueue_trial(params)
-    running = study.ask()
-    objective.space.suggest(running)
-    # ... so the second leaves the blocks to it; the first, which sees no earlier copy, runs.
+    objective, settle, running = _running_midpoint()
+    # The first copy is running, so the second leaves the blocks to it; the first, which sees no earlier copy, runs.
     assert settle(Budget(keep=0.3, block_size=32, sink=1, local=1)) == (
         f"keeps the blocks of trial {running.number}, which is measuring them now")
     assert objective._unneeded(running, Budget(keep=0.3, block_size=32, sink=1, local=1)) is None
@@ -449,14 +456,9 @@ def test_a_point_left_to_a_running_trial_that_then_fails_is_open_to_bisection_ag
     from sparsetune.profile.budget import Budget
     from sparsetune.search.refine import midpoint
 
-    objective, settle = _one_candidate([True, True])
-    study = objective.study
-    params = {"block_size": 32, "sink": 1, "local": 1, "keep": 0.3}
-    study.enqueue_trial(params)
-    running = study.ask()
-    objective.space.suggest(running)
+    objective, settle, running = _running_midpoint()
     assert settle(Budget(keep=0.3, block_size=32, sink=1, local=1)) is not None  # the copy is pruned, deferring
-    key = tuple(sorted(params.items()))
+    key = tuple(sorted(_MIDPOINT.items()))
     seen = []
 
     def spy(outcomes, cost, ceiling, tried):  # what `refinement` hands bisection as already tried
@@ -465,7 +467,7 @@ def test_a_point_left_to_a_running_trial_that_then_fails_is_open_to_bisection_ag
 
     monkeypatch.setattr(module, "midpoint", spy)
     objective.refinement()  # the first copy is still measuring: the point counts as tried
-    study.tell(running, state=TrialState.FAIL)
+    objective.study.tell(running, state=TrialState.FAIL)
     objective.refinement()  # it failed, so the pruned copy measured nothing: open again
     assert seen == [True, False]
 
