@@ -28,7 +28,7 @@ from .space import SearchSpace
 from .storage import reap, worker_id
 from .study import (LIVE, BucketMeta, TrialRecord, counts_as_trial, deferred_to, is_dense_requested, is_dense_trial,
                     is_feasible, mark_deferred, mark_dense, mark_evaluating, mark_pruned, mark_reused, mark_skipped,
-                    mark_started, reused_from)
+                    mark_started, planned_params, reused_from)
 
 __all__ = ["EXPECTED_TRIAL_ERRORS", "Objective", "SkippedTrial"]
 
@@ -145,11 +145,10 @@ class Objective:
         outcomes = [Outcome(t.number, t.params, self.space.budget_of(t.params),
                             is_feasible(t) and t.number not in failed and reused_from(t) not in failed)
                     for t in trials if t.state == TrialState.COMPLETE and not is_dense_trial(t)]
-        # A waiting (enqueued) trial has no params yet, a running one may have some: its fixed ones are what it runs.
         # (Two workers may still both enqueue one midpoint in the same instant; `_unneeded` prunes the later copy.)
         # A copy that deferred to a trial which then failed measured nothing: its point is open again.
         failed_runs = {t.number for t in trials if t.state == TrialState.FAIL}
-        tried = {tuple(sorted({**t.system_attrs.get("fixed_params", {}), **t.params}.items()))
+        tried = {tuple(sorted(planned_params(t).items()))
                  for t in trials if t.state != TrialState.FAIL and deferred_to(t) not in failed_runs}
         ceiling = self.planned_cost(w.chosen.budget) if w.chosen is not None else None
         return midpoint(outcomes, self.planned_cost, ceiling, tried)
@@ -166,8 +165,10 @@ class Objective:
             mark_pruned(trial, "keeps every visible block here: the dense trial measured that")
             raise optuna.TrialPruned("keeps every block")
         key = mask_key(budget, self.shapes)
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if is_dense_trial(t) or reused_from(t) is not None or t.number == trial.number:
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        for t in trials:
+            if t.state != TrialState.COMPLETE or is_dense_trial(t) or reused_from(t) is not None \
+                    or t.number == trial.number:
                 continue
             record = TrialRecord.of(t)
             other = self.space.budget_of(t.params)
@@ -184,9 +185,10 @@ class Objective:
                 return float(t.value)  # type: ignore[arg-type]
         # Two workers can enqueue one bisection midpoint in the same instant (and TPE can repeat a point): the
         # later trial leaves it to the earlier one, which is measuring the same blocks now.
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            params = {**t.system_attrs.get("fixed_params", {}), **t.params}
-            if t.number < trial.number and not is_dense_trial(t) and params.keys() == trial.params.keys() \
+        for t in trials:
+            params = planned_params(t)
+            if t.state == TrialState.RUNNING and t.number < trial.number and not is_dense_trial(t) \
+                    and params.keys() == trial.params.keys() \
                     and mask_key(self.space.budget_of(params), self.shapes) == key:
                 mark_deferred(trial, t.number)
                 mark_pruned(trial, f"keeps the blocks of trial {t.number}, which is measuring them now")

@@ -45,6 +45,7 @@ __all__ = [
     "reused_from",
     "mark_skipped",
     "mark_started",
+    "planned_params",
     "meta_of",
     "seed_of",
     "store_confirmation",
@@ -237,6 +238,12 @@ def is_evaluating(t: FrozenTrial) -> bool:
 
 def mark_reused(trial: optuna.Trial, source: int) -> None:
     trial.set_user_attr(_REUSED, source)
+
+
+def planned_params(t: FrozenTrial) -> dict[str, Any]:
+    """The parameters a trial runs: a waiting (enqueued) trial has none suggested yet and a running one may have
+    only some, so its fixed (enqueued) ones count too."""
+    return {**t.system_attrs.get("fixed_params", {}), **t.params}
 
 
 def mark_deferred(trial: optuna.Trial, source: int) -> None:
