@@ -180,6 +180,29 @@ def test_impossible_floor_gives_dense_buckets_with_reasons(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_bucket_under_the_min_share_of_attention_cost_is_left_dense_unsearched(tmp_path):
+    workload = _slice(tmp_path, per_task=2)
+    out = tmp_path / "p.yaml"
+    # 8 prompts of about 250 tokens and 8 of about 500 (256 and 512 with the answer): the short bucket holds
+    # about 250^2 / (250^2 + 500^2) = 20% of the prefills' attention FLOPs.
+    r = _run(*_search_args(workload, out, 3, "--confidence", "0", "--min-share", "0.25"))
+    assert r.returncode == 0, r.stderr
+    storage = _journal(out)
+    short, long = (optuna.load_study(study_name=f"p:{e}", storage=storage) for e in (256, 512))
+    assert meta_of(short).dense_share == pytest.approx(0.2, abs=0.002)
+    assert meta_of(short).left_dense and not meta_of(long).left_dense
+    # Only its dense baseline ran (no anchors were queued); the longer bucket got its trials.
+    assert [is_dense_trial(t) for t in short.get_trials()] == [True]
+    assert sum(counts_as_trial(t) for t in long.get_trials(states=(TrialState.COMPLETE,))) == 3
+    first = load_profile(out).buckets[0]
+    assert first.dense and first.reason.startswith("left dense: it holds 19.9% of the workload's dense attention")
+    # Another min share is another search: the stored studies refuse it in one line, writing nothing.
+    r = _run(*_search_args(workload, out, 3, "--confidence", "0", "--min-share", "0"))
+    assert r.returncode == 2 and "exists with another model, workload, floor, method or search space" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.slow
 def test_confirm_file_replaces_the_split(tmp_path):
     # --confirm FILE: the whole workload is searched, the file's samples (bucketed alike) confirm.
     search_part = _slice(tmp_path, per_task=2)
@@ -235,6 +258,7 @@ def test_fidelity_mode_scores_against_the_dense_models_own_answers(tmp_path):
     (["--buckets", "100,300,600"], "buckets: no sample falls in the bucket(s) ending at 100"),
     (["--buckets", "512,256"], "buckets: edges must be positive and strictly increasing"),
     (["--trials", "0"], "trials: must be >= 1"),
+    (["--min-share", "1"], "min-share: must be in [0, 1), got 1.0"),
     (["--estimator", "pooled,magic"], "estimator: a comma-separated list of distinct pooled, sampled, peak, antidiagonal, vslash, quest, oracle, got "
                                       "pooled,magic"),
     (["--estimator", "sampled,oracle"], "estimator: oracle costs a dense pass (a diagnostic ceiling, not deployable); "

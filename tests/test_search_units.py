@@ -594,3 +594,25 @@ def test_a_trial_stops_after_the_batch_that_settles_it_not_at_the_end_of_its_chu
     assert [i for i, c in enumerate(r.correct) if c is not None] == [5, 6]
     full = objective._run(Budget.parse("keep=0.25,block=16"), order=order)
     assert None not in full.correct and [full.correct[i] for i in (5, 6)] == [r.correct[i] for i in (5, 6)]
+
+
+def test_a_buckets_share_of_the_attention_cost_weighs_each_prefill_by_its_length_squared():
+    from types import SimpleNamespace
+
+    from sparsetune.search.run import dense_shares
+
+    def prompts(*lengths):
+        return [SimpleNamespace(input_ids=[0] * n) for n in lengths]
+
+    # Causal attention is quadratic: one 400-token prefill outweighs three of 100 (160000 against 30000).
+    assert dense_shares([prompts(100, 100, 100), prompts(400)]) == pytest.approx([3 / 19, 16 / 19])
+    assert dense_shares([prompts(256)]) == [1.0]
+
+
+def test_the_cli_leaves_buckets_dense_below_the_library_default_share():
+    import inspect
+
+    from sparsetune.cli.search import search
+    from sparsetune.search.space import MIN_SHARE, SearchSettings
+
+    assert inspect.signature(search).parameters["min_share"].default == MIN_SHARE == SearchSettings().min_share

@@ -29,6 +29,9 @@ def search(
         show_default=False)] = None,
     min_dense: Annotated[float, typer.Option(
         "--min-dense", help="Refuse a bucket whose dense accuracy is below this (a broken prompt format).")] = 0.2,
+    min_share: Annotated[float, typer.Option(
+        "--min-share", help="Leave a bucket dense, unsearched, when it holds less than this share of the workload's "
+                            "dense attention cost (0: search every bucket).")] = 0.02,
     buckets: BucketsOpt = "auto",
     method: Annotated[str, typer.Option("--method", help="Block selection rule: topk or coverage.")] = "topk",
     estimator: Annotated[str, typer.Option(
@@ -94,7 +97,8 @@ def search(
     if workers < 1:
         raise SearchError(f"workers: must be an integer >= 1, got {workers!r}")
     settings = SearchSettings(floor=floor, floor_kind=floor_kind, confidence=confidence or None,
-                              per_task=per_task, min_dense=min_dense, edges=parse_edges(buckets),
+                              per_task=per_task, min_dense=min_dense, min_share=min_share,
+                              edges=parse_edges(buckets),
                               trials=trials, timeout=timeout, study=study or out.stem, seed=seed,
                               space=SearchSpace(method=method, anchors=anchors, estimators=tuple(
                                   e.strip() for e in estimator.split(",") if e.strip()),

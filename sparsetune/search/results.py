@@ -178,7 +178,10 @@ def _outcome(study: optuna.Study) -> BucketOutcome:
         kernel = _kernel_config(rec.cost, w.chosen.budget)
     else:
         whole = dense + confirm_dense  # search and confirmation samples: the bucket's dense accuracy
-        if floor.kind == "absolute" and sum(whole) / len(whole) < floor.value:
+        if meta.left_dense:
+            reason = (f"left dense: it holds {meta.dense_share:.1%} of the workload's dense attention cost, under "
+                      f"the {meta.min_share:.0%} (--min-share) a bucket needs to be worth a sparse budget")
+        elif floor.kind == "absolute" and sum(whole) / len(whole) < floor.value:
             reason = f"dense accuracy {sum(whole) / len(whole):.3f} is itself below the absolute floor {floor.value}"
         elif w.failed:
             reason = (f"none of the {len(w.failed)} cheapest of {len(found)} candidates held the floor on "
@@ -194,12 +197,12 @@ def _outcome(study: optuna.Study) -> BucketOutcome:
                         confirmation=confirmation, sparsity=0.0, cost=1.0)
         chosen = base
     counts = TrialCounts.of(trials)
-    bucket = _noted(bucket, counts, meta.trials)
+    bucket = _noted(bucket, counts, meta.target)
     span = _span(meta)
     return BucketOutcome(bucket=bucket, first_len=span.first, index=meta.index, final=span.final, trials=trials,
                          chosen=chosen,
                          floor_accuracy=target, kernel=kernel, failed_confirmation=tuple(c.number for c in w.failed),
-                         complete=counts.evaluated, target=meta.trials, reused=counts.reused, pruned=counts.pruned)
+                         complete=counts.evaluated, target=meta.target, reused=counts.reused, pruned=counts.pruned)
 
 
 def _span(meta: BucketMeta) -> Span:
@@ -248,7 +251,7 @@ def bucket_outcomes(storage: optuna.storages.BaseStorage, prefix: str,
         meta = meta_of(s)
         started = dense_record(s) is not None
         out.append(_outcome(s) if started else
-                   _unfinished(_span(meta), s.get_trials(deepcopy=False), meta.trials))
+                   _unfinished(_span(meta), s.get_trials(deepcopy=False), meta.target))
     last = meta_of(studies[-1])
     reached = {o.bucket.max_len for o in out}
     for span in spans(last.edges, last.min_len):
@@ -308,7 +311,7 @@ def study_progress(storage: optuna.storages.BaseStorage, prefix: str) -> list[Bu
         sparse = [t for t, r in records if not is_dense_trial(t) and r is not None and r.complete and is_feasible(t)]
         counts = TrialCounts.of(trials)
         rows.append(BucketProgress(
-            max_len=meta.max_len, target=meta.trials, complete=counts.evaluated,
+            max_len=meta.max_len, target=meta.target, complete=counts.evaluated,
             reused=counts.reused, pruned=counts.pruned,
             running=sum(t.state == TrialState.RUNNING for t in trials),
             waiting=sum(t.state == TrialState.WAITING for t in trials),

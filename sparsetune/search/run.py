@@ -53,12 +53,12 @@ from .confirm import split_for_confirmation
 from .results import (BucketOutcome, BucketStatus, bucket_outcomes, dense_record, profile_from_storage,
                       stored_walk)
 from .sampler import LaneSeededTPE
-from .space import SearchSettings
+from .space import MIN_SHARE, SearchSettings
 from .storage import fail_orphans, has_heartbeat, reap, storage_for
 from .study import (BucketMeta, TrialCounts, TrialRecord, create_or_load, enqueue_bisection, ensure_dense_trial,
                     is_dense_trial, is_feasible, is_skipped, reused_from, store_confirmation, study_name)
 
-__all__ = ["CPU_DEVICE", "SearchRun", "TrialEvent", "failing_message", "run_search", "search"]
+__all__ = ["CPU_DEVICE", "SearchRun", "TrialEvent", "dense_shares", "failing_message", "run_search", "search"]
 
 CPU_DEVICE = "cpu"  # device key of cost-model configs in a profile
 POLL_S = 1.0  # how often a worker with nothing to start looks at the (shared) storage again
@@ -118,10 +118,12 @@ def search(
                 "floor": {"kind": floor.kind, "value": floor.value, "confidence": floor.confidence,
                           "per_task": floor.per_task},
                 "method": settings.space.method, "edges": edges, "confirm": confirm_id,
-                **settings.space.identity()}
+                **settings.space.identity(),
+                # which buckets are searched at all (the default is left out: studies made before it resume)
+                **({"min_share": settings.min_share} if settings.min_share != MIN_SHARE else {})}
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     runs, prev = [], 0
-    for i, (edge, group, (explore, check)) in enumerate(zip(edges, groups, parts)):
+    for i, (edge, group, (explore, check), share) in enumerate(zip(edges, groups, parts, dense_shares(groups))):
         rep_len = int(statistics.median(s.length for s in group))
         meta = BucketMeta(
             identity=identity, model=model, workload=work, floor=floor, method=settings.space.method,
@@ -132,7 +134,8 @@ def search(
             # The shortest KV length any sample's forward sees: its prompt (answers are decoded after).
             min_len=min(len(s.input_ids) for s in samples),
             trials=settings.trials, seed=settings.seed, study=settings.study, storage=storage_url,
-            confirm_n=len(check), confirm_tasks=[s.task for s in check], confirm_limit=settings.confirm_limit)
+            confirm_n=len(check), confirm_tasks=[s.task for s in check], confirm_limit=settings.confirm_limit,
+            dense_share=round(share, 6), min_share=settings.min_share)
         prev = edge
         runs.append(_BucketRun(i, edge, explore, meta, confirm_samples=check))
     warn_unresolvable([run.meta for run in runs], settings)
@@ -178,6 +181,15 @@ def split_buckets(workload: Workload, settings: SearchSettings, confirm: Workloa
             raise SearchError(f"bucket <= {edge} tokens: {len(explore)} search and {len(check)} confirmation "
                               f"samples; each part needs samples (add samples or give --confirm FILE)")
     return edges, groups, parts, confirm_id
+
+
+def dense_shares(groups: list[list[TokenSample]]) -> list[float]:
+    """Each bucket's share of the workload's dense attention FLOPs (its prefills: L^2/2 pairs each), the
+    most that any budget there could save of the whole."""
+    from ..timing import attention_flops
+
+    flops = [sum(attention_flops(len(s.input_ids), 1) for s in group) for group in groups]
+    return [f / sum(flops) for f in flops]
 
 
 def failing_message(edge: int) -> str:
@@ -251,11 +263,13 @@ def _run_buckets(runs: list[_BucketRun], loaded: LoadedModel, storage: optuna.st
         for k, run in enumerate(pending):
             if run.study is None:
                 here = settings.space.restricted_to(run.meta.block_sizes)
-                anchors = here.anchor_params(run.meta.rep_len, _carried(runs, run, settings))
+                anchors = [] if run.meta.left_dense else here.anchor_params(run.meta.rep_len,
+                                                                           _carried(runs, run, settings))
                 run.study, meta = create_or_load(storage, study_name(settings.study, run.edge), run.meta,
                                                  here.dense_params(), anchors=anchors)
                 run.study.sampler = LaneSeededTPE(settings.seed)
-                space = settings.space.restricted_to(meta.block_sizes)  # the creator's: every worker agrees
+                run.meta = meta  # the creator's: every worker agrees
+                space = settings.space.restricted_to(meta.block_sizes)
                 run.objective = Objective(loaded, run.samples, meta, space, run.study, storage,
                                           settings.batch_size, settings.trials, run.confirm_samples)
                 if deadline is not None:
@@ -298,8 +312,9 @@ def _work(run: _BucketRun, storage: optuna.storages.BaseStorage, settings: Searc
     Returns (how the bucket was left, whether a trial ran). Every trial's sampler seed comes from
     `LaneSeededTPE`, so a resumed search suggests exactly what an uninterrupted one would have.
     """
-    study, target = run.study, settings.trials
+    study = run.study
     assert study is not None and run.objective is not None
+    target = min(settings.trials, run.meta.target)  # 1 (the dense baseline) for a bucket left dense
     if not has_heartbeat(storage):
         fail_orphans(study, storage)
     ran = False
@@ -351,7 +366,7 @@ def _emit(run: _BucketRun, on_event: Callable[[TrialEvent], None] | None, state:
         return
     run.seen_done = done
     best = min((t.value for t in trials if is_feasible(t)), default=None)
-    on_event(TrialEvent(run.index, run.edge, done, run.meta.trials, best, run.spent, state))
+    on_event(TrialEvent(run.index, run.edge, done, run.meta.target, best, run.spent, state))
 
 
 @dataclass

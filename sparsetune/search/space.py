@@ -16,7 +16,7 @@ from ..profile.buckets import MIN_PER_BUCKET
 from ..profile.profile import Floor
 from .confirm import CONFIRM_LIMIT
 
-__all__ = ["MIN_BLOCKS", "SearchSettings", "SearchSpace", "parse_choices"]
+__all__ = ["MIN_BLOCKS", "MIN_SHARE", "SearchSettings", "SearchSpace", "parse_choices"]
 
 
 def parse_choices(name: str, text: str) -> tuple[int, ...]:
@@ -30,6 +30,11 @@ def parse_choices(name: str, text: str) -> tuple[int, ...]:
 # blocks. With fewer, the always-kept sink and local blocks cover (nearly) every row, so most budgets
 # are dense by construction: at 256 tokens, block 128 makes 2 blocks, dense for 5 of 6 sink/local pairs.
 MIN_BLOCKS = 4
+
+# A bucket's share of the workload's dense attention FLOPs below which it is left dense (`SearchSettings.min_share`).
+# Every sparse bucket is one more chance for a fresh draw to fail the gate, and on a short bucket the search
+# decides on fewer kept blocks (8 of 32 tokens at 256) with as few samples: 2% bounds what it could gain.
+MIN_SHARE = 0.02
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,9 @@ class SearchSettings:
     confirm_limit: int = CONFIRM_LIMIT  # failed confirmations below the choice after which nothing cheaper is confirmed
     edges: tuple[int, ...] | None = None  # bucket upper edges; None = automatic quantiles
     min_per_bucket: int = MIN_PER_BUCKET  # automatic buckets and the "tiny bucket" warning
+    # A bucket holding less of the workload's dense attention FLOPs than this is left dense, unsearched: the most
+    # any budget could save there is that share, not worth one more bucket that a fresh draw can fail.
+    min_share: float = MIN_SHARE
     trials: int = 40  # complete trials per bucket (shared by all workers)
     timeout: float | None = None  # seconds for the whole search
     study: str = "sparsetune"
@@ -208,6 +216,8 @@ class SearchSettings:
             raise SearchError(f"confirm-fraction: must be in (0, 1), got {self.confirm_fraction!r}")
         if self.confirm_limit < 1:
             raise SearchError(f"confirm-limit: must be >= 1, got {self.confirm_limit}")
+        if isinstance(self.min_share, bool) or not isinstance(self.min_share, (int, float)) or not 0 <= self.min_share < 1:
+            raise SearchError(f"min-share: must be in [0, 1), got {self.min_share!r}")
         if self.space.method not in METHODS:
             raise SearchError(f"method: must be one of {', '.join(METHODS)}, got {self.space.method!r}")
         unknown = [e for e in self.space.estimators if e not in ESTIMATORS]

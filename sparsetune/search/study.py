@@ -97,6 +97,21 @@ class BucketMeta:
     estimators: tuple[str, ...] = ("pooled",)  # the estimators the study chooses among (SearchSpace.estimators)
     dense_layers: tuple[int, ...] = (0,)  # SearchSpace.dense_layers
     dense_tails: tuple[int, ...] = (0,)  # SearchSpace.dense_tails
+    # The bucket's share of the workload's dense attention FLOPs, and the share below which it is left dense
+    # unsearched (`SearchSettings.min_share`); None: written before buckets could be left dense.
+    dense_share: float | None = None
+    min_share: float = 0.0
+
+    @property
+    def left_dense(self) -> bool:
+        """Too small a part of the workload's attention cost for any budget to save much: only the dense
+        baseline runs, and the profile keeps the bucket dense."""
+        return self.dense_share is not None and self.dense_share < self.min_share
+
+    @property
+    def target(self) -> int:
+        """Complete trials the bucket needs: its dense baseline alone when it is left dense."""
+        return 1 if self.left_dense else self.trials
 
     def to_attr(self) -> dict[str, Any]:
         """The JSON the study stores (the layout earlier versions wrote)."""
@@ -113,6 +128,7 @@ class BucketMeta:
             **({"estimators": list(self.estimators)} if self.estimators != ("pooled",) else {}),
             **({"dense_layers": list(self.dense_layers)} if self.dense_layers != (0,) else {}),
             **({"dense_tails": list(self.dense_tails)} if self.dense_tails != (0,) else {}),
+            **({"share": {"dense": self.dense_share, "min": self.min_share}} if self.dense_share is not None else {}),
         }
 
     @classmethod
@@ -128,7 +144,8 @@ class BucketMeta:
                    confirm_tasks=list(c.get("tasks", [])), confirm_limit=c.get("limit", CONFIRM_LIMIT),
                    block_sizes=tuple(d["block_sizes"]) if d.get("block_sizes") is not None else None,
                    estimators=tuple(d.get("estimators", ("pooled",))),
-                   dense_layers=tuple(d.get("dense_layers", (0,))), dense_tails=tuple(d.get("dense_tails", (0,))))
+                   dense_layers=tuple(d.get("dense_layers", (0,))), dense_tails=tuple(d.get("dense_tails", (0,))),
+                   dense_share=d.get("share", {}).get("dense"), min_share=d.get("share", {}).get("min", 0.0))
 
 
 def _plain(info: Any) -> dict[str, Any]:
@@ -358,7 +375,7 @@ def create_or_load(storage: optuna.storages.BaseStorage, name: str, meta: Bucket
             return study, meta
         if old.get("identity") != meta.identity:
             raise SearchError(
-                f"study {name!r}: exists with another model, workload, floor or method; "
+                f"study {name!r}: exists with another model, workload, floor, method or search space; "
                 f"use another --study or storage") from None
         stored = BucketMeta.from_attr(old)
         if meta.trials > stored.trials:  # a resumed run asking for more trials: the profile reports that target
