@@ -357,7 +357,7 @@ def test_a_new_study_enqueues_dense_then_the_anchors_and_suggest_reads_them_back
     assert got[1:] == [space.budget_of(p) for p in space.anchor_params(512)]
 
 
-def _one_candidate(confirmed: list[bool], limit: int = 6):
+def _one_candidate(confirmed: list[bool], limit: int = 6, length: int = 200):
     """A bucket with its dense trial and one feasible candidate, trial 1 (keep 0.5, block 32, sink 1, local 1),
     whose confirmation gave `confirmed`; returns (objective, settle), where settle(budget) is the reason
     `_unneeded` prunes the budget for, or None when it would be evaluated."""
@@ -369,7 +369,7 @@ def _one_candidate(confirmed: list[bool], limit: int = 6):
     meta = _meta(floor=Floor(value=0.9), confirm_n=2, confirm_tasks=["t", "t"], confirm_limit=limit)
     study.set_user_attr("meta", meta.to_attr())
     space = SearchSpace()
-    samples = [TokenSample(input_ids=[1] * 200, answer_ids=[2], task="t", line=i) for i in (1, 2)]
+    samples = [TokenSample(input_ids=[1] * length, answer_ids=[2], task="t", line=i) for i in (1, 2)]
     objective = Objective(None, samples[:1], meta, space, study, None, 8, 10, confirm_samples=samples[1:])
 
     def add(params: dict | None, value: float) -> None:
@@ -411,9 +411,21 @@ def test_a_trial_that_cannot_cost_less_than_the_confirmed_budget_is_pruned_unrun
     # Another family keeping as many blocks per row costs the same: it cannot make the profile cheaper.
     same = Budget(keep=0.5, block_size=32, sink=0, local=2)
     assert objective.planned_cost(same) == pytest.approx(objective.planned_cost(chosen))
-    assert settle(same) == "plans to cost no less than trial 1, already confirmed"
-    assert "no less than trial 1" in settle(Budget(keep=0.7, block_size=32, sink=1, local=2))
+    assert settle(same) == "plans to cost no less than 95% of trial 1, already confirmed"
+    assert "no less than 95% of trial 1" in settle(Budget(keep=0.7, block_size=32, sink=1, local=2))
     assert settle(Budget(keep=0.3, block_size=32, sink=0, local=2)) is None  # cheaper: it runs
+
+
+def test_a_trial_that_would_save_less_than_the_cost_tolerance_is_pruned_unrun():
+    from sparsetune.profile.budget import Budget
+
+    objective, settle = _one_candidate([True, True], length=2000)  # 63 blocks of 32: keep moves cost finely
+    confirmed = objective.planned_cost(Budget(keep=0.5, block_size=32, sink=1, local=1))
+    near, far = (Budget(keep=k, block_size=32, sink=1, local=1) for k in (0.48, 0.45))
+    # 2-4% cheaper: within what the search resolves (COST_TOLERANCE 5%), so not worth its samples.
+    assert 0.95 * confirmed < objective.planned_cost(near) < confirmed
+    assert settle(near) == "plans to cost no less than 95% of trial 1, already confirmed"
+    assert objective.planned_cost(far) < 0.95 * confirmed and settle(far) is None  # 5% or more: it runs
 
 
 def test_a_trial_below_a_confirmation_failure_of_its_family_is_pruned_unrun():
@@ -511,6 +523,9 @@ def test_refinement_bisects_a_family_between_its_largest_miss_and_its_smallest_h
     assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, None,
                     {tuple(sorted({"block_size": 64, "sink": 1, "local": 1, "keep": 0.5477}.items()))}) is None
     assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, 0.54, set()) is None
+    # ... or not by the 5% tolerance: 0.5477 would save 4% on a confirmed 0.57, 6% on 0.583.
+    assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, 0.57, set()) is None
+    assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, 0.583, set()) is not None
     # Closed at the mask's resolution: a midpoint that plans to cost what an end does keeps that end's blocks.
     steps = lambda b: round(b.ratio * 4) / 4  # noqa: E731  (four blocks per row)
     assert midpoint([_outcome(0.5, False), _outcome(0.7, True)], steps, None, set()) is None

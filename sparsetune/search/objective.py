@@ -22,7 +22,7 @@ from ..workload.files import TokenSample
 from ..workload.models import LoadedModel
 from .confirm import keeps_no_more, walk
 from .plan import Shape, mask_key, planned_density
-from .refine import Bisection, Outcome, midpoint
+from .refine import COST_TOLERANCE, Bisection, Outcome, midpoint, worth_below
 from .results import candidates, confirmation_verdicts, stored_walk
 from .space import SearchSpace
 from .storage import reap, worker_id
@@ -159,8 +159,8 @@ class Objective:
         (`optuna.TrialPruned`): one that keeps every block (the dense trial measured that); one that keeps no more
         than a miss of its family, or than a candidate of its family that failed confirmation (the confirmation
         walk would skip it); any, once the walk has met its limit of failures (`Walk.spent`: nothing cheaper is
-        confirmed); one whose planned cost is not below the budget already confirmed for the bucket (it cannot
-        make the profile cheaper); one that keeps the blocks of an earlier trial still running. None: evaluate it."""
+        confirmed); one whose planned cost is not `COST_TOLERANCE` below the budget already confirmed for the
+        bucket (it cannot make the profile cheaper by more than the search resolves); one that keeps the blocks of an earlier trial still running. None: evaluate it."""
         if planned_density(budget, self.shapes) >= 1.0:
             mark_pruned(trial, "keeps every visible block here: the dense trial measured that")
             raise optuna.TrialPruned("keeps every block")
@@ -205,9 +205,11 @@ class Objective:
                                "nothing cheaper is confirmed")
             raise optuna.TrialPruned("no confirmation left")
         chosen = w.chosen
-        # At the confirmed cost or above a budget cannot make the profile cheaper, even when it holds.
-        if chosen is not None and self.planned_cost(budget) >= self.planned_cost(chosen.budget) - 1e-12:
-            mark_pruned(trial, f"plans to cost no less than trial {chosen.number}, already confirmed")
+        # Within COST_TOLERANCE of the confirmed cost (or above it) a budget cannot make the profile cheaper by
+        # more than the search resolves (the frontier moves by a sample or two), so it is not worth its samples.
+        if chosen is not None and self.planned_cost(budget) >= worth_below(self.planned_cost(chosen.budget)):
+            mark_pruned(trial, f"plans to cost no less than {1 - COST_TOLERANCE:.0%} of trial {chosen.number}, "
+                               "already confirmed")
             raise optuna.TrialPruned("costs no less than the confirmed budget")
         return None
 

@@ -17,11 +17,17 @@ from typing import Any
 from ..profile.budget import Budget
 from .confirm import family
 
-__all__ = ["COST_TOLERANCE", "Bisection", "Outcome", "midpoint"]
+__all__ = ["COST_TOLERANCE", "Bisection", "Outcome", "midpoint", "worth_below"]
 
-# A bracket is closed once its ends' planned costs are within this share of the upper end's: the
-# search-efficiency target counts a trial within 5% of the optimum as found.
+# A bracket is closed once its ends' planned costs are within this share of the upper end's, and a trial must
+# plan to cost this much less than the budget already confirmed to be run: the search-efficiency target counts
+# a trial within 5% of the optimum as found.
 COST_TOLERANCE = 0.05
+
+
+def worth_below(confirmed: float) -> float:
+    """The planned cost a trial must stay under to be worth running once a budget costing `confirmed` holds."""
+    return (1 - COST_TOLERANCE) * confirmed - 1e-12
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ def midpoint(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceili
     cost what an end does keeps that end's block counts (at short lengths a row has few blocks), so it stands
     in for that end and the other half is bisected instead, without a trial. A bracket is closed when its ends
     plan to cost within `COST_TOLERANCE`, when no keep between them plans another cost, when the midpoint
-    plans to cost no less than `ceiling` (the budget already confirmed: the trial would be pruned), or when a
+    would not save `COST_TOLERANCE` on `ceiling` (the budget already confirmed: the trial would be pruned), or when a
     trial with the midpoint's parameters exists (`tried`: parameter tuples of every trial, so a pruned or
     reused midpoint is never proposed again).
 
@@ -89,7 +95,7 @@ def midpoint(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceili
         params = {**low.params, "keep": mid}
         if not lo < mid < hi or tuple(sorted(params.items())) in tried:
             continue
-        if ceiling is not None and at >= ceiling - 1e-12:
+        if ceiling is not None and at >= worth_below(ceiling):
             continue
         return Bisection(params, low.number, top.number)
     return None
