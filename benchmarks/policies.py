@@ -68,9 +68,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     pols = result["policies"]
     order = ["a", "b", "c", "b_gated", "a_grid", *result["extra"]]
+    extra_colors = plt.get_cmap("tab20b")(range(len(result["extra"])))  # as many extra rows as --also gives
     colors = {"a": "tab:green", "b": "tab:red", "c": "tab:blue", "b_gated": "tab:orange", "a_grid": "tab:gray",
-              **{k: c for k, c in zip(result["extra"], ("tab:olive", "tab:cyan", "tab:purple", "tab:brown",
-                                                         "tab:pink", "black"))}}
+              **dict(zip(result["extra"], extra_colors))}
     edges = [bk["max_len"] for bk in pols["a"]["heldout"]["buckets"]]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1.1, 1.1, 1.0]})
     ax = axes[0]

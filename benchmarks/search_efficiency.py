@@ -147,14 +147,15 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
     """The product's study on the grid: the dense trial, the anchors in bisection order (`SearchSpace.anchor_params`
     at this length, plus the shorter bucket's best carried as search carries a confirmed budget, keeps snapped to
     the grid), then TPE, with `refine.midpoint`'s bisection trials enqueued between them as search enqueues
-    them (midpoints snapped to the grid's keeps). As `search/plan.py` rules, a trial that cannot win is pruned (it
-    costs more than a feasible one, or keeps no more than a miss of its family: `confirm.keeps_no_more`) and a
+    them (midpoints snapped to the grid's keeps). As `search/objective.py` rules, a trial that cannot win is pruned (it
+    would not save `refine.COST_TOLERANCE` on a feasible one, or keeps no more than a miss of its family:
+    `confirm.keeps_no_more`) and a
     point already measured is reused; neither is an evaluation. Returns the evaluated trials until one reaches the
     goal (or `cap` evaluations)."""
     import optuna
 
     from sparsetune.search.confirm import keeps_no_more
-    from sparsetune.search.refine import Outcome, midpoint
+    from sparsetune.search.refine import Outcome, midpoint, worth_below
     from sparsetune.search.space import SearchSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -174,8 +175,8 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
         params = {"block_size": block, "sink": sink, "local": local, "keep": keep}
         budget = space.budget_of(params)
         below_miss = any(not o.held and keeps_no_more(budget, o.budget) for o in state["outcomes"])
-        if cost > state["best"] + 1e-12 or below_miss:
-            raise optuna.TrialPruned()  # cannot win: not evaluated, not counted
+        if cost >= worth_below(state["best"]) or below_miss:
+            raise optuna.TrialPruned()  # cannot win by COST_TOLERANCE: not evaluated, not counted
         if any(t["point"] == p.label for t in seq):
             row = grid.row(p)  # reused: the measurement is already in the study
         else:

@@ -18,8 +18,8 @@ from sparsetune import load_profile
 from sparsetune.search import TrialRecord, profile_from_storage
 from sparsetune.search.results import bucket_outcomes, candidates, confirmation_verdicts
 from sparsetune.search.storage import default_journal, open_storage
-from sparsetune.search.study import (bisects, counts_as_trial, is_dense_trial, is_feasible, meta_of, pruned_reason,
-                                     reused_from)
+from sparsetune.search.study import (bisects, counts_as_trial, is_dense_trial, is_feasible, meta_of, probes,
+                                     pruned_reason, reused_from)
 
 from conftest import REPO, demo_slice as _slice, sparsetune_command
 
@@ -116,6 +116,13 @@ def test_bisection_trials_halve_a_bracket_of_their_family(tmp_path):
             assert not is_feasible(low) or low.number in failed or reused_from(low) in failed
             assert is_feasible(high) and high.number not in failed and reused_from(high) not in failed
             halved += 1
+        for t in trials.values():  # a family probe starts from a candidate of its family that failed confirmation
+            if probes(t) is not None:
+                near, confirmed = (trials[n] for n in probes(t))
+                assert near.number in failed and is_feasible(near) and confirmed.number not in failed
+                assert {k: v for k, v in near.params.items() if k != "keep"} == \
+                    {k: v for k, v in t.params.items() if k != "keep"}
+                assert near.params["keep"] < t.params["keep"]
     assert halved, "a family here has a miss below a hold: bisection should have run"
 
 

@@ -473,9 +473,9 @@ def test_a_point_left_to_a_running_trial_that_then_fails_is_open_to_bisection_ag
     key = tuple(sorted(_MIDPOINT.items()))
     seen = []
 
-    def spy(outcomes, cost, ceiling, tried):  # what `refinement` hands bisection as already tried
+    def spy(outcomes, cost, ceiling, tried, chosen):  # what `refinement` hands bisection as already tried
         seen.append(key in tried)
-        return midpoint(outcomes, cost, ceiling, tried)
+        return midpoint(outcomes, cost, ceiling, tried, chosen)
 
     monkeypatch.setattr(module, "midpoint", spy)
     objective.refinement()  # the first copy is still measuring: the point counts as tried
@@ -631,3 +631,28 @@ def test_the_cli_leaves_buckets_dense_below_the_library_default_share():
     from sparsetune.search.space import MIN_SHARE, SearchSettings
 
     assert inspect.signature(search).parameters["min_share"].default == MIN_SHARE == SearchSettings().min_share
+
+
+def test_a_family_whose_candidate_failed_confirmation_is_probed_at_the_largest_keep_that_could_still_win():
+    from dataclasses import replace
+
+    from sparsetune.search.refine import midpoint
+
+    cost = lambda b: b.ratio  # noqa: E731
+    confirmed = _outcome(0.8, True)  # sink 1: the budget the bucket holds now, trial 10_800
+    near = replace(_outcome(0.5, False, sink=0), near=True)  # sink 0 met the floor at 0.5, then failed confirmation
+    got = midpoint([confirmed, near], cost, 0.8, set(), confirmed.number)
+    # The largest keep of its family that plans to cost 5% less than 0.8: a hold there opens a bracket.
+    assert got.probe and got.params == {"block_size": 64, "sink": 0, "local": 1, "keep": 0.7599}
+    assert (got.low, got.high) == (near.number, confirmed.number)
+    # Not without a confirmed budget to beat, nor twice, nor for a family that simply missed on the search part.
+    assert midpoint([confirmed, near], cost, None, set()) is None
+    assert midpoint([confirmed, near], cost, 0.8, {tuple(sorted(got.params.items()))}, confirmed.number) is None
+    assert midpoint([confirmed, _outcome(0.5, False, sink=0)], cost, 0.8, set(), confirmed.number) is None
+    # A near miss that could not beat the confirmed budget by 5% even at its own keep is not probed either.
+    assert midpoint([confirmed, replace(_outcome(0.77, False, sink=0), near=True)], cost, 0.8, set(),
+                    confirmed.number) is None
+    # Once the probe holds, its family has a bracket, and bisection takes over.
+    held = _outcome(0.7599, True, sink=0)
+    nxt = midpoint([confirmed, near, held], cost, 0.7599, set(), held.number)
+    assert not nxt.probe and nxt.params["keep"] == round((0.5 * 0.7599) ** 0.5, 4)

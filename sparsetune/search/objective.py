@@ -132,8 +132,8 @@ class Objective:
                            m.model.heads, m.model.kv_heads, m.model.layers)
 
     def refinement(self) -> Bisection | None:
-        """The next bisection trial, or None: `refine.midpoint` on the measured trials, a trial that failed its
-        confirmation (or copied one that did) counting as a miss."""
+        """The next bisection trial (or family probe), or None: `refine.midpoint` on the measured trials, a trial
+        that failed its confirmation (or copied one that did) counting as a miss, and as a near one."""
         assert self.meta is not None
         trials = self.study.get_trials(deepcopy=False)
         verdicts = confirmation_verdicts(self.study)
@@ -143,7 +143,8 @@ class Objective:
         # Every stored failure, not only the walk's: it stops at its choice, before costlier candidates that failed.
         failed = {n for n, held in verdicts.items() if not held}
         outcomes = [Outcome(t.number, t.params, self.space.budget_of(t.params),
-                            is_feasible(t) and t.number not in failed and reused_from(t) not in failed)
+                            is_feasible(t) and t.number not in failed and reused_from(t) not in failed,
+                            near=is_feasible(t) and (t.number in failed or reused_from(t) in failed))
                     for t in trials if t.state == TrialState.COMPLETE and not is_dense_trial(t)]
         # (Two workers may still both enqueue one midpoint in the same instant; `_unneeded` prunes the later copy.)
         # A copy that deferred to a trial which then failed measured nothing: its point is open again.
@@ -151,7 +152,7 @@ class Objective:
         tried = {tuple(sorted(planned_params(t).items()))
                  for t in trials if t.state != TrialState.FAIL and deferred_to(t) not in failed_runs}
         ceiling = self.planned_cost(w.chosen.budget) if w.chosen is not None else None
-        return midpoint(outcomes, self.planned_cost, ceiling, tried)
+        return midpoint(outcomes, self.planned_cost, ceiling, tried, w.chosen.number if w.chosen else None)
 
     def _unneeded(self, trial: optuna.Trial, budget: Budget) -> float | None:
         """Settle a trial without evaluating it, when that is known before it runs: a budget that keeps the

@@ -5,6 +5,11 @@ family's miss and a hold above it bracket its frontier. Bisecting the bracket fi
 holding budget in about log2(bracket / tolerance) trials, where TPE, which knows nothing of the monotone
 order, walks down from the hold one feasible (and so full-length, confirmed) trial at a time. TPE finds
 families; bisection takes each found one to its frontier.
+
+A family whose candidate met the floor on the search part and then failed its confirmation is at its frontier,
+but without a hold above it there is no bracket. Once a budget is confirmed, such a family is *probed* at the
+largest keep that could still beat it by `COST_TOLERANCE`: a hold there opens the bracket, a miss closes the
+family. (On the demo at 2048 tokens the frontier family is often one whose first candidate failed confirmation.)
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 from ..profile.budget import Budget
 from .confirm import family
 
-__all__ = ["COST_TOLERANCE", "Bisection", "Outcome", "midpoint", "worth_below"]
+__all__ = ["COST_TOLERANCE", "Bisection", "Outcome", "midpoint", "probe", "worth_below"]
 
 # A bracket is closed once its ends' planned costs are within this share of the upper end's, and a trial must
 # plan to cost this much less than the budget already confirmed to be run: the search-efficiency target counts
@@ -39,20 +44,23 @@ class Outcome:
     params: dict[str, Any]
     budget: Budget
     held: bool
+    near: bool = False  # met the floor on the search part, then failed its confirmation (so `held` is False)
 
 
 @dataclass(frozen=True)
 class Bisection:
-    """The next trial to run: its parameters, and the trials (a miss, a hold) whose bracket it halves."""
+    """The next trial to run: its parameters, and the trials (a miss, a hold) whose bracket it halves; for a
+    probe, the family's confirmation failure and the confirmed budget (of another family) it must beat."""
 
     params: dict[str, Any]
     low: int
     high: int
+    probe: bool = False
 
 
 def midpoint(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceiling: float | None,
-             tried: set[tuple]) -> Bisection | None:
-    """The next bisection trial, or None when every bracket is closed.
+             tried: set[tuple], chosen: int | None = None) -> Bisection | None:
+    """The next bisection trial, or None when every bracket is closed and no family is left to probe.
 
     A family's bracket is (its largest missing keep, the smallest holding keep above it); families are taken
     cheapest hold first. The midpoint is geometric (keep is searched on a log scale). A midpoint that plans to
@@ -62,6 +70,8 @@ def midpoint(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceili
     would not save `COST_TOLERANCE` on `ceiling` (the budget already confirmed: the trial would be pruned), or when a
     trial with the midpoint's parameters exists (`tried`: parameter tuples of every trial, so a pruned or
     reused midpoint is never proposed again).
+
+    With every bracket closed, the next probe (`probe`) when a budget is confirmed (`ceiling`, trial `chosen`).
 
     Top-k only: a coverage budget's planned cost is its sink and local floor whatever its tau, so its brackets
     cannot be told apart by cost before they run.
@@ -98,4 +108,39 @@ def midpoint(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceili
         if ceiling is not None and at >= worth_below(ceiling):
             continue
         return Bisection(params, low.number, top.number)
-    return None
+    return None if ceiling is None or chosen is None else probe(outcomes, cost, ceiling, tried, chosen)
+
+
+def probe(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceiling: float, tried: set[tuple],
+          chosen: int) -> Bisection | None:
+    """The next family probe, or None: for a family whose largest miss failed confirmation (`Outcome.near`) and
+    which holds nowhere above it, the largest keep (to 4 decimals) that plans to cost under `worth_below(ceiling)`.
+    The family with the cheapest near miss goes first; a probe tried already (`tried`) is not proposed again, so a
+    family is probed once per confirmed cost."""
+    found = []
+    for fam in dict.fromkeys(family(o.budget) for o in outcomes if o.budget.method == "topk"):
+        members = [o for o in outcomes if family(o.budget) == fam]
+        misses = [o for o in members if not o.held]
+        if not misses:
+            continue
+        low = max(misses, key=lambda o: (o.budget.ratio, -o.number))
+        if not low.near or any(o.held and o.budget.ratio > low.budget.ratio for o in members):
+            continue
+        limit = worth_below(ceiling)
+        lo, hi = low.budget.ratio, 1.0  # cost rises with keep: bisect for the largest keep under the limit
+        if cost(low.budget) >= limit:
+            continue
+        for _ in range(20):
+            if cost(low.budget.with_ratio((lo + hi) / 2)) < limit:
+                lo = (lo + hi) / 2
+            else:
+                hi = (lo + hi) / 2
+        keep = math.floor(lo * 10_000) / 10_000
+        params = {**low.params, "keep": keep}
+        if cost(low.budget.with_ratio(keep)) <= cost(low.budget) or tuple(sorted(params.items())) in tried:
+            continue  # no keep above the miss keeps more blocks and could still win, or probed already
+        found.append((cost(low.budget), low.number, params))
+    if not found:
+        return None
+    _, number, params = min(found, key=lambda f: (f[0], f[1]))
+    return Bisection(params, number, chosen, probe=True)
