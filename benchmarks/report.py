@@ -229,8 +229,8 @@ def policies_section(results: list[dict[str, Any]]) -> str:
               "below it.",
               "- Until commit 20b01ef the simple policies were chosen on the point estimate over the search "
               "workload, a looser rule than the search's; so chosen, (b) cost 0.745, (c) 0.524 and (b') 0.535, "
-              "with the same profile (a) at 0.603 (commit b3c8b4b's RESULTS.md). Judged as the search judges, "
-              "cheaper simple budgets no longer pass, which is why (a) now beats them.",
+              "with the profile shipped then (the 'profile shipped before' row) at 0.603 (commit b3c8b4b's "
+              "RESULTS.md). Judged as the search judges, cheaper simple budgets no longer pass.",
               "- Gains do not pay for losses (commit 8d55041): the search, and so the simple policies chosen "
               "as it judges, count only the answers sparse keeps from dense (`profile.floor.kept`). Before, a "
               "budget that lost cwe answers on some samples and gained them on others was judged on the net. The "
@@ -241,6 +241,16 @@ def policies_section(results: list[dict[str, Any]]) -> str:
                                            ("gains do not count:", _rule_rows(r, "gains do not count"))) if rows)
               + ". The simple policies chose the same budgets under both rules. Whether a policy passes a draw is "
               "the outcome at one bucket of 160 samples, so one draw in 7 is within luck.",
+              "- Short buckets dense, and family probes (session 13): a bucket holding under 2% of the workload's "
+              "dense attention FLOPs is left dense, unsearched (`--min-share`; the demo's 254-256 bucket holds "
+              "1.2%, and every miss of the 'gains do not count' rows was there); a trial runs only if the confirmed "
+              "budget is not within 5% of its cost; and a family whose candidate failed confirmation is probed at the largest keep "
+              "that could still win (`search/refine.probe`). (a) is the README command's profile at seed 0 with "
+              "this code, the 'README search now' rows seeds 1 and 2"
+              + "".join(f"; {rule} {rows}" for r in results if r["model"] == "demo"
+                        for rule, rows in (("short bucket dense without probes:", _rule_rows(r, "no probes")),
+                                           ("now (seeds 1, 2):", _rule_rows(r, "search now"))) if rows)
+              + ". Seed 0 chose the same profile with and without probes.",
               "- The second model (`scripts/train_demo.py --seed 1`) has not been rerun with confirmation and the "
               "score bound yet; its point-estimate results (the old rules) are in commit aa1d2e9's RESULTS.md.",
               "- Cost is for the prefill at each bucket's prompt length; the profile is looked up exactly as "

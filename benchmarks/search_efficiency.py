@@ -157,6 +157,7 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
     from sparsetune.search.confirm import keeps_no_more
     from sparsetune.search.refine import Outcome, midpoint, worth_below
     from sparsetune.search.space import SearchSpace
+    from sparsetune.search.study import ATTEMPTS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
@@ -208,7 +209,9 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
     for params in space.anchor_params(rep_len, carry):
         study.enqueue_trial({"block_size": params["block_size"], "sink": params["sink"], "local": params["local"],
                              "keep_index": keeps.index(_snap(params["keep"]))})
-    for done in range(50 * cap):  # pruned trials are free: bound the loop by evaluations, with a safety cap
+    # Pruned trials are free: the loop is bound by evaluations, and, as a study is (`study.ATTEMPTS`), by settled
+    # trials, so a seed whose goal is out of reach (a feasible point below a miss of its family) ends.
+    for done in range(ATTEMPTS * cap):
         if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
             refined = refinement()
             if refined is not None:

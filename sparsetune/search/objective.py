@@ -160,8 +160,8 @@ class Objective:
         (`optuna.TrialPruned`): one that keeps every block (the dense trial measured that); one that keeps no more
         than a miss of its family, or than a candidate of its family that failed confirmation (the confirmation
         walk would skip it); any, once the walk has met its limit of failures (`Walk.spent`: nothing cheaper is
-        confirmed); one whose planned cost is not `COST_TOLERANCE` below the budget already confirmed for the
-        bucket (it cannot make the profile cheaper by more than the search resolves); one that keeps the blocks of an earlier trial still running. None: evaluate it."""
+        confirmed); one that the budget already confirmed for the bucket plans to cost within `COST_TOLERANCE` of
+        (it cannot make the profile cheaper by more than the search resolves); one that keeps the blocks of an earlier trial still running. None: evaluate it."""
         if planned_density(budget, self.shapes) >= 1.0:
             mark_pruned(trial, "keeps every visible block here: the dense trial measured that")
             raise optuna.TrialPruned("keeps every block")
@@ -209,8 +209,8 @@ class Objective:
         # Within COST_TOLERANCE of the confirmed cost (or above it) a budget cannot make the profile cheaper by
         # more than the search resolves (the frontier moves by a sample or two), so it is not worth its samples.
         if chosen is not None and self.planned_cost(budget) >= worth_below(self.planned_cost(chosen.budget)):
-            mark_pruned(trial, f"plans to cost no less than {1 - COST_TOLERANCE:.0%} of trial {chosen.number}, "
-                               "already confirmed")
+            mark_pruned(trial, f"trial {chosen.number}, already confirmed, plans to cost within "
+                               f"{COST_TOLERANCE:.0%} of it")
             raise optuna.TrialPruned("costs no less than the confirmed budget")
         return None
 

@@ -8,7 +8,7 @@ families; bisection takes each found one to its frontier.
 
 A family whose candidate met the floor on the search part and then failed its confirmation is at its frontier,
 but without a hold above it there is no bracket. Once a budget is confirmed, such a family is *probed* at the
-largest keep that could still beat it by `COST_TOLERANCE`: a hold there opens the bracket, a miss closes the
+largest keep that it is not within `COST_TOLERANCE` of: a hold there opens the bracket, a miss closes the
 family. (On the demo at 2048 tokens the frontier family is often one whose first candidate failed confirmation.)
 """
 
@@ -24,15 +24,16 @@ from .confirm import family
 
 __all__ = ["COST_TOLERANCE", "Bisection", "Outcome", "midpoint", "probe", "worth_below"]
 
-# A bracket is closed once its ends' planned costs are within this share of the upper end's, and a trial must
-# plan to cost this much less than the budget already confirmed to be run: the search-efficiency target counts
-# a trial within 5% of the optimum as found.
+# A bracket is closed once its ends' planned costs are within this share of the upper end's, and a trial is run
+# only if the budget already confirmed is not within this share of its cost: the search-efficiency target
+# counts a trial within 5% of the optimum as found.
 COST_TOLERANCE = 0.05
 
 
 def worth_below(confirmed: float) -> float:
-    """The planned cost a trial must stay under to be worth running once a budget costing `confirmed` holds."""
-    return (1 - COST_TOLERANCE) * confirmed - 1e-12
+    """The planned cost a trial must stay under to be worth running once a budget costing `confirmed` holds: at or
+    above it, `confirmed` is already within `COST_TOLERANCE` of the trial's cost."""
+    return confirmed / (1 + COST_TOLERANCE) - 1e-12
 
 
 @dataclass(frozen=True)
