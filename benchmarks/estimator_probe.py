@@ -15,6 +15,10 @@ local 1: 73% block sparsity at 4k) with `sparsetune.evaluate`, one thread, batch
 - ``questq``: every query's Quest bound per key block (q . centre + |q| . radius of the block's per-channel key
   range), softmax over blocks, max over the block's queries: D x (blocks) work per query, far below q.k.
 - ``meank``: every query against the mean key of each block (keys pooled, queries not).
+- ``qdevM``: peak's exact per-query mass for M queries per query block, not every stride-th one but the M whose
+  queries (all heads together) lie furthest from their block's mean query: the atypical queries a fixed stride
+  skips. Picking them costs one pass over q; scoring them M / block of q.k (M = 4 at block 64 is peak/16's work).
+- ``qmixM``: peak/32's two strided queries per block of 64 plus the M most atypical ones.
 
 `--layers A-B` uses the variant only in layers A..B-1 and peak/16 elsewhere (prefill and decode calls run layers
 0..L-1 in order per forward, so the call index modulo L is the layer). Appends one JSON line per run to `--out`.
@@ -75,12 +79,47 @@ def _per_query(kind: str):
     return estimate
 
 
+def _atypical(count: int, stride: int | None):
+    """`count` queries per query block furthest from the block's mean query (plus every `stride`-th, if given),
+    scored exactly as peak scores its strided ones (`sampled_logits` with these positions)."""
+    import torch
+
+    import sparsetune.attention.estimate_sampled as S
+
+    def estimate(q, k, budget, scale):
+        bs = budget.block_size
+        seq_q, seq_k = q.shape[2], k.shape[2]
+        pos = torch.arange(seq_k - seq_q, seq_k)
+        qf = q.float()
+        blocks = pos // bs
+        first = int(blocks[0])
+        nb = int(blocks[-1]) - first + 1
+        mean = torch.zeros(*qf.shape[:2], nb, qf.shape[3]).index_add_(2, blocks - first, qf)
+        mean /= torch.bincount(blocks - first, minlength=nb).clamp(min=1)[None, None, :, None]
+        dev = (qf - mean[:, :, blocks - first]).norm(dim=-1).pow(2).sum(dim=(0, 1))  # [Sq], all heads together
+        chosen = torch.zeros(seq_q, dtype=torch.bool)
+        for b in range(nb):
+            at = ((blocks - first) == b).nonzero().squeeze(1)
+            chosen[at[dev[at].topk(min(count, at.numel())).indices]] = True
+        if stride is not None:
+            chosen |= pos % stride == stride - 1
+        chosen[-1] = True
+        idx = chosen.nonzero().squeeze(1)
+        real = S.sampled_positions
+        S.sampled_positions = lambda *_a, **_k: idx
+        try:
+            return S.sampled_logits(q, k, bs, scale, 1, "max")
+        finally:
+            S.sampled_positions = real
+    return estimate
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--workload", required=True)
     ap.add_argument("--variant", required=True,
-                    help="peak1, lowrank4/8/16, questq, meank, oracle, stock (peak/16), dense")
+                    help="peak1, lowrank4/8/16, questq, meank, qdev4, qmix2, oracle, stock (peak/16), dense")
     ap.add_argument("--layers", default=None, help="A-B: the variant in layers A..B-1 only, peak/16 elsewhere")
     ap.add_argument("--budget", default="keep=0.256,block=64,sink=1,local=1,estimator=peak,stride=16")
     ap.add_argument("--out", default=str(OUT / "estimator_probe_smollm2.jsonl"))
@@ -103,6 +142,10 @@ def main() -> None:
         variant = _lowrank(int(v.removeprefix("lowrank")))
     elif v in ("questq", "meank"):
         variant = _per_query(v)
+    elif v.startswith("qdev"):
+        variant = _atypical(int(v.removeprefix("qdev")), None)
+    elif v.startswith("qmix"):
+        variant = _atypical(int(v.removeprefix("qmix")), 32)
     elif v == "oracle":
         variant = E.ESTIMATE["oracle"]
     elif v in ("stock", "dense"):

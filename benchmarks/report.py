@@ -199,6 +199,12 @@ def _rule_rows(r: dict[str, Any], rule: str) -> str:
             f"{1 + len(r.get('fresh_seeds', []))} held-out draws")
 
 
+def _rule_ranges(results: list[dict[str, Any]], *rules: tuple[str, str]) -> str:
+    """``; LABEL cost ..., passed ...`` for each (label, marker) whose demo extra rows exist (`_rule_rows`)."""
+    return "".join(f"; {label} {rows}" for r in results if r["model"] == "demo"
+                   for label, marker in rules if (rows := _rule_rows(r, marker)))
+
+
 def policies_section(results: list[dict[str, Any]]) -> str:
     lines = ["## Same floor, three policies", "",
              "Each policy is chosen on the search workload (the profile by `sparsetune search`, which explores 2/3 "
@@ -236,20 +242,17 @@ def policies_section(results: list[dict[str, Any]]) -> str:
               "budget that lost cwe answers on some samples and gained them on others was judged on the net. The "
               "'netted' rows are README searches (seeds 0, 1, 2) under that rule (written by commit 4caca44's "
               "code), the 'gains do not count' rows the same searches under this one"
-              + "".join(f"; {rule} {rows}" for r in results if r["model"] == "demo"
-                        for rule, rows in (("netted:", _rule_rows(r, "netted")),
-                                           ("gains do not count:", _rule_rows(r, "gains do not count"))) if rows)
+              + _rule_ranges(results, ("netted:", "netted"), ("gains do not count:", "gains do not count"))
               + ". The simple policies chose the same budgets under both rules. Whether a policy passes a draw is "
               "the outcome at one bucket of 160 samples, so one draw in 7 is within luck.",
               "- Short buckets dense, and family probes (session 13): a bucket holding under 2% of the workload's "
               "dense attention FLOPs is left dense, unsearched (`--min-share`; the demo's 254-256 bucket holds "
               "1.2%, and every miss of the 'gains do not count' rows was there); a trial runs only if the confirmed "
-              "budget is not within 5% of its cost; and a family whose candidate failed confirmation is probed at the largest keep "
-              "that could still win (`search/refine.probe`). (a) is the README command's profile at seed 0 with "
+              "budget is not within 5% of its cost; and a family whose candidate failed confirmation is probed "
+              "at the largest keep that could still win (`search/refine.probe`). (a) is the README command's profile at seed 0 with "
               "this code, the 'README search now' rows seeds 1 and 2"
-              + "".join(f"; {rule} {rows}" for r in results if r["model"] == "demo"
-                        for rule, rows in (("short bucket dense without probes:", _rule_rows(r, "no probes")),
-                                           ("now (seeds 1, 2):", _rule_rows(r, "search now"))) if rows)
+              + _rule_ranges(results, ("short bucket dense without probes:", "no probes"),
+                             ("now (seeds 1, 2):", "search now"))
               + ". Seed 0 chose the same profile with and without probes.",
               "- The second model (`scripts/train_demo.py --seed 1`) has not been rerun with confirmation and the "
               "score bound yet; its point-estimate results (the old rules) are in commit aa1d2e9's RESULTS.md.",

@@ -612,16 +612,11 @@ def test_a_trial_stops_after_the_batch_that_settles_it_not_at_the_end_of_its_chu
 
 
 def test_a_buckets_share_of_the_attention_cost_weighs_each_prefill_by_its_length_squared():
-    from types import SimpleNamespace
-
-    from sparsetune.search.run import dense_shares
-
-    def prompts(*lengths):
-        return [SimpleNamespace(input_ids=[0] * n) for n in lengths]
+    from sparsetune.search.plan import dense_shares
 
     # Causal attention is quadratic: one 400-token prefill outweighs three of 100 (160000 against 30000).
-    assert dense_shares([prompts(100, 100, 100), prompts(400)]) == pytest.approx([3 / 19, 16 / 19])
-    assert dense_shares([prompts(256)]) == [1.0]
+    assert dense_shares([[100, 100, 100], [400]]) == pytest.approx([3 / 19, 16 / 19])
+    assert dense_shares([[256]]) == [1.0]
 
 
 def test_the_cli_leaves_buckets_dense_below_the_library_default_share():

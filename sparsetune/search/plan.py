@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from ..profile.budget import Budget
 
-__all__ = ["Shape", "kept_blocks", "mask_key", "planned_density"]
+__all__ = ["Shape", "dense_shares", "kept_blocks", "mask_key", "planned_density"]
 
 # (prompt tokens, answer tokens) of one sample: a prefill of the prompt, then one decode step per answer token.
 Shape = tuple[int, int]
@@ -81,3 +81,10 @@ def mask_key(budget: Budget, shapes: Sequence[Shape]) -> Hashable:
         return (*ranking, budget.ratio)
     longest = max((math.ceil((p + a) / budget.block_size) for p, a in shapes), default=0)
     return (*ranking, tuple(kept_blocks(budget, v) for v in range(1, longest + 1)))
+
+
+def dense_shares(prompt_lengths: Sequence[Sequence[int]]) -> list[float]:
+    """Each bucket's share of the workload's dense attention FLOPs, given its prompts' lengths (a prefill
+    attends L^2/2 pairs): the most that any budget there could save of the whole (`SearchSettings.min_share`)."""
+    flops = [sum(length * length for length in lengths) for lengths in prompt_lengths]
+    return [f / sum(flops) for f in flops]

@@ -59,6 +59,20 @@ class Bisection:
     probe: bool = False
 
 
+def _frontiers(outcomes: Sequence[Outcome]) -> list[tuple[Outcome, Outcome | None]]:
+    """Per top-k family with a miss: its largest miss, and the smallest hold above it (None if none)."""
+    out = []
+    for fam in dict.fromkeys(family(o.budget) for o in outcomes if o.budget.method == "topk"):
+        members = [o for o in outcomes if family(o.budget) == fam]
+        misses = [o for o in members if not o.held]
+        if not misses:
+            continue
+        low = max(misses, key=lambda o: (o.budget.ratio, -o.number))
+        above = [o for o in members if o.held and o.budget.ratio > low.budget.ratio]
+        out.append((low, min(above, key=lambda o: (o.budget.ratio, o.number)) if above else None))
+    return out
+
+
 def midpoint(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceiling: float | None,
              tried: set[tuple], chosen: int | None = None) -> Bisection | None:
     """The next bisection trial, or None when every bracket is closed and no family is left to probe.
@@ -77,16 +91,7 @@ def midpoint(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceili
     Top-k only: a coverage budget's planned cost is its sink and local floor whatever its tau, so its brackets
     cannot be told apart by cost before they run.
     """
-    brackets = []
-    for fam in dict.fromkeys(family(o.budget) for o in outcomes if o.budget.method == "topk"):
-        members = [o for o in outcomes if family(o.budget) == fam]
-        misses = [o for o in members if not o.held]
-        if not misses:
-            continue
-        low = max(misses, key=lambda o: (o.budget.ratio, -o.number))
-        above = [o for o in members if o.held and o.budget.ratio > low.budget.ratio]
-        if above:
-            brackets.append((low, min(above, key=lambda o: (o.budget.ratio, o.number))))
+    brackets = [(low, top) for low, top in _frontiers(outcomes) if top is not None]
     for low, top in sorted(brackets, key=lambda b: (cost(b[1].budget), b[1].budget.ratio)):
         lo_cost, hi_cost = cost(low.budget), cost(top.budget)
         if hi_cost - lo_cost <= COST_TOLERANCE * hi_cost:
@@ -119,13 +124,8 @@ def probe(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceiling:
     The family with the cheapest near miss goes first; a probe tried already (`tried`) is not proposed again, so a
     family is probed once per confirmed cost."""
     found = []
-    for fam in dict.fromkeys(family(o.budget) for o in outcomes if o.budget.method == "topk"):
-        members = [o for o in outcomes if family(o.budget) == fam]
-        misses = [o for o in members if not o.held]
-        if not misses:
-            continue
-        low = max(misses, key=lambda o: (o.budget.ratio, -o.number))
-        if not low.near or any(o.held and o.budget.ratio > low.budget.ratio for o in members):
+    for low, top in _frontiers(outcomes):
+        if not low.near or top is not None:
             continue
         limit = worth_below(ceiling)
         lo, hi = low.budget.ratio, 1.0  # cost rises with keep: bisect for the largest keep under the limit

@@ -49,16 +49,17 @@ from ..workload.files import DEFAULT_ANSWER_TOKENS, TokenSample, Workload
 from ..workload.models import LoadedModel
 from .baseline import check_baseline, warn_unresolvable
 from .objective import EXPECTED_TRIAL_ERRORS, Objective
+from .plan import dense_shares
 from .confirm import split_for_confirmation
 from .results import (BucketOutcome, BucketStatus, bucket_outcomes, dense_record, profile_from_storage,
                       stored_walk)
 from .sampler import LaneSeededTPE
-from .space import MIN_SHARE, SearchSettings
+from .space import SearchSettings
 from .storage import fail_orphans, has_heartbeat, reap, storage_for
 from .study import (BucketMeta, TrialCounts, TrialRecord, create_or_load, enqueue_bisection, ensure_dense_trial,
                     is_dense_trial, is_feasible, is_skipped, reused_from, store_confirmation, study_name)
 
-__all__ = ["CPU_DEVICE", "SearchRun", "TrialEvent", "dense_shares", "failing_message", "run_search", "search"]
+__all__ = ["CPU_DEVICE", "SearchRun", "TrialEvent", "failing_message", "run_search", "search"]
 
 CPU_DEVICE = "cpu"  # device key of cost-model configs in a profile
 POLL_S = 1.0  # how often a worker with nothing to start looks at the (shared) storage again
@@ -107,28 +108,25 @@ def search(
     """
     samples = workload.samples
     edges, groups, parts, confirm_id = split_buckets(workload, settings, confirm)
-    lengths = [s.length for s in samples]
     device, timing = _device()
     floor = settings.floor_rule
-    model = ModelInfo(name=loaded.name, config_sha256=loaded.config_sha256, layers=loaded.layers,
-                      heads=loaded.heads, kv_heads=loaded.kv_heads, head_dim=loaded.head_dim,
-                      max_positions=loaded.max_positions)
+    model = ModelInfo(name=loaded.name, config_sha256=loaded.config_sha256, layers=loaded.layers, heads=loaded.heads,
+                      kv_heads=loaded.kv_heads, head_dim=loaded.head_dim, max_positions=loaded.max_positions)
     work = WorkloadInfo(name=workload.name, sha256=workload.sha256, samples=len(samples))
     identity = {"model": loaded.config_sha256, "workload": workload.sha256,
                 "floor": {"kind": floor.kind, "value": floor.value, "confidence": floor.confidence,
                           "per_task": floor.per_task},
                 "method": settings.space.method, "edges": edges, "confirm": confirm_id,
-                **settings.space.identity(),
-                # which buckets are searched at all (the default is left out: studies made before it resume)
-                **({"min_share": settings.min_share} if settings.min_share != MIN_SHARE else {})}
+                **settings.identity()}
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     runs, prev = [], 0
-    for i, (edge, group, (explore, check), share) in enumerate(zip(edges, groups, parts, dense_shares(groups))):
+    shares = dense_shares([[len(s.input_ids) for s in group] for group in groups])
+    for i, (edge, group, (explore, check), share) in enumerate(zip(edges, groups, parts, shares)):
         rep_len = int(statistics.median(s.length for s in group))
         meta = BucketMeta(
             identity=identity, model=model, workload=work, floor=floor, method=settings.space.method,
-            timing=timing, device=device, index=i, first_len=prev + 1 if i else min(lengths), max_len=edge,
-            n=len(explore), rep_len=rep_len, block_sizes=settings.space.at_length(rep_len).block_sizes,
+            timing=timing, device=device, index=i, first_len=prev + 1 if i else min(s.length for s in samples),
+            max_len=edge, n=len(explore), rep_len=rep_len, block_sizes=settings.space.at_length(rep_len).block_sizes,
             estimators=settings.space.estimators, dense_layers=settings.space.dense_layers,
             dense_tails=settings.space.dense_tails, tasks=[s.task for s in explore], edges=edges,
             # The shortest KV length any sample's forward sees: its prompt (answers are decoded after).
@@ -181,15 +179,6 @@ def split_buckets(workload: Workload, settings: SearchSettings, confirm: Workloa
             raise SearchError(f"bucket <= {edge} tokens: {len(explore)} search and {len(check)} confirmation "
                               f"samples; each part needs samples (add samples or give --confirm FILE)")
     return edges, groups, parts, confirm_id
-
-
-def dense_shares(groups: list[list[TokenSample]]) -> list[float]:
-    """Each bucket's share of the workload's dense attention FLOPs (its prefills: L^2/2 pairs each), the
-    most that any budget there could save of the whole."""
-    from ..timing import attention_flops
-
-    flops = [sum(attention_flops(len(s.input_ids), 1) for s in group) for group in groups]
-    return [f / sum(flops) for f in flops]
 
 
 def failing_message(edge: int) -> str:

@@ -249,6 +249,11 @@ class SearchSettings:
         if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
             raise SearchError(f"timeout: must be > 0 seconds, got {self.timeout}")
 
+    def identity(self) -> dict[str, Any]:
+        """What of these settings, beyond the model, workload, floor and buckets, a resumed study must share: the
+        space's (`SearchSpace.identity`), and a min share other than the default (studies older than it lack it)."""
+        return {**self.space.identity(), **({"min_share": self.min_share} if self.min_share != MIN_SHARE else {})}
+
     @property
     def floor_rule(self) -> Floor:
         """The floor as the profile records it (and `profile.floor` judges it)."""
