@@ -19,6 +19,14 @@ local 1: 73% block sparsity at 4k) with `sparsetune.evaluate`, one thread, batch
   queries (all heads together) lie furthest from their block's mean query: the atypical queries a fixed stride
   skips. Picking them costs one pass over q; scoring them M / block of q.k (M = 4 at block 64 is peak/16's work).
 - ``qmixM``: peak/32's two strided queries per block of 64 plus the M most atypical ones.
+- ``windowA:B[,C:D]``: peak's exact mass for every query at positions A..B-1 (C..D-1), peak/16's elsewhere
+  (a diagnostic: where do the queries a stride skips matter?).
+- ``salientM``: peak/16, plus every query of the last 3 query blocks and of the M key blocks those last queries
+  attend to most (max mass over their heads and queries, sink and the last blocks aside): where a retrieval answer
+  reads, the needle's own queries are scored exactly. About (3 + M) / blocks of q.k on top of peak/16's 1/16.
+- ``sharepeakN``: every N-th layer scores every query exactly (peak, stride 1), and the N-1 layers after it rank
+  blocks by the larger of that layer's masses and their own peak/16 (layers differ, so this is an approximation):
+  every query is seen at 1/N + 1/16 of the q.k work per layer.
 
 `--layers A-B` uses the variant only in layers A..B-1 and peak/16 elsewhere (prefill and decode calls run layers
 0..L-1 in order per forward, so the call index modulo L is the layer). Appends one JSON line per run to `--out`.
@@ -114,12 +122,90 @@ def _atypical(count: int, stride: int | None):
     return estimate
 
 
+def _window(*ranges: tuple[int, int]):
+    """`windowA:B[,C:D...]`: every query at positions A..B-1 (and C..D-1, ...) scored exactly, peak/16's strided
+    queries elsewhere."""
+    import torch
+
+    import sparsetune.attention.estimate_sampled as S
+
+    def estimate(q, k, budget, scale):
+        seq_q, seq_k = q.shape[2], k.shape[2]
+        pos = torch.arange(seq_k - seq_q, seq_k)
+        chosen = pos % 16 == 15
+        for lo, hi in ranges:
+            chosen |= (pos >= lo) & (pos < hi)
+        chosen[-1] = True
+        idx = chosen.nonzero().squeeze(1)
+        real = S.sampled_positions
+        S.sampled_positions = lambda *_a, **_k: idx
+        try:
+            return S.sampled_logits(q, k, budget.block_size, scale, 1, "max")
+        finally:
+            S.sampled_positions = real
+    return estimate
+
+
+def _salient(top: int, tail: int = 3):
+    """`salientM`: peak/16 plus every query of the last `tail` blocks and of the `top` blocks they read most."""
+    import torch
+
+    import sparsetune.attention.estimate_sampled as S
+
+    def estimate(q, k, budget, scale):
+        bs = budget.block_size
+        seq_q, seq_k = q.shape[2], k.shape[2]
+        pos = torch.arange(seq_k - seq_q, seq_k)
+        chosen = pos % 16 == 15
+        chosen[-1] = True
+        last_block = (seq_k - 1) // bs
+        if seq_q > tail * bs:
+            chosen |= pos // bs > last_block - tail
+            probe = (pos // bs == last_block).nonzero().squeeze(1)
+            real = S.sampled_positions
+            S.sampled_positions = lambda *_a, **_k: probe
+            try:
+                mass = S.sampled_logits(q, k, bs, scale, 1, "max")[..., -1, :].amax(dim=(0, 1))  # [key blocks]
+            finally:
+                S.sampled_positions = real
+            first = (seq_k - seq_q) // bs
+            mass[:max(budget.sink, first)] = -float("inf")  # sink blocks are kept anyway
+            mass[last_block - tail + 1:] = -float("inf")  # the tail is scored already
+            for b in mass.topk(min(top, int(torch.isfinite(mass).sum()))).indices.tolist():
+                chosen |= pos // bs == b
+        idx = chosen.nonzero().squeeze(1)
+        real = S.sampled_positions
+        S.sampled_positions = lambda *_a, **_k: idx
+        try:
+            return S.sampled_logits(q, k, bs, scale, 1, "max")
+        finally:
+            S.sampled_positions = real
+    return estimate
+
+
+def _shared(every: int, layers: int):
+    """`sharepeakN`: exact per-query masses in every N-th layer, reused (max with their own peak/16) by the next."""
+    from sparsetune.attention.estimate_sampled import sampled_logits
+
+    calls, kept = [0], {}
+
+    def estimate(q, k, budget, scale):
+        layer = calls[0] % layers
+        calls[0] += 1
+        own = sampled_logits(q, k, budget.block_size, scale, 16, "max")
+        if layer % every == 0 or own.shape not in kept:
+            kept[own.shape] = sampled_logits(q, k, budget.block_size, scale, 1, "max")
+            return kept[own.shape]
+        return own.maximum(kept[own.shape])
+    return estimate
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--workload", required=True)
     ap.add_argument("--variant", required=True,
-                    help="peak1, lowrank4/8/16, questq, meank, qdev4, qmix2, oracle, stock (peak/16), dense")
+                    help="peak1, lowrank4/8/16, questq, meank, qdev4, qmix2, sharepeak4/8, oracle, stock (peak/16), dense")
     ap.add_argument("--layers", default=None, help="A-B: the variant in layers A..B-1 only, peak/16 elsewhere")
     ap.add_argument("--budget", default="keep=0.256,block=64,sink=1,local=1,estimator=peak,stride=16")
     ap.add_argument("--out", default=str(OUT / "estimator_probe_smollm2.jsonl"))
@@ -146,14 +232,20 @@ def main() -> None:
         variant = _atypical(int(v.removeprefix("qdev")), None)
     elif v.startswith("qmix"):
         variant = _atypical(int(v.removeprefix("qmix")), 32)
+    elif v.startswith("salient"):
+        variant = _salient(int(v.removeprefix("salient")))
+    elif v.startswith("window"):
+        variant = _window(*(tuple(int(x) for x in r.split(":")) for r in v.removeprefix("window").split(",")))
     elif v == "oracle":
         variant = E.ESTIMATE["oracle"]
     elif v in ("stock", "dense"):
         variant = E.ESTIMATE["peak"]
-    else:
+    elif not v.startswith("sharepeak"):
         sys.exit(f"--variant: unknown {v!r}")
     loaded, work = load_inputs(args.model, args.workload, threads=1)
     layers = loaded.model.config.num_hidden_layers
+    if v.startswith("sharepeak"):
+        variant = _shared(int(v.removeprefix("sharepeak")), layers)
     lo, hi = (int(x) for x in args.layers.split("-")) if args.layers else (0, layers)
     stock, calls = E.ESTIMATE["peak"], [0]
 

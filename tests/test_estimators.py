@@ -90,6 +90,40 @@ def test_peak_is_the_largest_mass_of_its_sampled_queries_and_heads(shape, stride
     assert torch.allclose(got, want, atol=1e-5), f"peak mass: max error {(got - want).abs().max():.2e}"
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_salient_is_the_largest_mass_of_its_chosen_queries_per_sequence(shape):
+    from sparsetune.attention.estimate_salient import salient_positions
+
+    batch, hq, hkv, sq, sk, d, bs = shape
+    torch.manual_seed(sum(shape) + 5)
+    q, k = torch.randn(batch, hq, sq, d), torch.randn(batch, hkv, sk, d)
+    budget = Budget(keep=0.5, block_size=bs, estimator="salient", stride=4, sink=1)
+    got = block_logits(q, k, budget, d ** -0.5).exp().double()
+    for b in range(batch):  # each sequence of a batch chooses its own queries
+        chosen = salient_positions(q[b:b + 1], k[b:b + 1], bs, d ** -0.5, 4, sink=1)
+        assert set(sampled_positions(sq, sk, 4).tolist()) <= set(chosen.tolist())
+        want = true_mass(q[b:b + 1], k[b:b + 1], bs, d ** -0.5, chosen, reduce="max")
+        assert torch.allclose(got[b:b + 1], want, atol=1e-5), f"salient: max error {(got[b:b + 1] - want).abs().max():.2e}"
+
+
+def test_salient_scores_every_query_of_the_block_the_last_queries_read_and_of_the_tail():
+    from sparsetune.attention.estimate_salient import TAIL_BLOCKS, salient_positions
+
+    torch.manual_seed(3)
+    bs, blocks, d = 16, 24, 16
+    q, k = torch.randn(1, 2, bs * blocks, d) * 0.1, torch.randn(1, 1, bs * blocks, d) * 0.1
+    needle = 7  # a key in block 7 that every query of the last block reads (the question reading its needle)
+    k[0, 0, needle * bs + 5] = 4.0 * q[0, 0, -bs:].mean(0) / q[0, 0, -bs:].mean(0).norm()
+    q[0, :, -bs:] += 4.0 * k[0, 0, needle * bs + 5]
+    chosen = set(salient_positions(q, k, bs, d ** -0.5, 16, sink=1).tolist())
+    blocks_in_full = {b for b in range(blocks) if set(range(b * bs, (b + 1) * bs)) <= chosen}
+    assert needle in blocks_in_full  # the needle's own queries, all of them
+    assert set(range(blocks - TAIL_BLOCKS, blocks)) <= blocks_in_full  # the question's
+    # An eighth of the 24 blocks (3) is salient; the rest keeps peak's 1 query in 16.
+    assert len(blocks_in_full) == TAIL_BLOCKS + 3
+    assert len(chosen) == (TAIL_BLOCKS + 3) * bs + (blocks - TAIL_BLOCKS - 3)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_peak_keeps_a_block_one_head_needs_where_the_mean_outvotes_it(seed):
     """Heads 1-3 of a KV group spread ~0.9 of their mass over blocks 1-3; head 0 puts ~0.5 on one key in block 5.
@@ -169,7 +203,7 @@ def test_registry_and_declarations_agree_and_budgets_round_trip_as_text():
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"estimator": "bogus"}, "estimator: must be one of pooled, sampled, peak, antidiagonal, vslash, quest, oracle, got 'bogus'"),
+    ({"estimator": "bogus"}, "estimator: must be one of pooled, sampled, peak, salient, antidiagonal, vslash, quest, oracle, got 'bogus'"),
     ({"estimator": "pooled", "stride": 8}, "stride: not used by estimator 'pooled', got 8"),
     ({"estimator": "sampled", "stride": 12}, "stride: must be a power of two <= block_size (64), got 12"),
     ({"estimator": "sampled", "stride": 128}, "stride: must be a power of two <= block_size (64), got 128"),
@@ -300,6 +334,22 @@ def test_deployable_estimators_cost_far_less_than_the_oracle_at_2k(estimator):
     args = (2048, 64, 64, 9, 3)
     assert spec.deployable
     assert spec.selection_flops(*args, stride=spec.default_stride) < oracle.selection_flops(*args) / 4
+
+
+def test_salient_costs_what_its_queries_cost():
+    """Salient buys accuracy with queries: peak/16's, an eighth of the blocks' and the last four blocks' (the
+    probe and the tail of three, reading every key). About 0.44 of the oracle's q.k at 2k and 0.31 at 4k tokens
+    (SmolLM2's shape), where peak/16 is 1/16: the search weighs that against the sparsity it keeps."""
+    from sparsetune.attention.estimate_salient import SALIENT_SHARE, TAIL_BLOCKS
+
+    salient, peak, oracle = ESTIMATORS["salient"], ESTIMATORS["peak"], ESTIMATORS["oracle"]
+    for length, share in ((2048, 0.44), (4096, 0.31)):
+        args = (length, 64, 64, 9, 3)
+        blocks = length // 64
+        queries = (length / 16 + math.ceil(blocks * SALIENT_SHARE) * 64) * (length / 2) + (TAIL_BLOCKS + 1) * 64 * length
+        assert salient.selection_flops(*args, stride=16) == pytest.approx(
+            peak.selection_flops(*args, stride=16) + (queries - length / 16 * length / 2) * 9 * (2 * 64 + 4))
+        assert salient.selection_flops(*args, stride=16) / oracle.selection_flops(*args) == pytest.approx(share, abs=0.01)
 
 
 @pytest.mark.slow

@@ -234,7 +234,7 @@ def test_launch_config_comes_from_the_profile_on_gpu_only():
     assert _launch_config(SPARSE, 500, "NVIDIA H100") is None  # a fixed Budget has none
 
 
-@pytest.mark.parametrize("estimator", ["sampled", "peak", "antidiagonal", "vslash", "quest", "oracle"])
+@pytest.mark.parametrize("estimator", ["sampled", "peak", "salient", "antidiagonal", "vslash", "quest", "oracle"])
 def test_every_estimator_serves_prefill_and_decode_padded_as_alone(llama, estimator):
     """Each registered estimator through the model: prefill and decode steps select blocks (sparsity > 0),
     the output differs from dense, and a left-padded batch generates what each sample generates alone."""

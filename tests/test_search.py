@@ -266,7 +266,7 @@ def test_fidelity_mode_scores_against_the_dense_models_own_answers(tmp_path):
     (["--buckets", "512,256"], "buckets: edges must be positive and strictly increasing"),
     (["--trials", "0"], "trials: must be >= 1"),
     (["--min-share", "1"], "min-share: must be in [0, 1), got 1.0"),
-    (["--estimator", "pooled,magic"], "estimator: a comma-separated list of distinct pooled, sampled, peak, antidiagonal, vslash, quest, oracle, got "
+    (["--estimator", "pooled,magic"], "estimator: a comma-separated list of distinct pooled, sampled, peak, salient, antidiagonal, vslash, quest, oracle, got "
                                       "pooled,magic"),
     (["--estimator", "sampled,oracle"], "estimator: oracle costs a dense pass (a diagnostic ceiling, not deployable); "
                                         "pass --allow-oracle"),

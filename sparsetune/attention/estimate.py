@@ -16,6 +16,7 @@ from ..profile.budget import ESTIMATORS, Budget
 from .estimate_antidiagonal import antidiagonal_logits
 from .estimate_pooled import pooled_logits
 from .estimate_quest import quest_logits
+from .estimate_salient import salient_logits
 from .estimate_sampled import sampled_logits
 from .estimate_vslash import vslash_logits
 
@@ -27,6 +28,7 @@ ESTIMATE: dict[str, Estimate] = {
     "pooled": lambda q, k, b, scale: pooled_logits(q, k, b.block_size, scale),
     "sampled": lambda q, k, b, scale: sampled_logits(q, k, b.block_size, scale, b.stride),  # type: ignore[arg-type]
     "peak": lambda q, k, b, scale: sampled_logits(q, k, b.block_size, scale, b.stride, "max"),  # type: ignore[arg-type]
+    "salient": lambda q, k, b, scale: salient_logits(q, k, b.block_size, scale, b.stride, b.sink),  # type: ignore[arg-type]
     "antidiagonal": lambda q, k, b, scale: antidiagonal_logits(q, k, b.block_size, scale, b.stride),  # type: ignore[arg-type]
     "vslash": lambda q, k, b, scale: vslash_logits(q, k, b.block_size, scale),
     "quest": lambda q, k, b, scale: quest_logits(q, k, b.block_size, scale),

@@ -39,12 +39,13 @@ def sampled_positions(seq_q: int, seq_k: int, stride: int, device: torch.device 
 
 
 def sampled_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float, stride: int,
-                   reduce: str = "mean") -> torch.Tensor:
+                   reduce: str = "mean", positions: torch.Tensor | None = None) -> torch.Tensor:
     """fp32 [B, Hkv, QB, KB] block logits: log of the estimated attention mass (-inf where none was seen).
 
     `reduce` combines the sampled queries of a query block and the group's heads: "mean" (the mass) or "max"
     (the peak). With "mean" the softmax of a row over its visible blocks is the estimated mass (the logs of
     masses that sum to 1); with "max" the logits rank blocks and their softmax is a normalised peak.
+    `positions`: ascending indices into the queries to score instead of every stride-th (`estimate_salient`).
     """
     if reduce not in ("mean", "max"):
         raise ValueError(f"reduce: must be 'mean' or 'max', got {reduce!r}")
@@ -52,7 +53,7 @@ def sampled_logits(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: flo
     kv_heads, seq_k = k.shape[1], k.shape[2]
     group = heads // kv_heads
     first, rows, cols = block_grid(seq_q, seq_k, block_size)
-    idx = sampled_positions(seq_q, seq_k, stride, q.device)
+    idx = sampled_positions(seq_q, seq_k, stride, q.device) if positions is None else positions
     pos = idx + (seq_k - seq_q)  # absolute positions of the sampled queries, ascending
     # Keys padded to whole blocks (the padding lies in every query's future, so it is masked out).
     keys = torch.nn.functional.pad(k.float(), (0, 0, 0, cols * block_size - seq_k)).transpose(-1, -2)

@@ -37,7 +37,8 @@ def search(
     estimator: Annotated[str, typer.Option(
         "--estimator", help="How blocks are ranked, one or a comma-separated choice the search makes per bucket: "
                             "pooled (mean-pooled q.k), sampled (exact attention of every stride-th query), peak (sampled, "
-                            "each block's largest mass instead of the mean), "
+                            "each block's largest mass instead of the mean), salient (peak, plus every query of the last blocks and of "
+                            "the blocks they read most: a needle's own tokens), "
                             "antidiagonal (XAttention's strided sums), vslash (the last queries' vertical and slash "
                             "lines), quest (per-block key bounds), oracle (the true mass: a dense pass, needs "
                             "--allow-oracle).")] = "pooled",

@@ -44,7 +44,8 @@ class EstimatorSpec:
         pooled: mean-pool q and k (one add per element), the pooled score matrix (2*D per block pair per KV
         head) and the per-row sort. sampled and peak (oracle: stride 1): exact q.k of the L/stride sampled queries
         against the keys they see (L/2 on average, 2*D per pair per query head), softmax and block sums
-        (about 4 per pair). antidiagonal: (L/S)^2/2 group pairs of 2*S*D each per query head, plus softmax.
+        (about 4 per pair). salient: peak's, plus the queries of an eighth of the blocks (L/2 keys each) and of
+        the last block twice and the two before it (every key). antidiagonal: (L/S)^2/2 group pairs of 2*S*D each per query head, plus softmax.
         vslash: the last 64 queries against all keys. quest: per-channel key extremes (2 per key element)
         and a 3*D bound per block pair per query head. Each adds the per-row sort. Counts, not
         milliseconds: they rank budgets.
@@ -62,6 +63,9 @@ class EstimatorSpec:
             return groups * groups / 2.0 * heads * (2.0 * (stride or 1) * head_dim + 4.0) + sort
         if self.name == "vslash":  # the last 64 queries (attention.estimate_vslash) see every key
             pairs = min(64, seq_len) * seq_len * heads
+        elif self.name == "salient":  # peak's, the salient blocks' (L/2 keys), the probe's and the tail's (all L)
+            salient = math.ceil(blocks / 8) * block_size
+            pairs = ((seq_len / (stride or 1) + salient) * (seq_len / 2.0) + 4 * block_size * seq_len) * heads
         else:  # sampled, peak, oracle: L/stride queries against the L/2 keys they see on average
             pairs = (seq_len / (stride or 1)) * (seq_len / 2.0) * heads
         return pairs * (2.0 * head_dim + 4.0) + sort
@@ -72,6 +76,9 @@ ESTIMATORS: dict[str, EstimatorSpec] = {spec.name: spec for spec in (
     EstimatorSpec("sampled", "exact softmax of every stride-th query of each query block, mass per key block",
                   strides=(8, 16, 32), default_stride=16),
     EstimatorSpec("peak", "as sampled, but each key block's largest mass over the sampled queries and the group's heads",
+                  strides=(8, 16, 32), default_stride=16, mass=False),
+    EstimatorSpec("salient", "as peak, plus every query of the last 3 query blocks and of the eighth of key blocks "
+                             "those last queries read most (a needle's own tokens)",
                   strides=(8, 16, 32), default_stride=16, mass=False),
     EstimatorSpec("antidiagonal", "XAttention: strided antidiagonal sums of each tile, softmaxed, mass per key block",
                   strides=(4, 8, 16), default_stride=8),
