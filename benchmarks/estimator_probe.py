@@ -87,12 +87,17 @@ def _per_query(kind: str):
     return estimate
 
 
+def _scored(q, k, block_size: int, scale: float, chosen):
+    """Peak's block logits from exactly the queries `chosen` (a bool mask over the queries) marks."""
+    from sparsetune.attention.estimate_sampled import sampled_logits
+
+    return sampled_logits(q, k, block_size, scale, 1, "max", chosen.nonzero().squeeze(1))
+
+
 def _atypical(count: int, stride: int | None):
     """`count` queries per query block furthest from the block's mean query (plus every `stride`-th, if given),
     scored exactly as peak scores its strided ones (`sampled_logits` with these positions)."""
     import torch
-
-    import sparsetune.attention.estimate_sampled as S
 
     def estimate(q, k, budget, scale):
         bs = budget.block_size
@@ -112,13 +117,7 @@ def _atypical(count: int, stride: int | None):
         if stride is not None:
             chosen |= pos % stride == stride - 1
         chosen[-1] = True
-        idx = chosen.nonzero().squeeze(1)
-        real = S.sampled_positions
-        S.sampled_positions = lambda *_a, **_k: idx
-        try:
-            return S.sampled_logits(q, k, bs, scale, 1, "max")
-        finally:
-            S.sampled_positions = real
+        return _scored(q, k, bs, scale, chosen)
     return estimate
 
 
@@ -127,8 +126,6 @@ def _window(*ranges: tuple[int, int]):
     queries elsewhere."""
     import torch
 
-    import sparsetune.attention.estimate_sampled as S
-
     def estimate(q, k, budget, scale):
         seq_q, seq_k = q.shape[2], k.shape[2]
         pos = torch.arange(seq_k - seq_q, seq_k)
@@ -136,21 +133,13 @@ def _window(*ranges: tuple[int, int]):
         for lo, hi in ranges:
             chosen |= (pos >= lo) & (pos < hi)
         chosen[-1] = True
-        idx = chosen.nonzero().squeeze(1)
-        real = S.sampled_positions
-        S.sampled_positions = lambda *_a, **_k: idx
-        try:
-            return S.sampled_logits(q, k, budget.block_size, scale, 1, "max")
-        finally:
-            S.sampled_positions = real
+        return _scored(q, k, budget.block_size, scale, chosen)
     return estimate
 
 
 def _salient(top: int, tail: int = 3):
     """`salientM`: peak/16 plus every query of the last `tail` blocks and of the `top` blocks they read most."""
     import torch
-
-    import sparsetune.attention.estimate_sampled as S
 
     def estimate(q, k, budget, scale):
         bs = budget.block_size
@@ -161,25 +150,13 @@ def _salient(top: int, tail: int = 3):
         last_block = (seq_k - 1) // bs
         if seq_q > tail * bs:
             chosen |= pos // bs > last_block - tail
-            probe = (pos // bs == last_block).nonzero().squeeze(1)
-            real = S.sampled_positions
-            S.sampled_positions = lambda *_a, **_k: probe
-            try:
-                mass = S.sampled_logits(q, k, bs, scale, 1, "max")[..., -1, :].amax(dim=(0, 1))  # [key blocks]
-            finally:
-                S.sampled_positions = real
+            mass = _scored(q, k, bs, scale, pos // bs == last_block)[..., -1, :].amax(dim=(0, 1))  # [key blocks]
             first = (seq_k - seq_q) // bs
             mass[:max(budget.sink, first)] = -float("inf")  # sink blocks are kept anyway
             mass[last_block - tail + 1:] = -float("inf")  # the tail is scored already
             for b in mass.topk(min(top, int(torch.isfinite(mass).sum()))).indices.tolist():
                 chosen |= pos // bs == b
-        idx = chosen.nonzero().squeeze(1)
-        real = S.sampled_positions
-        S.sampled_positions = lambda *_a, **_k: idx
-        try:
-            return S.sampled_logits(q, k, bs, scale, 1, "max")
-        finally:
-            S.sampled_positions = real
+        return _scored(q, k, bs, scale, chosen)
     return estimate
 
 
