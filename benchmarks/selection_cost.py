@@ -1,13 +1,14 @@
 """What selection costs beside the sparse attention call it serves, per estimator, on this CPU.
 
     .venv/bin/python benchmarks/selection_cost.py [--lengths 1024,2048,4096] [--keep 0.2] [--threads 1]
+        [--estimators pooled,sampled/16,...] [--out benchmarks/out/selection_cost.json]
 
 SmolLM2-135M's attention shape (9 query heads, 3 KV heads, head_dim 64), random q/k/v in fp32, block 64,
 sink 1, local 1. Per length and estimator: the median of `--reps` timings of `select_blocks` alone and of
 `sparse_attention` (selection plus the CPU sparse path), and selection's share of the whole call. The
 issue's target: sampled (stride 16) selection <= 15% of the sparse call at 2k tokens.
 
-Writes benchmarks/out/selection_cost.json and prints a markdown table.
+Writes `--out` (benchmarks/out/selection_cost.json) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def main() -> None:
     ap.add_argument("--keep", type=float, default=0.2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--estimators", default="pooled,sampled/16,sampled/8,antidiagonal/8,vslash,quest,oracle",
+                    help="comma-separated NAME[/STRIDE]")
+    ap.add_argument("--out", default=str(OUT / "selection_cost.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -51,8 +55,8 @@ def main() -> None:
         gen = torch.Generator().manual_seed(length)
         q = torch.randn(1, 9, length, 64, generator=gen)
         k, v = (torch.randn(1, 3, length, 64, generator=gen) for _ in range(2))
-        for estimator, stride in (("pooled", None), ("sampled", 16), ("sampled", 8), ("antidiagonal", 8),
-                                  ("vslash", None), ("quest", None), ("oracle", None)):
+        for estimator, stride in ((name, int(stride) if stride else None) for name, _, stride in
+                                  (e.partition("/") for e in args.estimators.split(","))):
             budget = Budget(keep=args.keep, block_size=64, sink=1, local=1, estimator=estimator, stride=stride)
             select_ms = _median_ms(lambda: select_blocks(q, k, budget), args.reps)
             call_ms = _median_ms(lambda: sparse_attention(q, k, v, budget), args.reps)
@@ -64,7 +68,7 @@ def main() -> None:
     meta = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch "
                        f"{torch.__version__}", "command": "benchmarks/selection_cost.py " + " ".join(
                            f"--{k} {v}" for k, v in vars(args).items())}
-    (OUT / "selection_cost.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
+    Path(args.out).write_text(json.dumps({**meta, "rows": rows}, indent=1))
     print("| tokens | estimator | select ms | sparse call ms | selection share |\n|---|---|---|---|---|")
     for r in rows:
         name = r["estimator"] + (f"/{r['stride']}" if r["stride"] else "")
