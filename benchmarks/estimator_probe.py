@@ -137,26 +137,15 @@ def _window(*ranges: tuple[int, int]):
     return estimate
 
 
-def _salient(top: int, tail: int = 3):
-    """`salientM`: peak/16 plus every query of the last `tail` blocks and of the `top` blocks they read most."""
-    import torch
+def _salient(top: int):
+    """`salientM`: the product's `salient` estimator with M salient key blocks instead of an eighth of them."""
+    from sparsetune.attention.estimate_salient import salient_positions
+    from sparsetune.attention.estimate_sampled import sampled_logits
 
     def estimate(q, k, budget, scale):
         bs = budget.block_size
-        seq_q, seq_k = q.shape[2], k.shape[2]
-        pos = torch.arange(seq_k - seq_q, seq_k)
-        chosen = pos % 16 == 15
-        chosen[-1] = True
-        last_block = (seq_k - 1) // bs
-        if seq_q > tail * bs:
-            chosen |= pos // bs > last_block - tail
-            mass = _scored(q, k, bs, scale, pos // bs == last_block)[..., -1, :].amax(dim=(0, 1))  # [key blocks]
-            first = (seq_k - seq_q) // bs
-            mass[:max(budget.sink, first)] = -float("inf")  # sink blocks are kept anyway
-            mass[last_block - tail + 1:] = -float("inf")  # the tail is scored already
-            for b in mass.topk(min(top, int(torch.isfinite(mass).sum()))).indices.tolist():
-                chosen |= pos // bs == b
-        return _scored(q, k, bs, scale, chosen)
+        return sampled_logits(q, k, bs, scale, 16, "max",
+                              salient_positions(q, k, bs, scale, 16, budget.sink, count=top))
     return estimate
 
 

@@ -32,9 +32,10 @@ SALIENT_SHARE = 1 / 8  # of the key blocks: those the last queries read most, wh
 
 
 def salient_positions(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float, stride: int,
-                      sink: int = 0) -> torch.Tensor:
+                      sink: int = 0, count: int | None = None) -> torch.Tensor:
     """Ascending indices into the queries of one sequence (q ``(1, Hq, Sq, D)``, k ``(1, Hkv, Sk, D)``) that
-    `salient_logits` scores exactly (see the module docstring)."""
+    `salient_logits` scores exactly (see the module docstring); `count` salient blocks instead of
+    `SALIENT_SHARE` of them (`benchmarks/estimator_probe.py` varies it)."""
     seq_q, seq_k = q.shape[2], k.shape[2]
     pos = torch.arange(seq_k - seq_q, seq_k, device=q.device)
     chosen = torch.zeros(seq_q, dtype=torch.bool, device=q.device)
@@ -47,8 +48,8 @@ def salient_positions(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: 
         read = sampled_logits(q, k, block_size, scale, stride, "max", probe)[0, :, -1].amax(0)  # [key blocks]
         read[:max(first, sink)] = -math.inf
         read[last - TAIL_BLOCKS + 1:] = -math.inf
-        count = min(math.ceil((last + 1) * SALIENT_SHARE), int(torch.isfinite(read).sum()))
-        for block in read.topk(count).indices.tolist():
+        wanted = math.ceil((last + 1) * SALIENT_SHARE) if count is None else count
+        for block in read.topk(min(wanted, int(torch.isfinite(read).sum()))).indices.tolist():
             chosen |= pos // block_size == block
     return chosen.nonzero().squeeze(1)
 

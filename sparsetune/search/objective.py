@@ -142,10 +142,12 @@ class Objective:
             return None  # every trial is pruned now: nothing cheaper can be confirmed
         # Every stored failure, not only the walk's: it stops at its choice, before costlier candidates that failed.
         failed = {n for n, held in verdicts.items() if not held}
-        outcomes = [Outcome(t.number, t.params, self.space.budget_of(t.params),
-                            is_feasible(t) and t.number not in failed and reused_from(t) not in failed,
-                            near=is_feasible(t) and (t.number in failed or reused_from(t) in failed))
-                    for t in trials if t.state == TrialState.COMPLETE and not is_dense_trial(t)]
+        outcomes = []
+        for t in trials:
+            if t.state == TrialState.COMPLETE and not is_dense_trial(t):
+                refuted = t.number in failed or reused_from(t) in failed  # met the floor here, failed confirmation
+                outcomes.append(Outcome(t.number, t.params, self.space.budget_of(t.params),
+                                        held=is_feasible(t) and not refuted, near=is_feasible(t) and refuted))
         # (Two workers may still both enqueue one midpoint in the same instant; `_unneeded` prunes the later copy.)
         # A copy that deferred to a trial which then failed measured nothing: its point is open again.
         failed_runs = {t.number for t in trials if t.state == TrialState.FAIL}
@@ -161,7 +163,8 @@ class Objective:
         than a miss of its family, or than a candidate of its family that failed confirmation (the confirmation
         walk would skip it); any, once the walk has met its limit of failures (`Walk.spent`: nothing cheaper is
         confirmed); one that the budget already confirmed for the bucket plans to cost within `COST_TOLERANCE` of
-        (it cannot make the profile cheaper by more than the search resolves); one that keeps the blocks of an earlier trial still running. None: evaluate it."""
+        (it cannot make the profile cheaper by more than the search resolves); one that keeps the blocks of an
+        earlier trial still running. None: evaluate it."""
         if planned_density(budget, self.shapes) >= 1.0:
             mark_pruned(trial, "keeps every visible block here: the dense trial measured that")
             raise optuna.TrialPruned("keeps every block")

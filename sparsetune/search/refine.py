@@ -123,11 +123,10 @@ def probe(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceiling:
     which holds nowhere above it, the largest keep (to 4 decimals) that plans to cost under `worth_below(ceiling)`.
     The family with the cheapest near miss goes first; a probe tried already (`tried`) is not proposed again, so a
     family is probed once per confirmed cost."""
-    found = []
+    found, limit = [], worth_below(ceiling)
     for low, top in _frontiers(outcomes):
         if not low.near or top is not None:
             continue
-        limit = worth_below(ceiling)
         lo, hi = low.budget.ratio, 1.0  # cost rises with keep: bisect for the largest keep under the limit
         if cost(low.budget) >= limit:
             continue
