@@ -1,6 +1,6 @@
 """Search efficiency: trials TPE needs to come within 5% of the exhaustive grid's best feasible cost, per bucket.
 
-    .venv/bin/python benchmarks/search_efficiency.py [--model demo] [--seeds 10]
+    .venv/bin/python benchmarks/search_efficiency.py [--model demo] [--seeds 10] [--recorded GRID.json]
 
 The grid is every (block_size, keep, sink, local) of `_bench` (3 x 9 sparse keeps x 3 x 2 = 162 sparse
 points plus dense = 163 distinct evaluations per bucket). Both samplers search exactly this space, set up as
@@ -21,7 +21,9 @@ Evaluations are exact and lazy (a 2-core machine cannot afford 163 x 4 full eval
   given: with m of the 180 parameter cells in the goal region, P(reached by trial t) = 1 - (1 - m/180)^(t-1).
 - The highest sparsity that meets the floor anywhere in the grid (for the tolerance map): points sorted by
   sparsity, evaluated until the first feasible one.
-Evaluations are cached (benchmarks/out/cache/), so seeds and reruns are free.
+Evaluations are cached (benchmarks/out/cache/), so seeds and reruns are free. The cache is not shipped;
+`--recorded benchmarks/out/search_grid_<model>.json` (the rows an earlier run wrote) stands in for it: a
+recorded point is not evaluated again, and only points no earlier run visited are.
 
 Writes benchmarks/out/search_efficiency_<model>.json, search_grid_<model>.json and a plot.
 """
@@ -29,8 +31,10 @@ Writes benchmarks/out/search_efficiency_<model>.json, search_grid_<model>.json a
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import _bench as B
@@ -44,19 +48,25 @@ RANDOM_CAP = 3000  # random studies cost nothing to run long (no evaluation outs
 class LazyGrid:
     """One bucket's grid: costs up front, accuracy evaluated on demand (cached on disk by the Bench)."""
 
-    def __init__(self, bench: B.Bench, b: int) -> None:
+    def __init__(self, bench: B.Bench, b: int, recorded: dict[tuple, dict[str, Any]] | None = None) -> None:
         self.bench, self.b = bench, b
+        self.recorded = recorded or {}  # rows of an earlier run, by (max_len, block_size, keep, sink, local)
         self.points = B.grid_points()
         self.dense = self.points[0]
         self.cost = {p: bench.cost(b, p) for p in self.points}
         self.sparsity = {p: bench.sparsity(b, p) for p in self.points}
         self.rows: dict[B.Fixed, dict[str, Any]] = {}
+        self.evaluated = 0  # points evaluated here (not recorded)
 
     def point(self, block: int, keep: float, sink: int, local: int) -> B.Fixed:
         return self.dense if keep >= 1.0 else B.Fixed(block, keep, sink, local)
 
     def row(self, p: B.Fixed) -> dict[str, Any]:
+        known = self.recorded.get((B.EDGES[self.b], p.block_size, p.keep, p.sink, p.local))
+        if p not in self.rows and known is not None:
+            self.rows[p] = known
         if p not in self.rows:
+            self.evaluated += 1
             r = self.bench.result(self.b, p, "floor")
             self.rows[p] = {"max_len": B.EDGES[self.b], "block_size": p.block_size, "keep": p.keep, "sink": p.sink,
                             "local": p.local, "cost": round(self.cost[p], 6), "sparsity": round(self.sparsity[p], 4),
@@ -197,7 +207,7 @@ def replay_anchored(grid: LazyGrid, seed: int, cap: int, goal: float, rep_len: i
         """`refine.midpoint` as the search asks it between trials, the midpoint snapped to the grid's keeps."""
         best = state["best"] if state["best"] < float("inf") else None
         tried = {tuple(sorted(o.params.items())) for o in state["outcomes"]}
-        found = midpoint(state["outcomes"], grid_cost, best, tried)
+        found = midpoint(state["outcomes"], grid_cost, best, tried, dense=0)
         if found is None:
             return None
         params = found.params
@@ -277,7 +287,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="demo")
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--recorded", help="a search_grid_<model>.json of an earlier run: its points are not evaluated")
     args = ap.parse_args()
+    recorded = {} if args.recorded is None else {
+        (r["max_len"], r["block_size"], r["keep"], r["sink"], r["local"]): r
+        for r in json.loads(Path(args.recorded).read_text())["rows"]}
     started = time.time()
     bench = B.Bench(args.model, "search")
     name = B.model_label(args.model)
@@ -287,7 +301,7 @@ def main() -> None:
     previous = None  # the shorter bucket's best point: what an anchored search carries forward
     for b, edge in enumerate(B.EDGES):
         t0 = time.time()
-        grid = LazyGrid(bench, b)
+        grid = LazyGrid(bench, b, recorded)
         entry: dict[str, Any] = {"max_len": edge, **grid.scan()}
         entry["scan_evaluated_points"] = len(grid.rows)
         goal = entry["goal"]
@@ -311,6 +325,7 @@ def main() -> None:
         entry["random"]["expected_trials"] = 1.0 if entry["best"]["keep"] >= 1 else 1 + 180 / m
         entry["random"]["p_within_budget"] = 1 - (1 - m / 180) ** (budget - 1)
         entry["evaluated_points"] = len(grid.rows)
+        entry["newly_evaluated_points"] = grid.evaluated
         entry["seconds"] = round(time.time() - t0, 1)
         grids += sorted(grid.rows.values(), key=lambda r: (r["cost"], r["block_size"], r["keep"], r["sink"], r["local"]))
         print(f"bucket {edge}: grid best {entry['best']['cost']:.4f} ({grid.rows and entry['best']['block_size']},"

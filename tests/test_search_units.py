@@ -473,9 +473,9 @@ def test_a_point_left_to_a_running_trial_that_then_fails_is_open_to_bisection_ag
     key = tuple(sorted(_MIDPOINT.items()))
     seen = []
 
-    def spy(outcomes, cost, ceiling, tried, chosen):  # what `refinement` hands bisection as already tried
+    def spy(outcomes, cost, ceiling, tried, dense):  # what `refinement` hands bisection as already tried
         seen.append(key in tried)
-        return midpoint(outcomes, cost, ceiling, tried, chosen)
+        return midpoint(outcomes, cost, ceiling, tried, dense)
 
     monkeypatch.setattr(module, "midpoint", spy)
     objective.refinement()  # the first copy is still measuring: the point counts as tried
@@ -515,17 +515,20 @@ def test_refinement_bisects_a_family_between_its_largest_miss_and_its_smallest_h
                    cost, None, set())
     assert got.params == {"block_size": 64, "sink": 1, "local": 1, "keep": round((0.5 * 0.6) ** 0.5, 4)}
     assert (got.low, got.high) == (10_500, 10_600)  # the trials whose bracket it halves
-    # No bracket without both a miss and a hold above it: bisection takes a family TPE found to its frontier.
+    # No bracket without a miss; without a hold above it, the dense trial (keep 1) is the family's hold.
+    assert midpoint([_outcome(0.3, True)], cost, None, set(), dense=0) is None
     assert midpoint([_outcome(0.2, False), _outcome(0.5, False)], cost, None, set()) is None
-    assert midpoint([_outcome(0.3, True)], cost, None, set()) is None
-    # Closed: ends within 5% of cost; the midpoint tried already; or it could not beat the confirmed cost.
+    got = midpoint([_outcome(0.2, False), _outcome(0.5, False)], cost, None, set(), dense=0)
+    assert got.params["keep"] == round(0.5 ** 0.5, 4) and (got.low, got.high) == (10_500, 0)
+    # Closed: ends within 5% of cost; the midpoint tried already; or the miss could not beat the confirmed cost.
     assert midpoint([_outcome(0.5, False), _outcome(0.52, True)], cost, None, set()) is None
     assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, None,
                     {tuple(sorted({"block_size": 64, "sink": 1, "local": 1, "keep": 0.5477}.items()))}) is None
-    assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, 0.54, set()) is None
-    # ... or not by the 5% tolerance: a confirmed 0.57 is within 5% of the midpoint 0.5477, 0.583 is not.
-    assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, 0.57, set()) is None
-    assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, 0.583, set()) is not None
+    assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, 0.52, set()) is None  # 0.5 is within 5%
+    # A midpoint the confirmed budget is within 5% of moves down to the largest keep it is not within 5% of:
+    # 0.5477 plans 0.5477, and 0.57 / 1.05 = 0.5428; 0.583 is not within 5% of the midpoint, which stays.
+    assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, 0.57, set()).params["keep"] == 0.5428
+    assert midpoint([_outcome(0.5, False), _outcome(0.6, True)], cost, 0.583, set()).params["keep"] == 0.5477
     # Closed at the mask's resolution: a midpoint that plans to cost what an end does keeps that end's blocks.
     steps = lambda b: round(b.ratio * 4) / 4  # noqa: E731  (four blocks per row)
     assert midpoint([_outcome(0.5, False), _outcome(0.7, True)], steps, None, set()) is None
@@ -628,26 +631,24 @@ def test_the_cli_leaves_buckets_dense_below_the_library_default_share():
     assert inspect.signature(search).parameters["min_share"].default == MIN_SHARE == SearchSettings().min_share
 
 
-def test_a_family_whose_candidate_failed_confirmation_is_probed_at_the_largest_keep_that_could_still_win():
-    from dataclasses import replace
-
+def test_a_family_that_holds_nowhere_above_its_miss_is_bisected_toward_dense_under_the_confirmed_cost():
     from sparsetune.search.refine import midpoint
 
     cost = lambda b: b.ratio  # noqa: E731
     confirmed = _outcome(0.8, True)  # sink 1: the budget the bucket holds now, trial 10_800
-    near = replace(_outcome(0.5, False, sink=0), near=True)  # sink 0 met the floor at 0.5, then failed confirmation
-    got = midpoint([confirmed, near], cost, 0.8, set(), confirmed.number)
-    # The largest keep of its family that 0.8 is not within 5% of (0.8 / 1.05 = 0.7619): a hold opens a bracket.
-    assert got.probe and got.params == {"block_size": 64, "sink": 0, "local": 1, "keep": 0.7619}
-    assert (got.low, got.high) == (near.number, confirmed.number)
-    # Not without a confirmed budget to beat, nor twice, nor for a family that simply missed on the search part.
-    assert midpoint([confirmed, near], cost, None, set()) is None
-    assert midpoint([confirmed, near], cost, 0.8, {tuple(sorted(got.params.items()))}, confirmed.number) is None
-    assert midpoint([confirmed, _outcome(0.5, False, sink=0)], cost, 0.8, set(), confirmed.number) is None
-    # A near miss that the confirmed budget is within 5% of, even at its own keep, is not probed either.
-    assert midpoint([confirmed, replace(_outcome(0.77, False, sink=0), near=True)], cost, 0.8, set(),
-                    confirmed.number) is None
-    # Once the probe holds, its family has a bracket, and bisection takes over.
-    held = _outcome(0.7619, True, sink=0)
-    nxt = midpoint([confirmed, near, held], cost, 0.7619, set(), held.number)
-    assert not nxt.probe and nxt.params["keep"] == round((0.5 * 0.7619) ** 0.5, 4)
+    near = _outcome(0.5, False, sink=0)  # sink 0 missed at 0.5 (on the search part, or at its confirmation)
+    # Its bracket is (0.5, dense); the geometric midpoint 0.7071 is under 0.8 / 1.05 = 0.7619 and runs.
+    got = midpoint([confirmed, near], cost, None, set(), dense=3)
+    assert got.params == {"block_size": 64, "sink": 0, "local": 1, "keep": 0.7071} and (got.low, got.high) == (500, 3)
+    # Against a confirmed 0.7, the largest keep of its family that 0.7 is not within 5% of (0.6666) runs instead.
+    assert midpoint([confirmed, near], cost, 0.7, set(), dense=3).params["keep"] == 0.6666
+    # Not twice, and not where the confirmed budget is within 5% of the miss itself.
+    tried = {tuple(sorted({**near.params, "keep": 0.6666}.items()))}
+    assert midpoint([confirmed, near], cost, 0.7, tried, dense=3) is None
+    assert midpoint([confirmed, _outcome(0.77, False, sink=0)], cost, 0.8, set(), dense=3) is None
+    # Once a keep of the family holds, it is the bracket's top.
+    held = _outcome(0.6666, True, sink=0)
+    nxt = midpoint([confirmed, near, held], cost, 0.6666, set(), dense=3)
+    assert nxt.high == held.number and nxt.params["keep"] == round((0.5 * 0.6666) ** 0.5, 4)
+
+

@@ -132,8 +132,8 @@ class Objective:
                            m.model.heads, m.model.kv_heads, m.model.layers)
 
     def refinement(self) -> Bisection | None:
-        """The next bisection trial (or family probe), or None: `refine.midpoint` on the measured trials, a trial
-        that failed its confirmation (or copied one that did) counting as a miss, and as a near one."""
+        """The next bisection trial, or None: `refine.midpoint` on the measured trials, a trial that failed its
+        confirmation (or copied one that did) counting as a miss, and the dense trial as every family's keep 1."""
         assert self.meta is not None
         trials = self.study.get_trials(deepcopy=False)
         verdicts = confirmation_verdicts(self.study)
@@ -142,19 +142,23 @@ class Objective:
             return None  # every trial is pruned now: nothing cheaper can be confirmed
         # Every stored failure, not only the walk's: it stops at its choice, before costlier candidates that failed.
         failed = {n for n, held in verdicts.items() if not held}
-        outcomes = []
+        outcomes, dense = [], None
         for t in trials:
-            if t.state == TrialState.COMPLETE and not is_dense_trial(t):
-                refuted = t.number in failed or reused_from(t) in failed  # met the floor here, failed confirmation
-                outcomes.append(Outcome(t.number, t.params, self.space.budget_of(t.params),
-                                        held=is_feasible(t) and not refuted, near=is_feasible(t) and refuted))
+            if t.state != TrialState.COMPLETE:
+                continue
+            if is_dense_trial(t):
+                dense = t.number
+                continue
+            refuted = t.number in failed or reused_from(t) in failed  # met the floor here, failed confirmation
+            outcomes.append(Outcome(t.number, t.params, self.space.budget_of(t.params),
+                                    held=is_feasible(t) and not refuted))
         # (Two workers may still both enqueue one midpoint in the same instant; `_unneeded` prunes the later copy.)
         # A copy that deferred to a trial which then failed measured nothing: its point is open again.
         failed_runs = {t.number for t in trials if t.state == TrialState.FAIL}
         tried = {tuple(sorted(planned_params(t).items()))
                  for t in trials if t.state != TrialState.FAIL and deferred_to(t) not in failed_runs}
         ceiling = self.planned_cost(w.chosen.budget) if w.chosen is not None else None
-        return midpoint(outcomes, self.planned_cost, ceiling, tried, w.chosen.number if w.chosen else None)
+        return midpoint(outcomes, self.planned_cost, ceiling, tried, dense)
 
     def _unneeded(self, trial: optuna.Trial, budget: Budget) -> float | None:
         """Settle a trial without evaluating it, when that is known before it runs: a budget that keeps the

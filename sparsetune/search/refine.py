@@ -6,10 +6,12 @@ holding budget in about log2(bracket / tolerance) trials, where TPE, which knows
 order, walks down from the hold one feasible (and so full-length, confirmed) trial at a time. TPE finds
 families; bisection takes each found one to its frontier.
 
-A family whose candidate met the floor on the search part and then failed its confirmation is at its frontier,
-but without a hold above it there is no bracket. Once a budget is confirmed, such a family is *probed* at the
-largest keep that it is not within `COST_TOLERANCE` of: a hold there opens the bracket, a miss closes the
-family. (On the demo at 2048 tokens the frontier family is often one whose first candidate failed confirmation.)
+Every family holds at keep 1, which keeps every block: the dense trial measured it. So a family with a miss
+and no hold above it is bracketed by its miss and the dense trial, and a miss found by TPE or an anchor
+opens a bisection upward. (On the demo at 1,024 tokens every cheap point misses, and the few that hold lie
+at keep 0.5 and above in families the anchors do not try: bisection from TPE's misses finds them in a few
+trials where TPE alone took about 50.) A midpoint that would not save `COST_TOLERANCE` on the budget already
+confirmed moves down to the largest keep that would: a hold there narrows the bracket, a miss closes it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from ..profile.budget import Budget
 from .confirm import family
 
-__all__ = ["COST_TOLERANCE", "Bisection", "Outcome", "midpoint", "probe", "worth_below"]
+__all__ = ["COST_TOLERANCE", "Bisection", "Outcome", "midpoint", "worth_below"]
 
 # A bracket is closed once its ends' planned costs are within this share of the upper end's, and a trial is run
 # only if the budget already confirmed is not within this share of its cost: the search-efficiency target
@@ -45,22 +47,21 @@ class Outcome:
     params: dict[str, Any]
     budget: Budget
     held: bool
-    near: bool = False  # met the floor on the search part, then failed its confirmation (so `held` is False)
 
 
 @dataclass(frozen=True)
 class Bisection:
-    """The next trial to run: its parameters, and the trials (a miss, a hold) whose bracket it halves; for a
-    probe, the family's confirmation failure and the confirmed budget (of another family) it must beat."""
+    """The next trial to run: its parameters, and the trials (a miss, a hold: the dense trial where its family
+    holds nowhere above the miss) whose bracket it halves."""
 
     params: dict[str, Any]
     low: int
     high: int
-    probe: bool = False
 
 
-def _frontiers(outcomes: Sequence[Outcome]) -> list[tuple[Outcome, Outcome | None]]:
-    """Per top-k family with a miss: its largest miss, and the smallest hold above it (None if none)."""
+def _frontiers(outcomes: Sequence[Outcome], dense: int | None) -> list[tuple[Outcome, Outcome]]:
+    """Per top-k family with a miss: its largest miss, and the smallest hold above it; where none holds above,
+    keep 1 measured by the dense trial (number `dense`; no bracket when None)."""
     out = []
     for fam in dict.fromkeys(family(o.budget) for o in outcomes if o.budget.method == "topk"):
         members = [o for o in outcomes if family(o.budget) == fam]
@@ -69,32 +70,34 @@ def _frontiers(outcomes: Sequence[Outcome]) -> list[tuple[Outcome, Outcome | Non
             continue
         low = max(misses, key=lambda o: (o.budget.ratio, -o.number))
         above = [o for o in members if o.held and o.budget.ratio > low.budget.ratio]
-        out.append((low, min(above, key=lambda o: (o.budget.ratio, o.number)) if above else None))
+        if above:
+            out.append((low, min(above, key=lambda o: (o.budget.ratio, o.number))))
+        elif dense is not None:
+            out.append((low, Outcome(dense, {**low.params, "keep": 1.0}, low.budget.with_ratio(1.0), True)))
     return out
 
 
 def midpoint(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceiling: float | None,
-             tried: set[tuple], chosen: int | None = None) -> Bisection | None:
-    """The next bisection trial, or None when every bracket is closed and no family is left to probe.
+             tried: set[tuple], dense: int | None = None) -> Bisection | None:
+    """The next bisection trial, or None when every bracket is closed.
 
-    A family's bracket is (its largest missing keep, the smallest holding keep above it); families are taken
-    cheapest hold first. The midpoint is geometric (keep is searched on a log scale). A midpoint that plans to
-    cost what an end does keeps that end's block counts (at short lengths a row has few blocks), so it stands
-    in for that end and the other half is bisected instead, without a trial. A bracket is closed when its ends
-    plan to cost within `COST_TOLERANCE`, when no keep between them plans another cost, when the midpoint
-    would not save `COST_TOLERANCE` on `ceiling` (the budget already confirmed: the trial would be pruned), or when a
-    trial with the midpoint's parameters exists (`tried`: parameter tuples of every trial, so a pruned or
-    reused midpoint is never proposed again).
-
-    With every bracket closed, the next probe (`probe`) when a budget is confirmed (`ceiling`, trial `chosen`).
+    A family's bracket is (its largest missing keep, the smallest holding keep above it, or keep 1, which the
+    dense trial `dense` measured); families are taken cheapest hold first. The midpoint is geometric (keep is
+    searched on a log scale). A midpoint that plans to cost what an end does keeps that end's block counts (at
+    short lengths a row has few blocks), so it stands in for that end and the other half is bisected instead,
+    without a trial. A midpoint that would not save `COST_TOLERANCE` on `ceiling` (the budget already
+    confirmed) moves down to the largest keep (to 4 decimals) that would. A bracket is closed when its ends
+    plan to cost within `COST_TOLERANCE`, when no keep between them plans another cost, when its miss already
+    could not save the tolerance on `ceiling`, or when a trial with the midpoint's parameters exists (`tried`:
+    parameter tuples of every trial, so a pruned or reused midpoint is never proposed again).
 
     Top-k only: a coverage budget's planned cost is its sink and local floor whatever its tau, so its brackets
     cannot be told apart by cost before they run.
     """
-    brackets = [(low, top) for low, top in _frontiers(outcomes) if top is not None]
-    for low, top in sorted(brackets, key=lambda b: (cost(b[1].budget), b[1].budget.ratio)):
+    limit = math.inf if ceiling is None else worth_below(ceiling)
+    for low, top in sorted(_frontiers(outcomes, dense), key=lambda b: (cost(b[1].budget), b[1].budget.ratio)):
         lo_cost, hi_cost = cost(low.budget), cost(top.budget)
-        if hi_cost - lo_cost <= COST_TOLERANCE * hi_cost:
+        if hi_cost - lo_cost <= COST_TOLERANCE * hi_cost or lo_cost >= limit:
             continue
         lo, hi = low.budget.ratio, top.budget.ratio
         while True:
@@ -108,39 +111,25 @@ def midpoint(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceili
                 hi = mid
             else:
                 break
-        params = {**low.params, "keep": mid}
-        if not lo < mid < hi or tuple(sorted(params.items())) in tried:
+        if not lo < mid < hi:
             continue
-        if ceiling is not None and at >= worth_below(ceiling):
+        if at >= limit:
+            mid = _largest_under(low.budget, cost, limit, lo, mid)
+            if mid is None or cost(low.budget.with_ratio(mid)) <= lo_cost:
+                continue  # no keep above the miss keeps more blocks and could still win
+        params = {**low.params, "keep": mid}
+        if tuple(sorted(params.items())) in tried:
             continue
         return Bisection(params, low.number, top.number)
-    return None if ceiling is None or chosen is None else probe(outcomes, cost, ceiling, tried, chosen)
+    return None
 
 
-def probe(outcomes: Sequence[Outcome], cost: Callable[[Budget], float], ceiling: float, tried: set[tuple],
-          chosen: int) -> Bisection | None:
-    """The next family probe, or None: for a family whose largest miss failed confirmation (`Outcome.near`) and
-    which holds nowhere above it, the largest keep (to 4 decimals) that plans to cost under `worth_below(ceiling)`.
-    The family with the cheapest near miss goes first; a probe tried already (`tried`) is not proposed again, so a
-    family is probed once per confirmed cost."""
-    found, limit = [], worth_below(ceiling)
-    for low, top in _frontiers(outcomes):
-        if not low.near or top is not None:
-            continue
-        lo, hi = low.budget.ratio, 1.0  # cost rises with keep: bisect for the largest keep under the limit
-        if cost(low.budget) >= limit:
-            continue
-        for _ in range(20):
-            if cost(low.budget.with_ratio((lo + hi) / 2)) < limit:
-                lo = (lo + hi) / 2
-            else:
-                hi = (lo + hi) / 2
-        keep = math.floor(lo * 10_000) / 10_000
-        params = {**low.params, "keep": keep}
-        if cost(low.budget.with_ratio(keep)) <= cost(low.budget) or tuple(sorted(params.items())) in tried:
-            continue  # no keep above the miss keeps more blocks and could still win, or probed already
-        found.append((cost(low.budget), low.number, params))
-    if not found:
-        return None
-    _, number, params = min(found, key=lambda f: (f[0], f[1]))
-    return Bisection(params, number, chosen, probe=True)
+def _largest_under(budget: Budget, cost: Callable[[Budget], float], limit: float, lo: float,
+                   hi: float) -> float | None:
+    """The largest keep in (lo, hi), to 4 decimals, whose budget plans to cost under `limit` (cost rises with
+    keep), or None."""
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cost(budget.with_ratio(mid)) < limit else (lo, mid)
+    keep = math.floor(lo * 10_000) / 10_000
+    return keep if keep > 0 and cost(budget.with_ratio(keep)) < limit else None

@@ -328,7 +328,7 @@ def _work(run: _BucketRun, storage: optuna.storages.BaseStorage, settings: Searc
         if not any(t.state == TrialState.WAITING for t in trials):
             refined = run.objective.refinement()
             if refined is not None:
-                enqueue_bisection(study, refined.params, refined.low, refined.high, refined.probe)
+                enqueue_bisection(study, refined.params, refined.low, refined.high)
         finished: list[FrozenTrial] = []
         start = time.monotonic()
         # Only the expected failures become failed trials; anything else is a bug and propagates.

@@ -61,7 +61,6 @@ _PRUNED = "pruned"  # trial user attr: why a trial was settled without running (
 _REUSED = "reuses"  # trial user attr: the trial whose measurement this one reuses (the same blocks kept)
 _DEFERRED = "defers_to"  # trial user attr: the running trial that measures this pruned one's blocks
 _BISECTS = "bisects"  # trial user attr: [miss, hold], the trials whose bracket it halves (`refine`)
-_PROBES = "probes"  # trial user attr: [confirmation failure, confirmed], of a family probe (`refine.probe`)
 _EVALUATING = "evaluating"  # trial user attr: the sparse budget passed every check and is being measured
 
 
@@ -185,16 +184,9 @@ def deferred_to(t: FrozenTrial) -> int | None:
     return t.user_attrs.get(_DEFERRED)
 
 
-def enqueue_bisection(study: optuna.Study, params: dict[str, Any], low: int, high: int, probe: bool = False) -> None:
-    """Enqueue a bisection trial (`refine.midpoint`): its parameters, and the bracket it halves (a probe: the
-    confirmation failure of its family and the confirmed budget it must beat, `refine.probe`)."""
-    study.enqueue_trial(params, user_attrs={_PROBES if probe else _BISECTS: [low, high]})
-
-
-def probes(t: FrozenTrial) -> tuple[int, int] | None:
-    """The (confirmation failure, confirmed) trials of a family probe (`refine.probe`), or None."""
-    pair = t.user_attrs.get(_PROBES)
-    return None if pair is None else (pair[0], pair[1])
+def enqueue_bisection(study: optuna.Study, params: dict[str, Any], low: int, high: int) -> None:
+    """Enqueue a bisection trial (`refine.midpoint`): its parameters, and the bracket it halves."""
+    study.enqueue_trial(params, user_attrs={_BISECTS: [low, high]})
 
 
 def bisects(t: FrozenTrial) -> tuple[int, int] | None:
