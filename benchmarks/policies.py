@@ -16,6 +16,9 @@ Extra rows, for context (not part of the target):
   (a*) grid per bucket  the cheapest grid point per bucket (an exhaustive per-bucket search on the search split)
 (b), (c), (b') and (a*) are chosen on the search split by cost order: candidates are sorted by their cost
 (known without evaluating), and the first that meets the floor wins, so only a few are evaluated.
+`--reuse-simple` takes (b), (c), (b') and (a*) as the last run judged them (policies_<name>.json; they do
+not depend on the search code) and judges only the profiles, so a search change is judged without the cold
+evaluation cache the grid needs.
 Attention cost: dense-equivalent FLOPs of the prefills from the cost model (no GPU here), over the held-out
 split's length mix, relative to dense. Writes benchmarks/out/policies_<name>.json and policies_<name>.png.
 """
@@ -23,6 +26,7 @@ split's length mix, relative to dense. Writes benchmarks/out/policies_<name>.jso
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -127,6 +131,8 @@ def main() -> None:
     ap.add_argument("--name", help="result name (default: the model's name)")
     ap.add_argument("--also", action="append", default=[], metavar="LABEL=PROFILE",
                     help="another searched profile to judge the same way (an extra row, e.g. other search settings)")
+    ap.add_argument("--reuse-simple", action="store_true",
+                    help="take (b), (c), (b') and (a*) from the last policies_<name>.json; judge only the profiles")
     args = ap.parse_args()
     B.use_suite(args.model)
     started = time.time()
@@ -134,20 +140,23 @@ def main() -> None:
     search = B.Bench(args.model, "search")
     held = B.Bench(args.model, "heldout")
     fresh = [B.Bench(args.model, f"fresh{seed}") for seed in B.FRESH_SEEDS]
+    simple = ("b", "c", "b_gated", "a_grid")
+    previous = json.loads((B.OUT / f"policies_{name}.json").read_text()) if args.reuse_simple else None
     cands = candidates()
     chosen: dict[str, tuple[Any, int]] = {}
-    for key, pool in (("b", cands["fixed"]), ("c", cands["tokens"]), ("b_gated", cands["gated"])):
+    for key, pool in () if previous else (("b", cands["fixed"]), ("c", cands["tokens"]), ("b_gated", cands["gated"])):
         t = time.time()
         chosen[key] = search.cheapest_feasible(pool)
         print(f"{key}: {chosen[key][0].label} ({chosen[key][1]} of {len(pool)} candidates checked, "
               f"{time.time() - t:.0f} s)", flush=True)
-    per_bucket, checked = [], 0
-    for b in range(len(B.EDGES)):
-        p, n = search.cheapest_feasible(cands["fixed"], bucket=b)
-        per_bucket.append(p)
-        checked += n
-    chosen["a_grid"] = (B.PerBucket(B.EDGES, tuple(per_bucket)), checked)
-    print(f"a_grid: {chosen['a_grid'][0].label}", flush=True)
+    if previous is None:
+        per_bucket, checked = [], 0
+        for b in range(len(B.EDGES)):
+            p, n = search.cheapest_feasible(cands["fixed"], bucket=b)
+            per_bucket.append(p)
+            checked += n
+        chosen["a_grid"] = (B.PerBucket(B.EDGES, tuple(per_bucket)), checked)
+        print(f"a_grid: {chosen['a_grid'][0].label}", flush=True)
     profile = B.ProfilePolicy(args.profile)
     chosen["a"] = (profile, 0)
     names = {"a": ("(a) searched profile", "(a) profile"), "b": ("(b) best fixed keep", "(b) fixed keep"),
@@ -163,8 +172,8 @@ def main() -> None:
         chosen[key] = (B.ProfilePolicy(path), 0)
         names[key] = (f"(a{i + 2}) {label}", f"(a{i + 2})")
         extra.append(key)
-    policies = {}
-    for key in ("a", "b", "c", "b_gated", "a_grid", *extra):
+    policies = {} if previous is None else {k: previous["policies"][k] for k in simple}
+    for key in ("a", *(() if previous else simple), *extra):
         pol, n = chosen[key]
         t = time.time()
         policies[key] = {"name": names[key][0], "short": names[key][1], "policy": pol.to_dict(),
@@ -190,7 +199,8 @@ def main() -> None:
     result = {"model": name, "model_arg": args.model, "floor": B.FLOOR, "confidence": B.CONFIDENCE,
               "edges": B.EDGES, "extra": extra, "fresh_seeds": list(B.FRESH_SEEDS),
               "held_out_samples": len(held.work.samples), "search_samples": len(search.work.samples),
-              "policies": policies, "headline": headline,
+              "policies": {k: policies[k] for k in ("a", *simple, *extra)}, "headline": headline,
+              "simple_policies_judged": previous["meta"] if previous else None,
               "chunks_evaluated": search.evaluations + held.evaluations + sum(f.evaluations for f in fresh),
               "meta": B.meta(started)}
     plot(result, B.OUT / f"policies_{name}.png")

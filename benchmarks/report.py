@@ -339,8 +339,12 @@ def policies_model(r: dict[str, Any], reproduce: str | None = None) -> list[str]
                     + ["yes" if p["search"]["all_met"] else "no", p["candidates_checked"] or "-"])
     out.append(md_table(["policy", "cost (search mix)"] + [f"{e}: acc / dense" for e in r["edges"]]
                         + ["all >= floor", "candidates evaluated"], rows))
+    simple = r.get("simple_policies_judged")
+    reused = "" if simple is None else (
+        f"\n- (b), (c), (b') and (a*) as judged on {simple['date']} (commit {simple['commit']}, "
+        f"{simple['machine']}), reused (`--reuse-simple`): they do not depend on the search code")
     out += ["", provenance(r["meta"], f"; {r['chunks_evaluated']} chunks of 8 samples evaluated in this run "
-                                      "(the rest came from the cache)", reproduce=reproduce), ""]
+                                      "(the rest came from the cache)" + reused, reproduce=reproduce), ""]
     if r["model"] != "demo":
         out += [f"Plot: [out/policies_{r['model']}.png](out/policies_{r['model']}.png).", ""]
     return out
