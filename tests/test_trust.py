@@ -122,7 +122,7 @@ def test_show_wraps_at_field_boundaries_in_80_columns(run_cli_process):
     r = run_cli_process("show", DEMO_PROFILE, env={**os.environ, "COLUMNS": "80"})
     lines = r.out.splitlines()
     assert r.code == 0 and max(map(len, lines)) <= 80
-    assert any("created 2026-12-07T15:03:52Z" in line for line in lines), r.out  # not broken inside the value
+    assert any("created 2026-12-07T19:36:15Z" in line for line in lines), r.out  # not broken inside the value
     floor = " ".join(line[10:].strip() for line in lines[next(i for i, x in enumerate(lines) if x.startswith("floor")):][:2])
     assert "in every bucket, judged on its 90% lower confidence bound; no task may fall below it" in floor, floor
 
