@@ -142,14 +142,14 @@ def main() -> None:
     fresh = [B.Bench(args.model, f"fresh{seed}") for seed in B.FRESH_SEEDS]
     simple = ("b", "c", "b_gated", "a_grid")
     previous = json.loads((B.OUT / f"policies_{name}.json").read_text()) if args.reuse_simple else None
-    cands = candidates()
     chosen: dict[str, tuple[Any, int]] = {}
-    for key, pool in () if previous else (("b", cands["fixed"]), ("c", cands["tokens"]), ("b_gated", cands["gated"])):
-        t = time.time()
-        chosen[key] = search.cheapest_feasible(pool)
-        print(f"{key}: {chosen[key][0].label} ({chosen[key][1]} of {len(pool)} candidates checked, "
-              f"{time.time() - t:.0f} s)", flush=True)
-    if previous is None:
+    if previous is None:  # choose the simple policies on the search split
+        cands = candidates()
+        for key, pool in (("b", cands["fixed"]), ("c", cands["tokens"]), ("b_gated", cands["gated"])):
+            t = time.time()
+            chosen[key] = search.cheapest_feasible(pool)
+            print(f"{key}: {chosen[key][0].label} ({chosen[key][1]} of {len(pool)} candidates checked, "
+                  f"{time.time() - t:.0f} s)", flush=True)
         per_bucket, checked = [], 0
         for b in range(len(B.EDGES)):
             p, n = search.cheapest_feasible(cands["fixed"], bucket=b)

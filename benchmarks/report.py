@@ -249,8 +249,9 @@ def policies_section(results: list[dict[str, Any]]) -> str:
               "dense attention FLOPs is left dense, unsearched (`--min-share`; the demo's 254-256 bucket holds "
               "1.2%, and every miss of the 'gains do not count' rows was there); a trial runs only if the confirmed "
               "budget is not within 5% of its cost; and a family whose candidate failed confirmation is probed "
-              "at the largest keep that could still win (`search/refine.probe`). (a) is the README command's profile at seed 0 with "
-              "this code, the 'README search now' rows seeds 1 and 2"
+              "at the largest keep that could still win (since session 14 part of bisection: every family's "
+              "bracket reaches up to the dense trial, `search/refine.midpoint`). (a) is the README command's "
+              "profile at seed 0 with this code, the 'README search now' rows seeds 1 and 2"
               + _rule_ranges(results, ("short bucket dense without probes:", "no probes"),
                              ("now (seeds 1, 2):", "search now"))
               + ". Seed 0 chose the same profile with and without probes.",
