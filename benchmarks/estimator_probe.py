@@ -24,6 +24,8 @@ local 1: 73% block sparsity at 4k) with `sparsetune.evaluate`, one thread, batch
 - ``salientM``: peak/16, plus every query of the last 3 query blocks and of the M key blocks those last queries
   attend to most (max mass over their heads and queries, sink and the last blocks aside): where a retrieval answer
   reads, the needle's own queries are scored exactly. About (3 + M) / blocks of q.k on top of peak/16's 1/16.
+- ``salientM[tT][sS]``: the same with a tail of T query blocks (default 3) and every S-th query elsewhere
+  (default 16).
 - ``sharepeakN``: every N-th layer scores every query exactly (peak, stride 1), and the N-1 layers after it rank
   blocks by the larger of that layer's masses and their own peak/16 (layers differ, so this is an approximation):
   every query is seen at 1/N + 1/16 of the q.k work per layer.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -137,15 +140,19 @@ def _window(*ranges: tuple[int, int]):
     return estimate
 
 
-def _salient(top: int):
-    """`salientM`: the product's `salient` estimator with M salient key blocks instead of an eighth of them."""
-    from sparsetune.attention.estimate_salient import salient_positions
+def _salient(top: int, tail: int | None, stride: int):
+    """`salientM[tT][sS]`: the product's `salient` estimator with M salient key blocks instead of an eighth of
+    them, a tail of T query blocks instead of 3, and every S-th query elsewhere instead of every 16th."""
+    import sparsetune.attention.estimate_salient as S
     from sparsetune.attention.estimate_sampled import sampled_logits
+
+    if tail is not None:
+        S.TAIL_BLOCKS = tail
 
     def estimate(q, k, budget, scale):
         bs = budget.block_size
-        return sampled_logits(q, k, bs, scale, 16, "max",
-                              salient_positions(q, k, bs, scale, 16, budget.sink, count=top))
+        return sampled_logits(q, k, bs, scale, stride, "max",
+                              S.salient_positions(q, k, bs, scale, stride, budget.sink, count=top))
     return estimate
 
 
@@ -199,7 +206,10 @@ def main() -> None:
     elif v.startswith("qmix"):
         variant = _atypical(int(v.removeprefix("qmix")), 32)
     elif v.startswith("salient"):
-        variant = _salient(int(v.removeprefix("salient")))
+        m = re.fullmatch(r"salient(\d+)(?:t(\d+))?(?:s(\d+))?", v)
+        if m is None:
+            sys.exit(f"--variant: expected salientM[tT][sS], got {v!r}")
+        variant = _salient(int(m[1]), int(m[2]) if m[2] else None, int(m[3] or 16))
     elif v.startswith("window"):
         variant = _window(*(tuple(int(x) for x in r.split(":")) for r in v.removeprefix("window").split(",")))
     elif v == "oracle":

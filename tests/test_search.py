@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,11 @@ from optuna.trial import TrialState
 
 from sparsetune import load_profile
 from sparsetune.search import TrialRecord, profile_from_storage
-from sparsetune.search.results import bucket_outcomes, candidates, confirmation_verdicts
+from sparsetune.errors import SearchError
+from sparsetune.evaluate import load_inputs
+from sparsetune.evaluate.decode import evaluate
+from sparsetune.search.results import bucket_outcomes, candidates, confirmation_verdicts, dense_record
+from sparsetune.search.run import bucket_parts
 from sparsetune.search.storage import default_journal, open_storage
 from sparsetune.search.study import (bisects, counts_as_trial, is_dense_trial, is_feasible, meta_of,
                                      pruned_reason, reused_from)
@@ -89,6 +94,19 @@ def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
     # Rebuilding from storage alone gives the same profile; the outcomes (the plot's panels) give its spans.
     assert profile_from_storage(storage, "p") == profile
     assert [o.span for o in bucket_outcomes(storage, "p")] == profile.spans
+    # The samples behind each bucket's stored results come back from the workload in the stored order: dense
+    # on the rebuilt search part reproduces the dense trial's bits; another workload is refused.
+    loaded, workload = load_inputs("demo", str(tmp_path / "w.jsonl"))
+    for bucket in profile.buckets:
+        study = optuna.load_study(study_name=f"p:{bucket.max_len}", storage=storage)
+        meta, base = meta_of(study), dense_record(study)
+        search_part, confirm_part = bucket_parts(meta, workload)
+        assert [x.task for x in search_part] == meta.tasks and [x.task for x in confirm_part] == meta.confirm_tasks
+        assert evaluate(loaded, search_part, None).correct == base.correct
+        assert evaluate(loaded, confirm_part, None).correct == base.confirm_correct
+    other = dataclasses.replace(workload, sha256="0" * 64)
+    with pytest.raises(SearchError, match="is not the workload the study searched"):
+        bucket_parts(meta, other)
 
 
 @pytest.mark.slow
@@ -222,6 +240,9 @@ def test_confirm_file_replaces_the_split(tmp_path):
         assert (meta.n, meta.confirm_n) == (8, 4)  # 2 per task searched, the third sample per task confirms
     for bucket in load_profile(out).buckets:
         assert bucket.confirmation is not None and bucket.confirmation.n == 4
+    _, searched = load_inputs("demo", str(search_part))
+    with pytest.raises(SearchError, match="confirmed on a separate file"):
+        bucket_parts(meta, searched)
 
 
 @pytest.mark.slow

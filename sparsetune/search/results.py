@@ -25,7 +25,8 @@ from .study import (BucketMeta, TrialCounts, TrialRecord, bucket_studies, confir
                     is_feasible, meta_of, reused_from, worker_of)
 
 __all__ = ["BucketOutcome", "BucketProgress", "BucketStatus", "bucket_outcomes", "candidates",
-           "confirmation_verdicts", "dense_record", "profile_from_storage", "stored_walk", "study_progress"]
+           "confirmation_verdicts", "dense_record", "profile_from_storage", "stored_walk", "study_progress",
+           "trial_budget"]
 
 
 class BucketStatus(str, enum.Enum):
@@ -95,7 +96,8 @@ def dense_record(study: optuna.Study) -> TrialRecord | None:
     return None
 
 
-def _budget(meta: BucketMeta, params: dict[str, Any]) -> Budget:
+def trial_budget(meta: BucketMeta, params: dict[str, Any]) -> Budget:
+    """The budget a trial of this bucket's study measured, from its parameters."""
     space = SearchSpace(method=meta.method, estimators=meta.estimators, block_sizes=meta.block_sizes or (64,),
                         dense_layers=meta.dense_layers, dense_tails=meta.dense_tails)
     return space.budget_of(params)
@@ -110,7 +112,7 @@ def candidates(study: optuna.Study) -> list[Candidate]:
         record = TrialRecord.of(t)
         if is_dense_trial(t) or reused_from(t) is not None or record is None or not record.complete or not is_feasible(t) or t.value >= 1.0:
             continue
-        out.append(Candidate(t.number, float(t.value), _budget(meta, t.params)))  # type: ignore[arg-type]
+        out.append(Candidate(t.number, float(t.value), trial_budget(meta, t.params)))  # type: ignore[arg-type]
     return out
 
 
