@@ -26,6 +26,8 @@ local 1: 73% block sparsity at 4k) with `sparsetune.evaluate`, one thread, batch
   reads, the needle's own queries are scored exactly. About (3 + M) / blocks of q.k on top of peak/16's 1/16.
 - ``salientM[tT][sS]``: the same with a tail of T query blocks (default 3) and every S-th query elsewhere
   (default 16).
+- ``salientcolM`` / ``peakcolM``: salient/16 (peak/16) with the M key blocks the last query block reads most kept
+  in every row from their own on (vertical lines through what the question reads).
 - ``sharepeakN``: every N-th layer scores every query exactly (peak, stride 1), and the N-1 layers after it rank
   blocks by the larger of that layer's masses and their own peak/16 (layers differ, so this is an approximation):
   every query is seen at 1/N + 1/16 of the q.k work per layer.
@@ -156,6 +158,38 @@ def _salient(top: int, tail: int | None, stride: int):
     return estimate
 
 
+def _columns(top: int, base: str):
+    """`salientcolM` / `peakcolM`: salient/16 (or peak/16) with the M key blocks the last query block reads most
+    kept in every row from their own on (a vertical line through the blocks the question reads), as
+    MInference's vertical lines keep columns every row needs; they take slots of the row's keep."""
+    import torch
+
+    import sparsetune.attention.estimate_salient as S
+    from sparsetune.attention.estimate_sampled import sampled_logits
+    from sparsetune.attention.mask import block_grid
+
+    def estimate(q, k, budget, scale):
+        bs = budget.block_size
+        first, rows, cols = block_grid(q.shape[2], k.shape[2], bs)
+        if base == "salient":
+            out = S.salient_logits(q, k, bs, scale, 16, budget.sink)
+        else:
+            out = sampled_logits(q, k, bs, scale, 16, "max")
+        last = cols - 1
+        if q.shape[2] == 1 or last - S.TAIL_BLOCKS + 1 <= max(first, budget.sink):
+            return out
+        for b in range(q.shape[0]):
+            pos = torch.arange(k.shape[2] - q.shape[2], k.shape[2])
+            probe = (pos // bs == last).nonzero().squeeze(1)
+            read = sampled_logits(q[b:b + 1], k[b:b + 1], bs, scale, 16, "max", probe)[0, :, -1].amax(0)
+            read[:max(first, budget.sink)] = -math.inf
+            read[last - S.TAIL_BLOCKS + 1:] = -math.inf
+            for col in read.topk(min(top, int(torch.isfinite(read).sum()))).indices.tolist():
+                out[b, :, max(col - first, 0):, col] = 1e4  # every row from the column's own block on
+        return out
+    return estimate
+
+
 def _shared(every: int, layers: int):
     """`sharepeakN`: exact per-query masses in every N-th layer, reused (max with their own peak/16) by the next."""
     from sparsetune.attention.estimate_sampled import sampled_logits
@@ -205,11 +239,14 @@ def main() -> None:
         variant = _atypical(int(v.removeprefix("qdev")), None)
     elif v.startswith("qmix"):
         variant = _atypical(int(v.removeprefix("qmix")), 32)
-    elif v.startswith("salient"):
+    elif v.startswith("salient") and not v.startswith("salientcol"):
         m = re.fullmatch(r"salient(\d+)(?:t(\d+))?(?:s(\d+))?", v)
         if m is None:
             sys.exit(f"--variant: expected salientM[tT][sS], got {v!r}")
         variant = _salient(int(m[1]), int(m[2]) if m[2] else None, int(m[3] or 16))
+    elif v.startswith(("salientcol", "peakcol")):
+        base = "salient" if v.startswith("salientcol") else "peak"
+        variant = _columns(int(v.removeprefix(base + "col")), base)
     elif v.startswith("window"):
         variant = _window(*(tuple(int(x) for x in r.split(":")) for r in v.removeprefix("window").split(",")))
     elif v == "oracle":

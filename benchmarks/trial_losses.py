@@ -9,7 +9,7 @@ its confirmation (the answers the floor counts: `floor.kept`). Each lost sample 
 trial's budget changed only by each `--as` (same keep, block, sink and local): where a ceiling such as the
 oracle or peak at stride 1 (every query scored exactly) keeps the answer, the estimator lost it; where the
 ceiling loses it too, this sparsity is past what the model tolerates on that sample. The split is rebuilt
-from the workload as the search made it (`search.run.bucket_parts`).
+from the workload as the search made it (`search.results.bucket_parts`).
 
 With `--all`, every sample of the bucket (search part and confirmation) is evaluated under each `--as`, and
 judged as the search judges a trial (`floor.judge_confirmation` against the study's dense results): would
@@ -31,8 +31,7 @@ from sparsetune.evaluate import load_inputs
 from sparsetune.evaluate.decode import evaluate
 from sparsetune.profile.budget import Budget
 from sparsetune.profile.floor import judge_confirmation
-from sparsetune.search.results import dense_record, trial_budget
-from sparsetune.search.run import bucket_parts
+from sparsetune.search.results import bucket_parts, dense_record, trial_budget
 from sparsetune.search.storage import open_storage
 from sparsetune.search.study import TrialRecord, confirmations, meta_of, study_name
 

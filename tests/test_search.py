@@ -20,8 +20,8 @@ from sparsetune.search import TrialRecord, profile_from_storage
 from sparsetune.errors import SearchError
 from sparsetune.evaluate import load_inputs
 from sparsetune.evaluate.decode import evaluate
-from sparsetune.search.results import bucket_outcomes, candidates, confirmation_verdicts, dense_record
-from sparsetune.search.run import bucket_parts
+from sparsetune.search.results import (bucket_outcomes, bucket_parts, candidates, confirmation_verdicts,
+                                       dense_record)
 from sparsetune.search.storage import default_journal, open_storage
 from sparsetune.search.study import (bisects, counts_as_trial, is_dense_trial, is_feasible, meta_of,
                                      pruned_reason, reused_from)

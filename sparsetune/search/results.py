@@ -15,16 +15,17 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import SearchError
-from ..profile.buckets import Span, spans
+from ..profile.buckets import Span, bucketize, spans
 from ..profile.budget import Budget
 from ..profile.floor import floor_target, holds_on_confirmation, judge_floor
 from ..profile.profile import (Accuracy, Bucket, DeviceSection, Floor, KernelConfig, Profile, Provenance, TaskAccuracy)
-from .confirm import Candidate, Walk, walk
+from ..workload.files import TokenSample, Workload
+from .confirm import Candidate, Walk, split_for_confirmation, walk
 from .space import SearchSpace
 from .study import (BucketMeta, TrialCounts, TrialRecord, bucket_studies, confirmations, counts_as_trial, is_dense_trial,
                     is_feasible, meta_of, reused_from, worker_of)
 
-__all__ = ["BucketOutcome", "BucketProgress", "BucketStatus", "bucket_outcomes", "candidates",
+__all__ = ["BucketOutcome", "BucketProgress", "BucketStatus", "bucket_outcomes", "bucket_parts", "candidates",
            "confirmation_verdicts", "dense_record", "profile_from_storage", "stored_walk", "study_progress",
            "trial_budget"]
 
@@ -101,6 +102,22 @@ def trial_budget(meta: BucketMeta, params: dict[str, Any]) -> Budget:
     space = SearchSpace(method=meta.method, estimators=meta.estimators, block_sizes=meta.block_sizes or (64,),
                         dense_layers=meta.dense_layers, dense_tails=meta.dense_tails)
     return space.budget_of(params)
+
+
+def bucket_parts(meta: BucketMeta, workload: Workload) -> tuple[list[TokenSample], list[TokenSample]]:
+    """The (search, confirmation) samples a bucket's study measured, rebuilt from the workload it searched.
+
+    A study stores per-sample results, not samples; the split depends on the samples alone
+    (`split_for_confirmation`), so the workload gives them back in the order the results are stored.
+    A SearchError for another workload, or a study that confirmed on a separate file (`--confirm`)."""
+    if workload.sha256 != meta.workload.sha256:
+        raise SearchError(f"workload: {workload.name} is not the workload the study searched "
+                          f"({meta.workload.name}, sha256 {meta.workload.sha256[:12]})")
+    fraction = meta.identity.get("confirm", {}).get("fraction")
+    if fraction is None:
+        raise SearchError("workload: the study confirmed on a separate file (--confirm); its confirmation samples "
+                          "are not in the searched workload")
+    return split_for_confirmation(bucketize(workload.samples, meta.edges)[meta.index], fraction)
 
 
 def candidates(study: optuna.Study) -> list[Candidate]:

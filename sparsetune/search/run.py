@@ -59,7 +59,7 @@ from .storage import fail_orphans, has_heartbeat, reap, storage_for
 from .study import (BucketMeta, TrialCounts, TrialRecord, create_or_load, enqueue_bisection, ensure_dense_trial,
                     is_dense_trial, is_feasible, is_skipped, reused_from, store_confirmation, study_name)
 
-__all__ = ["CPU_DEVICE", "SearchRun", "TrialEvent", "bucket_parts", "failing_message", "run_search", "search"]
+__all__ = ["CPU_DEVICE", "SearchRun", "TrialEvent", "failing_message", "run_search", "search"]
 
 CPU_DEVICE = "cpu"  # device key of cost-model configs in a profile
 POLL_S = 1.0  # how often a worker with nothing to start looks at the (shared) storage again
@@ -179,22 +179,6 @@ def split_buckets(workload: Workload, settings: SearchSettings, confirm: Workloa
             raise SearchError(f"bucket <= {edge} tokens: {len(explore)} search and {len(check)} confirmation "
                               f"samples; each part needs samples (add samples or give --confirm FILE)")
     return edges, groups, parts, confirm_id
-
-
-def bucket_parts(meta: BucketMeta, workload: Workload) -> tuple[list[TokenSample], list[TokenSample]]:
-    """The (search, confirmation) samples a bucket's study measured, rebuilt from the workload it searched.
-
-    A study stores per-sample results, not samples; the split depends on the samples alone
-    (`split_for_confirmation`), so the workload gives them back in the order the results are stored.
-    A SearchError for another workload, or a study that confirmed on a separate file (`--confirm`)."""
-    if workload.sha256 != meta.workload.sha256:
-        raise SearchError(f"workload: {workload.name} is not the workload the study searched "
-                          f"({meta.workload.name}, sha256 {meta.workload.sha256[:12]})")
-    fraction = meta.identity.get("confirm", {}).get("fraction")
-    if fraction is None:
-        raise SearchError("workload: the study confirmed on a separate file (--confirm); its confirmation samples "
-                          "are not in the searched workload")
-    return split_for_confirmation(bucketize(workload.samples, meta.edges)[meta.index], fraction)
 
 
 def failing_message(edge: int) -> str:
