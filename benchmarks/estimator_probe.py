@@ -28,6 +28,8 @@ local 1: 73% block sparsity at 4k) with `sparsetune.evaluate`, one thread, batch
   (default 16).
 - ``salientcolM`` / ``peakcolM``: salient/16 (peak/16) with the M key blocks the last query block reads most kept
   in every row from their own on (vertical lines through what the question reads).
+- ``peakrot`` / ``salientrot``: peak/16 (salient/16) with the every-16th queries at a different offset for each
+  head of a GQA group: the same q.k work, more positions seen by the group.
 - ``sharepeakN``: every N-th layer scores every query exactly (peak, stride 1), and the N-1 layers after it rank
   blocks by the larger of that layer's masses and their own peak/16 (layers differ, so this is an approximation):
   every query is seen at 1/N + 1/16 of the q.k work per layer.
@@ -190,6 +192,40 @@ def _columns(top: int, base: str):
     return estimate
 
 
+def _rotated(salient: bool):
+    """`peakrot` / `salientrot`: peak/16 (salient/16) whose every-16th queries differ per head of a GQA group
+    (offsets spread over the stride), so the group sees its share of queries at several positions, at the same
+    q.k work; each key block's largest mass over the heads' own queries."""
+    import torch
+
+    import sparsetune.attention.estimate_salient as S
+    from sparsetune.attention.estimate_sampled import sampled_logits, sampled_positions
+
+    def estimate(q, k, budget, scale):
+        bs, group = budget.block_size, q.shape[1] // k.shape[1]
+        seq_q, seq_k = q.shape[2], k.shape[2]
+        pos = torch.arange(seq_k - seq_q, seq_k)
+        out = None
+        for g in range(group):
+            offset = (15 - g * 16 // group) % 16
+            idx = ((pos % 16 == offset) | (pos == seq_k - 1)).nonzero().squeeze(1)
+            qg = q[:, g::group]  # the g-th head of every KV head's group
+            if salient:
+                rows = []
+                for b in range(q.shape[0]):
+                    extra = S.salient_positions(qg[b:b + 1], k[b:b + 1], bs, scale, 16, budget.sink)
+                    stock = sampled_positions(seq_q, seq_k, 16)
+                    keep = extra[~torch.isin(extra, stock)]
+                    rows.append(sampled_logits(qg[b:b + 1], k[b:b + 1], bs, scale, 16, "max",
+                                               torch.unique(torch.cat([keep, idx]))))
+                logits = torch.cat(rows)
+            else:
+                logits = sampled_logits(qg, k, bs, scale, 16, "max", idx)
+            out = logits if out is None else torch.maximum(out, logits)
+        return out
+    return estimate
+
+
 def _shared(every: int, layers: int):
     """`sharepeakN`: exact per-query masses in every N-th layer, reused (max with their own peak/16) by the next."""
     from sparsetune.attention.estimate_sampled import sampled_logits
@@ -239,11 +275,13 @@ def main() -> None:
         variant = _atypical(int(v.removeprefix("qdev")), None)
     elif v.startswith("qmix"):
         variant = _atypical(int(v.removeprefix("qmix")), 32)
-    elif v.startswith("salient") and not v.startswith("salientcol"):
+    elif v.startswith("salient") and not v.startswith(("salientcol", "salientrot")):
         m = re.fullmatch(r"salient(\d+)(?:t(\d+))?(?:s(\d+))?", v)
         if m is None:
             sys.exit(f"--variant: expected salientM[tT][sS], got {v!r}")
         variant = _salient(int(m[1]), int(m[2]) if m[2] else None, int(m[3] or 16))
+    elif v in ("peakrot", "salientrot"):
+        variant = _rotated(v == "salientrot")
     elif v.startswith(("salientcol", "peakcol")):
         base = "salient" if v.startswith("salientcol") else "peak"
         variant = _columns(int(v.removeprefix(base + "col")), base)
