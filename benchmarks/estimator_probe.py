@@ -199,7 +199,7 @@ def _rotated(salient: bool):
     import torch
 
     import sparsetune.attention.estimate_salient as S
-    from sparsetune.attention.estimate_sampled import sampled_logits, sampled_positions
+    from sparsetune.attention.estimate_sampled import sampled_logits
 
     def estimate(q, k, budget, scale):
         bs, group = budget.block_size, q.shape[1] // k.shape[1]
@@ -213,11 +213,12 @@ def _rotated(salient: bool):
             if salient:
                 rows = []
                 for b in range(q.shape[0]):
-                    extra = S.salient_positions(qg[b:b + 1], k[b:b + 1], bs, scale, 16, budget.sink)
-                    stock = sampled_positions(seq_q, seq_k, 16)
-                    keep = extra[~torch.isin(extra, stock)]
+                    # The product's choice (from every head): keep its fully scored blocks, rotate the rest.
+                    chosen = S.salient_positions(q[b:b + 1], k[b:b + 1], bs, scale, 16, budget.sink)
+                    block, size = (chosen + seq_k - seq_q) // bs, torch.bincount(pos // bs)
+                    full = torch.bincount(block, minlength=len(size))[block] == size[block]
                     rows.append(sampled_logits(qg[b:b + 1], k[b:b + 1], bs, scale, 16, "max",
-                                               torch.unique(torch.cat([keep, idx]))))
+                                               torch.unique(torch.cat([chosen[full], idx]))))
                 logits = torch.cat(rows)
             else:
                 logits = sampled_logits(qg, k, bs, scale, 16, "max", idx)
@@ -248,7 +249,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--workload", required=True)
     ap.add_argument("--variant", required=True,
-                    help="peak1, lowrank4/8/16, questq, meank, qdev4, qmix2, sharepeak4/8, oracle, stock (peak/16), dense")
+                    help="peak1, lowrank4/8/16, questq, meank, qdev4, qmix2, salientM[tT][sS], salientcolM, peakcolM, "
+                         "peakrot, salientrot, windowA:B, sharepeak4/8, oracle, stock (peak/16), dense")
     ap.add_argument("--layers", default=None, help="A-B: the variant in layers A..B-1 only, peak/16 elsewhere")
     ap.add_argument("--budget", default="keep=0.256,block=64,sink=1,local=1,estimator=peak,stride=16")
     ap.add_argument("--out", default=str(OUT / "estimator_probe_smollm2.jsonl"))

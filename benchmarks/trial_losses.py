@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -29,11 +30,12 @@ import optuna
 
 from sparsetune.evaluate import load_inputs
 from sparsetune.evaluate.decode import evaluate
+from sparsetune.errors import BudgetError
 from sparsetune.profile.budget import Budget
 from sparsetune.profile.floor import judge_confirmation
 from sparsetune.search.results import bucket_parts, dense_record, trial_budget
 from sparsetune.search.storage import open_storage
-from sparsetune.search.study import TrialRecord, confirmations, meta_of, study_name
+from sparsetune.search.study import TrialRecord, confirmations, meta_of, reused_from, study_name
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -42,17 +44,19 @@ OUT = ROOT / "benchmarks" / "out"
 def _variant(budget: Budget, text: str) -> Budget:
     """`budget` with the fields of `text` (``estimator=peak,stride=1``) changed."""
     fields = dict(f.split("=", 1) for f in budget.to_text().split(","))
+    bad = [f for f in filter(None, text.split(",")) if "=" not in f]
+    if bad:
+        raise BudgetError(f"expected key=value, got {bad[0]!r}")
     changes = dict(f.split("=", 1) for f in filter(None, text.split(",")))
     if "estimator" in changes and "stride" not in changes:
         fields.pop("stride", None)  # the new estimator's own default stride, if it has one
     return Budget.parse(",".join(f"{k}={v}" for k, v in {**fields, **changes}.items()))
 
 
-def _judge_all(args, loaded, meta, budget: Budget, dense, search, check) -> None:
+def _judge_all(args, loaded, meta, variants: list[tuple[str, Budget]], dense, search, check) -> None:
     """Every sample of the bucket under each `--as`, judged as the search judges a trial."""
     runs = []
-    for text in args.variants:
-        variant = _variant(budget, text)
+    for label, variant in variants:
         t = time.perf_counter()
         s_part = [bool(c) for c in evaluate(loaded, search, variant).correct]
         c_part = [bool(c) for c in evaluate(loaded, check, variant).correct]
@@ -60,7 +64,7 @@ def _judge_all(args, loaded, meta, budget: Budget, dense, search, check) -> None
                                (dense.confirm_correct, c_part, meta.confirm_tasks))
         lost_s = sum(d and not c for d, c in zip(dense.correct, s_part))
         lost_c = sum(d and not c for d, c in zip(dense.confirm_correct, c_part))
-        runs.append({"as": text or "(the trial's budget)", "budget": variant.to_text(),
+        runs.append({"as": label, "budget": variant.to_text(),
                      "search": "".join("01"[c] for c in s_part),
                      "confirmation": "".join("01"[c] for c in c_part), "lost": [lost_s, lost_c],
                      "right": [sum(s_part), sum(c_part)], "dense": [sum(dense.correct), sum(dense.confirm_correct)],
@@ -68,6 +72,7 @@ def _judge_all(args, loaded, meta, budget: Budget, dense, search, check) -> None
         print(f"{runs[-1]['as']}: search {sum(s_part)}/{len(s_part)} (dense {sum(dense.correct)}, lost {lost_s}), "
               f"confirmation {sum(c_part)}/{len(c_part)} (dense {sum(dense.confirm_correct)}, lost {lost_c}): "
               f"{'holds' if v.met else 'misses'} ({runs[-1]['seconds']} s)", flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"trial_losses_{args.study}_{args.bucket}_{args.trial}_all.json"
     path.write_text(json.dumps({"study": args.study, "bucket": args.bucket, "trial": args.trial,
                                 "workload": args.workload, "machine": f"CPU, {args.threads} torch thread(s)",
@@ -91,33 +96,48 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(args.storage, args.storage)
-    study = optuna.load_study(study_name=study_name(args.study, args.bucket), storage=storage)
+    try:
+        study = optuna.load_study(study_name=study_name(args.study, args.bucket), storage=storage)
+    except KeyError:
+        sys.exit(f"--study/--bucket: {args.storage} holds no study {study_name(args.study, args.bucket)}")
     meta = meta_of(study)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     dense = dense_record(study)
+    if dense is None or dense.confirm_correct is None:
+        sys.exit(f"--bucket: the study's dense baseline of bucket <= {args.bucket} has not run")
+    if args.trial not in trials or TrialRecord.of(trials[args.trial]) is None:
+        sys.exit(f"--trial: trial {args.trial} of {study.study_name} holds no measurement (pruned, skipped or absent)")
+    # A trial that reused another's measurement (the same blocks kept) is confirmed under that trial's number.
+    source = reused_from(trials[args.trial])
     record = TrialRecord.of(trials[args.trial])
     budget = trial_budget(meta, trials[args.trial].params)
-    confirmed = confirmations(study).get(args.trial, [])
+    confirmed = confirmations(study).get(args.trial if source is None else source, [])
+    try:
+        variants = [(text or "(the trial's budget)", _variant(budget, text)) for text in [""] + args.variants]
+    except BudgetError as e:
+        sys.exit(f"--as: {e}")
 
     loaded, workload = load_inputs(args.model, args.workload, threads=args.threads)
+    if loaded.config_sha256 != meta.identity["model"]:
+        sys.exit(f"--model: {args.model} is not the model the study searched")
     search, check = bucket_parts(meta, workload)
-    lost = [("search", i, s) for i, s in enumerate(search)
-            if dense.correct[i] and record.correct[i] is False]
-    lost += [("confirmation", i, s) for i, s in enumerate(check)
-             if i < len(confirmed) and dense.confirm_correct[i] and confirmed[i] is False]
+    lost = [("search", i, s) for i, (s, d, c) in enumerate(zip(search, dense.correct, record.correct))
+            if d and c is False]
+    lost += [("confirmation", i, s) for i, (s, d, c) in enumerate(zip(check, dense.confirm_correct, confirmed))
+             if d and c is False]
     print(f"trial {args.trial} ({budget.to_text()}): lost {len(lost)} answers dense gave "
           f"({sum(p == 'search' for p, _, _ in lost)} search, {sum(p == 'confirmation' for p, _, _ in lost)} "
-          f"confirmation)", flush=True)
+          f"confirmation; {sum(c is None for c in record.correct)} search samples not evaluated, the trial "
+          f"{'stopped early' if not record.complete else 'complete'})", flush=True)
 
     if args.all:
-        _judge_all(args, loaded, meta, budget, dense, search, check)
+        _judge_all(args, loaded, meta, variants[1:], dense, search, check)
         return
     rows = []
-    for text in [""] + args.variants:
-        variant = _variant(budget, text)
+    for label, variant in variants:
         t = time.perf_counter()
         r = evaluate(loaded, [s for _, _, s in lost], variant)
-        rows.append({"as": text or "(the trial's budget)", "budget": variant.to_text(),
+        rows.append({"as": label, "budget": variant.to_text(),
                      "kept": [bool(c) for c in r.correct], "seconds": round(time.perf_counter() - t, 1)})
         print(f"{rows[-1]['as']}: keeps {sum(rows[-1]['kept'])} of {len(lost)} ({rows[-1]['seconds']} s)", flush=True)
 

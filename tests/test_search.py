@@ -21,7 +21,7 @@ from sparsetune.errors import SearchError
 from sparsetune.evaluate import load_inputs
 from sparsetune.evaluate.decode import evaluate
 from sparsetune.search.results import (bucket_outcomes, bucket_parts, candidates, confirmation_verdicts,
-                                       dense_record)
+                                       dense_record, trial_budget)
 from sparsetune.search.storage import default_journal, open_storage
 from sparsetune.search.study import (bisects, counts_as_trial, is_dense_trial, is_feasible, meta_of,
                                      pruned_reason, reused_from)
@@ -104,6 +104,10 @@ def test_search_writes_a_valid_profile_from_measured_trials(tmp_path):
         assert [x.task for x in search_part] == meta.tasks and [x.task for x in confirm_part] == meta.confirm_tasks
         assert evaluate(loaded, search_part, None).correct == base.correct
         assert evaluate(loaded, confirm_part, None).correct == base.confirm_correct
+        for t in study.get_trials(states=(TrialState.COMPLETE,)):  # and each sparse trial's own bits, in order
+            record = TrialRecord.of(t)
+            if record is not None and record.complete and not record.dense and reused_from(t) is None:
+                assert evaluate(loaded, search_part, trial_budget(meta, t.params)).correct == record.correct
     other = dataclasses.replace(workload, sha256="0" * 64)
     with pytest.raises(SearchError, match="is not the workload the study searched"):
         bucket_parts(meta, other)

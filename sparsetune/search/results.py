@@ -113,11 +113,16 @@ def bucket_parts(meta: BucketMeta, workload: Workload) -> tuple[list[TokenSample
     if workload.sha256 != meta.workload.sha256:
         raise SearchError(f"workload: {workload.name} is not the workload the study searched "
                           f"({meta.workload.name}, sha256 {meta.workload.sha256[:12]})")
-    fraction = meta.identity.get("confirm", {}).get("fraction")
-    if fraction is None:
+    if "fraction" not in meta.identity.get("confirm", {}):
         raise SearchError("workload: the study confirmed on a separate file (--confirm); its confirmation samples "
                           "are not in the searched workload")
-    return split_for_confirmation(bucketize(workload.samples, meta.edges)[meta.index], fraction)
+    group = bucketize(workload.samples, meta.edges)[meta.index]
+    # The stored fraction is rounded; the stored count gives the split exactly (it depends on n and the count).
+    search, confirm = split_for_confirmation(group, meta.confirm_n / len(group)) if group else ([], [])
+    if [s.task for s in search] != list(meta.tasks) or [s.task for s in confirm] != list(meta.confirm_tasks):
+        raise SearchError(f"workload: bucket <= {meta.max_len} tokens splits into {len(search)} + {len(confirm)} "
+                          f"samples, not the study's {meta.n} + {meta.confirm_n}")
+    return search, confirm
 
 
 def candidates(study: optuna.Study) -> list[Candidate]:
