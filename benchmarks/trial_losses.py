@@ -74,6 +74,9 @@ def _judge_all(args, loaded, meta, variants: list[tuple[str, Budget]], dense, se
               f"{'holds' if v.met else 'misses'} ({runs[-1]['seconds']} s)", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"trial_losses_{args.study}_{args.bucket}_{args.trial}_all.json"
+    # Runs of other variants from earlier invocations are kept (each variant costs a pass over the bucket).
+    earlier = json.loads(path.read_text())["runs"] if path.exists() else []
+    runs = [r for r in earlier if r["as"] not in {run["as"] for run in runs}] + runs
     path.write_text(json.dumps({"study": args.study, "bucket": args.bucket, "trial": args.trial,
                                 "workload": args.workload, "machine": f"CPU, {args.threads} torch thread(s)",
                                 "runs": runs}, indent=1))
