@@ -150,13 +150,11 @@ def _salient(top: int, tail: int | None, stride: int):
     import sparsetune.attention.estimate_salient as S
     from sparsetune.attention.estimate_sampled import sampled_logits
 
-    if tail is not None:
-        S.TAIL_BLOCKS = tail
-
     def estimate(q, k, budget, scale):
         bs = budget.block_size
-        return sampled_logits(q, k, bs, scale, stride, "max",
-                              S.salient_positions(q, k, bs, scale, stride, budget.sink, count=top))
+        chosen = S.salient_positions(q, k, bs, scale, stride, budget.sink, count=top,
+                                     tail=S.TAIL_BLOCKS if tail is None else tail)
+        return sampled_logits(q, k, bs, scale, stride, "max", chosen)
     return estimate
 
 
@@ -164,29 +162,19 @@ def _columns(top: int, base: str):
     """`salientcolM` / `peakcolM`: salient/16 (or peak/16) with the M key blocks the last query block reads most
     kept in every row from their own on (a vertical line through the blocks the question reads), as
     MInference's vertical lines keep columns every row needs; they take slots of the row's keep."""
-    import torch
-
     import sparsetune.attention.estimate_salient as S
     from sparsetune.attention.estimate_sampled import sampled_logits
     from sparsetune.attention.mask import block_grid
 
     def estimate(q, k, budget, scale):
         bs = budget.block_size
-        first, rows, cols = block_grid(q.shape[2], k.shape[2], bs)
+        first = block_grid(q.shape[2], k.shape[2], bs)[0]
         if base == "salient":
             out = S.salient_logits(q, k, bs, scale, 16, budget.sink)
         else:
             out = sampled_logits(q, k, bs, scale, 16, "max")
-        last = cols - 1
-        if q.shape[2] == 1 or last - S.TAIL_BLOCKS + 1 <= max(first, budget.sink):
-            return out
         for b in range(q.shape[0]):
-            pos = torch.arange(k.shape[2] - q.shape[2], k.shape[2])
-            probe = (pos // bs == last).nonzero().squeeze(1)
-            read = sampled_logits(q[b:b + 1], k[b:b + 1], bs, scale, 16, "max", probe)[0, :, -1].amax(0)
-            read[:max(first, budget.sink)] = -math.inf
-            read[last - S.TAIL_BLOCKS + 1:] = -math.inf
-            for col in read.topk(min(top, int(torch.isfinite(read).sum()))).indices.tolist():
+            for col in S.salient_blocks(q[b:b + 1], k[b:b + 1], bs, scale, budget.sink, count=top):
                 out[b, :, max(col - first, 0):, col] = 1e4  # every row from the column's own block on
         return out
     return estimate
@@ -277,16 +265,16 @@ def main() -> None:
         variant = _atypical(int(v.removeprefix("qdev")), None)
     elif v.startswith("qmix"):
         variant = _atypical(int(v.removeprefix("qmix")), 32)
-    elif v.startswith("salient") and not v.startswith(("salientcol", "salientrot")):
-        m = re.fullmatch(r"salient(\d+)(?:t(\d+))?(?:s(\d+))?", v)
-        if m is None:
-            sys.exit(f"--variant: expected salientM[tT][sS], got {v!r}")
-        variant = _salient(int(m[1]), int(m[2]) if m[2] else None, int(m[3] or 16))
     elif v in ("peakrot", "salientrot"):
         variant = _rotated(v == "salientrot")
     elif v.startswith(("salientcol", "peakcol")):
         base = "salient" if v.startswith("salientcol") else "peak"
         variant = _columns(int(v.removeprefix(base + "col")), base)
+    elif v.startswith("salient"):
+        m = re.fullmatch(r"salient(\d+)(?:t(\d+))?(?:s(\d+))?", v)
+        if m is None:
+            sys.exit(f"--variant: expected salientM[tT][sS], got {v!r}")
+        variant = _salient(int(m[1]), int(m[2]) if m[2] else None, int(m[3] or 16))
     elif v.startswith("window"):
         variant = _window(*(tuple(int(x) for x in r.split(":")) for r in v.removeprefix("window").split(",")))
     elif v == "oracle":

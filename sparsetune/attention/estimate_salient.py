@@ -25,32 +25,44 @@ import torch
 
 from .estimate_sampled import sampled_logits, sampled_positions
 
-__all__ = ["SALIENT_SHARE", "TAIL_BLOCKS", "salient_logits", "salient_positions"]
+__all__ = ["SALIENT_SHARE", "TAIL_BLOCKS", "salient_blocks", "salient_logits", "salient_positions"]
 
 TAIL_BLOCKS = 3  # last query blocks scored in full: where a prompt's question sits
 SALIENT_SHARE = 1 / 8  # of the key blocks: those the last queries read most, whose queries are scored in full
 
 
+def salient_blocks(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float, sink: int = 0,
+                   count: int | None = None, tail: int = TAIL_BLOCKS) -> list[int]:
+    """The key blocks the last query block of one sequence reads most (step 1 of the module docstring): the
+    largest exact mass over its queries and every head, the sink blocks and the last `tail` blocks aside;
+    `count` of them instead of `SALIENT_SHARE` (`benchmarks/estimator_probe.py` varies both). Empty when no
+    block remains before the tail (short inputs, decode)."""
+    seq_q, seq_k = q.shape[2], k.shape[2]
+    last = (seq_k - 1) // block_size
+    first = (seq_k - seq_q) // block_size  # the first key block that has queries here
+    if last - tail + 1 <= max(first, sink):
+        return []
+    pos = torch.arange(seq_k - seq_q, seq_k, device=q.device)
+    probe = (pos // block_size == last).nonzero().squeeze(1)
+    read = sampled_logits(q, k, block_size, scale, 1, "max", probe)[0, :, -1].amax(0)  # [key blocks]; the
+    # stride is unused: the probe positions are given
+    read[:max(first, sink)] = -math.inf
+    read[last - tail + 1:] = -math.inf
+    wanted = math.ceil((last + 1) * SALIENT_SHARE) if count is None else count
+    return read.topk(min(wanted, int(torch.isfinite(read).sum()))).indices.tolist()
+
+
 def salient_positions(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float, stride: int,
-                      sink: int = 0, count: int | None = None) -> torch.Tensor:
+                      sink: int = 0, count: int | None = None, tail: int = TAIL_BLOCKS) -> torch.Tensor:
     """Ascending indices into the queries of one sequence (q ``(1, Hq, Sq, D)``, k ``(1, Hkv, Sk, D)``) that
-    `salient_logits` scores exactly (see the module docstring); `count` salient blocks instead of
-    `SALIENT_SHARE` of them (`benchmarks/estimator_probe.py` varies it)."""
+    `salient_logits` scores exactly (see the module docstring); `count` and `tail` as `salient_blocks`."""
     seq_q, seq_k = q.shape[2], k.shape[2]
     pos = torch.arange(seq_k - seq_q, seq_k, device=q.device)
     chosen = torch.zeros(seq_q, dtype=torch.bool, device=q.device)
     chosen[sampled_positions(seq_q, seq_k, stride, q.device)] = True
-    last = (seq_k - 1) // block_size
-    first = (seq_k - seq_q) // block_size  # the first key block that has queries here
-    chosen |= pos // block_size > last - TAIL_BLOCKS
-    if last - TAIL_BLOCKS + 1 > max(first, sink):  # blocks before the tail remain to choose from
-        probe = (pos // block_size == last).nonzero().squeeze(1)
-        read = sampled_logits(q, k, block_size, scale, stride, "max", probe)[0, :, -1].amax(0)  # [key blocks]
-        read[:max(first, sink)] = -math.inf
-        read[last - TAIL_BLOCKS + 1:] = -math.inf
-        wanted = math.ceil((last + 1) * SALIENT_SHARE) if count is None else count
-        for block in read.topk(min(wanted, int(torch.isfinite(read).sum()))).indices.tolist():
-            chosen |= pos // block_size == block
+    chosen |= pos // block_size > (seq_k - 1) // block_size - tail
+    for block in salient_blocks(q, k, block_size, scale, sink, count, tail):
+        chosen |= pos // block_size == block
     return chosen.nonzero().squeeze(1)
 
 

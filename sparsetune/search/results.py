@@ -117,12 +117,13 @@ def bucket_parts(meta: BucketMeta, workload: Workload) -> tuple[list[TokenSample
         raise SearchError("workload: the study confirmed on a separate file (--confirm); its confirmation samples "
                           "are not in the searched workload")
     group = bucketize(workload.samples, meta.edges)[meta.index]
-    # The stored fraction is rounded; the stored count gives the split exactly (it depends on n and the count).
-    search, confirm = split_for_confirmation(group, meta.confirm_n / len(group)) if group else ([], [])
-    if [s.task for s in search] != list(meta.tasks) or [s.task for s in confirm] != list(meta.confirm_tasks):
-        raise SearchError(f"workload: bucket <= {meta.max_len} tokens splits into {len(search)} + {len(confirm)} "
-                          f"samples, not the study's {meta.n} + {meta.confirm_n}")
-    return search, confirm
+    if len(group) == meta.n + meta.confirm_n:
+        # The stored fraction is rounded; the stored count gives the split exactly (it depends on n and the count).
+        search, confirm = split_for_confirmation(group, meta.confirm_n / len(group))
+        if [s.task for s in search] == list(meta.tasks) and [s.task for s in confirm] == list(meta.confirm_tasks):
+            return search, confirm
+    raise SearchError(f"workload: bucket <= {meta.max_len} tokens does not split into the study's {meta.n} + "
+                      f"{meta.confirm_n} samples (tokenized for another model?)")
 
 
 def candidates(study: optuna.Study) -> list[Candidate]:
