@@ -31,17 +31,17 @@ __all__ = ["gathered_attention", "gathered_decode"]
 _FLASH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
-def _diagonal(qp: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, first: int,
+def _diagonal(qr: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, first: int,
               scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every query block against its own key block, causal, in one call: (out, lse) shaped like qp's rows."""
-    b, hkv, g, qb, bs, d = qp.shape
-    q = qp.permute(0, 3, 1, 2, 4, 5).reshape(b * qb, hkv * g, bs, d)
-    k = kp[:, :, first:first + qb].permute(0, 2, 1, 3, 4).repeat_interleave(g, dim=2).reshape(b * qb, hkv * g, bs, d)
-    v = vp[:, :, first:first + qb].permute(0, 2, 1, 3, 4).repeat_interleave(g, dim=2).reshape(b * qb, hkv * g, bs, d)
-    out, lse = _FLASH_LSE(q, k, v, 0.0, True, scale=scale)
-    out = out.view(b, qb, hkv, g, bs, d).permute(0, 2, 3, 1, 4, 5)
-    lse = lse.view(b, qb, hkv, g, bs).permute(0, 2, 3, 1, 4)
-    return out, lse
+    """Every query block against its own key block, causal, in one call: (out, lse) in qr's row-major layout."""
+    qb, b, hkv, g, bs, d = qr.shape
+
+    def own(x: torch.Tensor) -> torch.Tensor:  # (QB, B, Hq, bs, D): each row's diagonal block, per query head
+        return x[:, :, first:first + qb].permute(2, 0, 1, 3, 4).repeat_interleave(g, dim=2).reshape(
+            qb * b, hkv * g, bs, d)
+
+    out, lse = _FLASH_LSE(qr.view(qb * b, hkv * g, bs, d), own(kp), own(vp), 0.0, True, scale=scale)
+    return out.view(qb, b, hkv, g, bs, d), lse.view(qb, b, hkv, g, bs)
 
 
 def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask,
@@ -57,13 +57,17 @@ def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_
     dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     dev = q.device
 
-    # Queries on the absolute block grid: pad the front of the first block and the end of the last.
+    # Queries on the absolute block grid (the front of the first block and the end of the last padded), row-major:
+    # row r's queries, every (batch, KV head) with its group's heads, are one contiguous (B, Hkv, G*bs, D) slab.
     front = (sk - sq) - first * bs
     back = (first + qb) * bs - sk
-    qp = F.pad(q.to(dtype), (0, 0, front, back)).view(b, hkv, g, qb, bs, d)
+    qr = F.pad(q.to(dtype), (0, 0, front, back)).view(b, hkv, g, qb, bs, d).permute(3, 0, 1, 2, 4, 5).contiguous()
     kp = F.pad(k.to(dtype), (0, 0, 0, kb * bs - sk)).view(b, hkv, kb, bs, d)
     vp = F.pad(v.to(dtype), (0, 0, 0, kb * bs - sk)).view(b, hkv, kb, bs, d)
-    out = qp.new_zeros(b, hkv, g, qb, bs, d)
+    # Key blocks of every (batch, KV head) in one flat list: a row's blocks come out of one index_select,
+    # already contiguous in the layout SDPA reads.
+    kflat, vflat = kp.reshape(b * hkv * kb, bs, d), vp.reshape(b * hkv * kb, bs, d)
+    offset = (torch.arange(b * hkv, device=dev) * kb).view(b, hkv, 1)
 
     counts = block_mask.kv_num_blocks  # (B, Hkv, QB)
     widths = counts.amax(dim=(0, 1))
@@ -73,44 +77,43 @@ def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_
     split = (counts.amin(dim=(0, 1)) == widths) & (widths > 0) & (last == rows + first).all(dim=0).all(dim=0)
     if _FLASH_LSE is None or dtype != torch.float32:
         split[:] = False
-    if bool(split.any()):
-        diag_out, diag_lse = _diagonal(qp, kp, vp, first, scale)
+    any_split = bool(split.any())
+    out = torch.zeros_like(qr)  # rows that keep nothing stay zero
+    if any_split:
+        diag_out, diag_lse = _diagonal(qr, kp, vp, first, scale)
         off_lse = torch.full_like(diag_lse, -torch.inf)
         off_out = torch.zeros_like(diag_out)
 
-    bi = torch.arange(b, device=dev)[:, None, None]
-    hi = torch.arange(hkv, device=dev)[None, :, None]
     within = torch.arange(bs, device=dev)
     for r, (width, even) in enumerate(zip(widths.tolist(), split.tolist())):
         if width == 0 or (even and width == 1):
             continue
-        queries = qp[:, :, :, r].reshape(b, hkv, g * bs, d)  # the group's heads share the KV head: one call
+        queries = qr[r].view(b, hkv, g * bs, d)  # the group's heads share the KV head: one call
         if even:
-            idx = block_mask.kv_indices[:, :, r, :width - 1].long()
-            kg = kp[bi, hi, idx].reshape(b, hkv, (width - 1) * bs, d)
-            vg = vp[bi, hi, idx].reshape(b, hkv, (width - 1) * bs, d)
+            idx = (block_mask.kv_indices[:, :, r, :width - 1].long() + offset).flatten()
+            kg = kflat.index_select(0, idx).view(b, hkv, (width - 1) * bs, d)
+            vg = vflat.index_select(0, idx).view(b, hkv, (width - 1) * bs, d)
             o, lse = _FLASH_LSE(queries, kg, vg, 0.0, False, scale=scale)
-            off_out[:, :, :, r] = o.view(b, hkv, g, bs, d)
-            off_lse[:, :, :, r] = lse.view(b, hkv, g, bs)
+            off_out[r] = o.view(b, hkv, g, bs, d)
+            off_lse[r] = lse.view(b, hkv, g, bs)
             continue
         valid = torch.arange(width, device=dev) < counts[:, :, r, None]  # (B, Hkv, W)
         idx = torch.where(valid, block_mask.kv_indices[:, :, r, :width].long(), 0)
-        kg = kp[bi, hi, idx].reshape(b, hkv, width * bs, d)  # (B, Hkv, W*bs, D)
-        vg = vp[bi, hi, idx].reshape(b, hkv, width * bs, d)
+        kg = kflat.index_select(0, (idx + offset).flatten()).view(b, hkv, width * bs, d)
+        vg = vflat.index_select(0, (idx + offset).flatten()).view(b, hkv, width * bs, d)
         kpos = (idx[..., None] * bs + within).flatten(-2)  # (B, Hkv, W*bs)
         qpos = (first + r) * bs + within  # (bs,)
         keep = (valid[..., None].expand(-1, -1, -1, bs).flatten(-2) & (kpos < sk))[:, :, None, :]
         allowed = keep & (kpos[:, :, None, :] <= qpos[:, None])  # (B, Hkv, bs, W*bs)
         o = F.scaled_dot_product_attention(queries, kg, vg, attn_mask=allowed.repeat(1, 1, g, 1), scale=scale)
-        out[:, :, :, r] = o.view(b, hkv, g, bs, d)
+        out[r] = o.view(b, hkv, g, bs, d).nan_to_num(nan=0.0)  # a padding query that sees no key: zeros
 
-    if bool(split.any()):
-        # out = Σ_parts exp(lse_part - lse) · out_part, lse = logaddexp of the parts (-inf: no off-diagonal part).
-        lse = torch.logaddexp(diag_lse, off_lse)[..., None]
-        merged = diag_out * torch.exp(diag_lse[..., None] - lse) + off_out * torch.exp(off_lse[..., None] - lse)
-        out[:, :, :, split] = merged[:, :, :, split]
-    out = torch.nan_to_num(out, nan=0.0)  # padding queries see no key: zeros, not NaN
-    return out.reshape(b, hq, qb * bs, d)[:, :, front:front + sq].to(q.dtype)
+    if any_split:
+        # Merge by log-sum-exp: the diagonal's share of a query's softmax mass is sigmoid(lse_diag - lse_off)
+        # (1 where there is no off-diagonal part, lse_off = -inf), so out = lerp(off, diag, share).
+        merged = torch.lerp(off_out, diag_out, torch.sigmoid(diag_lse - off_lse)[..., None])
+        out = merged if bool(split.all()) else torch.where(split.view(qb, 1, 1, 1, 1, 1), merged, out)
+    return out.permute(1, 2, 3, 0, 4, 5).reshape(b, hq, qb * bs, d)[:, :, front:front + sq].to(q.dtype)
 
 
 def gathered_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask,
