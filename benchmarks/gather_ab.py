@@ -13,14 +13,13 @@ Writes benchmarks/out/gather_ab.json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -42,11 +41,9 @@ def _module_at(rev: str):
     imports resolve to this checkout's, which the path's interface has not changed)."""
     text = subprocess.run(["git", "show", f"{rev}:sparsetune/attention/gather.py"], cwd=ROOT, check=True,
                           capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "gather_base.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("sparsetune.attention.gather_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = types.ModuleType("sparsetune.attention.gather_base")
+    module.__package__ = "sparsetune.attention"
+    exec(compile(text, f"{rev}:sparsetune/attention/gather.py", "exec"), module.__dict__)
     return module
 
 

@@ -99,8 +99,9 @@ def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_
             continue
         valid = torch.arange(width, device=dev) < counts[:, :, r, None]  # (B, Hkv, W)
         idx = torch.where(valid, block_mask.kv_indices[:, :, r, :width].long(), 0)
-        kg = kflat.index_select(0, (idx + offset).flatten()).view(b, hkv, width * bs, d)
-        vg = vflat.index_select(0, (idx + offset).flatten()).view(b, hkv, width * bs, d)
+        flat = (idx + offset).flatten()
+        kg = kflat.index_select(0, flat).view(b, hkv, width * bs, d)
+        vg = vflat.index_select(0, flat).view(b, hkv, width * bs, d)
         kpos = (idx[..., None] * bs + within).flatten(-2)  # (B, Hkv, W*bs)
         qpos = (first + r) * bs + within  # (bs,)
         keep = (valid[..., None].expand(-1, -1, -1, bs).flatten(-2) & (kpos < sk))[:, :, None, :]
