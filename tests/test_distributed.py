@@ -148,6 +148,8 @@ def test_two_workers_split_one_study_and_write_the_same_profile(tmp_path, pg_url
         [(256, evaluated[0], 10, 0, True), (512, evaluated[1], 10, 0, True)]
     assert sum(len(optuna.load_study(study_name=f"duo:{e}", storage=storage).trials) for e in (256, 512)) == \
         sum(b["complete"] + b["reused"] + b["pruned"] + b["failed"] for b in report["buckets"])  # collect added no trial
+    # Each bucket's "best" is what the profile holds (a confirmed choice), not a candidate that failed confirmation.
+    assert [b["best_cost"] for b in report["buckets"]] == pytest.approx([b.cost for b in rebuilt.buckets], abs=1e-6)
     status = run_cli("collect", "--storage", pg_url, "--study", "duo", "--status", "--json", "-o", tmp_path / "s.yaml")
     assert status.code == 0 and json.loads(status.out)["buckets"] == report["buckets"]
     assert not (tmp_path / "s.yaml").exists()
@@ -271,6 +273,34 @@ def test_status_lists_buckets_no_worker_has_reached(tmp_path, run_cli):
     rows = [(b["max_len"], b["complete"], b["target"], b["baseline"], b["workers"])
             for b in json.loads(result.out)["buckets"]]
     assert rows == [(256, 1, 3, True, ["h:1"]), (512, 0, 3, False, [])]
+
+
+def test_status_best_is_the_confirmed_choice_not_a_candidate_that_failed_confirmation(tmp_path, run_cli):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    storage = open_storage(str(tmp_path / "s.journal"), "unused")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="s:256", storage=storage)
+    meta = BucketMeta(
+        identity={}, model=ModelInfo(name="m", config_sha256="0" * 64, layers=1, heads=1, kv_heads=1, head_dim=16),
+        workload=WorkloadInfo(name="w", sha256="0" * 64, samples=30), floor=Floor(value=0.95), method="topk",
+        timing="cost-model", device="cpu", index=0, first_len=1, max_len=256, n=20, rep_len=200, tasks=["t"] * 20,
+        edges=[256], min_len=100, trials=3, seed=0, study="s", storage=None, confirm_n=10, confirm_tasks=["t"] * 10,
+        block_sizes=(64,))
+    study.set_user_attr("meta", meta.to_attr())
+    right = {"correct": "1" * 20, "accuracy": 1.0, "complete": True}
+    study.add_trial(optuna.create_trial(value=1.0, user_attrs={"dense": True, **right, "confirm_correct": "1" * 10}))
+    dists = {"block_size": CategoricalDistribution((64,)), "sink": IntDistribution(0, 2),
+             "local": IntDistribution(1, 2), "keep": FloatDistribution(0.01, 1.0)}
+    for keep in (0.3, 0.5):  # both meet the floor on the search part; the cheaper loses 5 of 10 fresh samples
+        study.add_trial(optuna.create_trial(
+            value=keep, params={"block_size": 64, "sink": 1, "local": 1, "keep": keep}, distributions=dists,
+            user_attrs={**right, "sparsity": 1 - keep}, constraints={"floor": -0.05}))
+    study.set_user_attr("confirm:1", "0000011111")
+    study.set_user_attr("confirm:2", "1" * 10)
+    result = run_cli("collect", "--storage", tmp_path / "s.journal", "--study", "s", "--status", "--json")
+    assert result.code == 0, result.err
+    assert [b["best_cost"] for b in json.loads(result.out)["buckets"]] == [0.5]
 
 
 def test_collect_needs_an_existing_storage(tmp_path, run_cli):

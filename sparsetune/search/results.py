@@ -25,9 +25,8 @@ from .space import SearchSpace
 from .study import (BucketMeta, TrialCounts, TrialRecord, bucket_studies, confirmations, counts_as_trial, is_dense_trial,
                     is_feasible, meta_of, reused_from, worker_of)
 
-__all__ = ["BucketOutcome", "BucketProgress", "BucketStatus", "bucket_outcomes", "bucket_parts", "candidates",
-           "confirmation_verdicts", "dense_record", "profile_from_storage", "stored_walk", "study_progress",
-           "trial_budget"]
+__all__ = ["BucketOutcome", "BucketProgress", "BucketStatus", "bucket_outcomes", "bucket_parts", "candidates", "chosen_cost",
+           "confirmation_verdicts", "dense_record", "profile_from_storage", "stored_walk", "study_progress", "trial_budget"]
 
 
 class BucketStatus(str, enum.Enum):
@@ -159,6 +158,15 @@ def stored_walk(study: optuna.Study) -> Walk:
     """The confirmation walk over the study's candidates and stored verdicts, at the study's limit: what the
     profile would choose now, and what is still to confirm."""
     return walk(candidates(study), confirmation_verdicts(study), meta_of(study).confirm_limit)
+
+
+def chosen_cost(study: optuna.Study) -> float | None:
+    """The cost of what the profile would hold now: the walk's confirmed choice (not a candidate that failed or
+    awaits confirmation), dense (1.0) while none is confirmed, None before the dense baseline completes."""
+    if dense_record(study) is None:
+        return None
+    chosen = stored_walk(study).chosen
+    return 1.0 if chosen is None else chosen.cost
 
 
 def _outcome(study: optuna.Study) -> BucketOutcome:
@@ -298,7 +306,7 @@ class BucketProgress:
     retried: int  # trials that re-run a dead worker's trial
     workers: tuple[str, ...]  # `host:pid` of every worker with a complete trial here
     baseline: bool  # the dense trial is complete
-    best_cost: float | None  # cheapest feasible sparse cost so far (relative to dense)
+    best_cost: float | None  # `chosen_cost`: what the profile would hold now (relative to dense)
     reused: int = 0  # complete, copying a measured trial that kept the same blocks
     pruned: int = 0  # settled unrun: could not be chosen
 
@@ -332,8 +340,6 @@ def study_progress(storage: optuna.storages.BaseStorage, prefix: str) -> list[Bu
         metas.append(meta)
         trials = study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        records = [(t, TrialRecord.of(t)) for t in complete]
-        sparse = [t for t, r in records if not is_dense_trial(t) and r is not None and r.complete and is_feasible(t)]
         counts = TrialCounts.of(trials)
         rows.append(BucketProgress(
             max_len=meta.max_len, target=meta.target, complete=counts.evaluated,
@@ -344,7 +350,7 @@ def study_progress(storage: optuna.storages.BaseStorage, prefix: str) -> list[Bu
             retried=sum(_retried_trial_number(t) is not None for t in trials),
             workers=tuple(sorted({w for t in complete if counts_as_trial(t) and (w := worker_of(t)) is not None})),
             baseline=any(is_dense_trial(t) for t in complete),
-            best_cost=min((t.value for t in sparse), default=None)))
+            best_cost=chosen_cost(study)))
     last = metas[-1]
     started = {r.max_len for r in rows}
     rows += [BucketProgress(max_len=e, target=last.trials, complete=0, running=0, waiting=0, failed=0,

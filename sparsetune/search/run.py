@@ -51,7 +51,7 @@ from .baseline import check_baseline, warn_unresolvable
 from .objective import EXPECTED_TRIAL_ERRORS, Objective
 from .plan import dense_shares
 from .confirm import split_for_confirmation
-from .results import (BucketOutcome, BucketStatus, bucket_outcomes, dense_record, profile_from_storage,
+from .results import (BucketOutcome, BucketStatus, bucket_outcomes, chosen_cost, dense_record, profile_from_storage,
                       stored_walk)
 from .sampler import LaneSeededTPE
 from .space import SearchSettings
@@ -73,7 +73,7 @@ class TrialEvent:
     max_len: int
     done: int  # complete trials in storage
     total: int
-    best_cost: float | None  # cheapest feasible cost so far (relative to dense)
+    best_cost: float | None  # what the profile would hold now (`results.chosen_cost`), relative to dense
     seconds: float  # wall time this worker spent on the bucket
     last_state: str = "COMPLETE"
 
@@ -354,8 +354,7 @@ def _emit(run: _BucketRun, on_event: Callable[[TrialEvent], None] | None, state:
     if only_if_changed and done == run.seen_done:
         return
     run.seen_done = done
-    best = min((t.value for t in trials if is_feasible(t)), default=None)
-    on_event(TrialEvent(run.index, run.edge, done, run.meta.target, best, run.spent, state))
+    on_event(TrialEvent(run.index, run.edge, done, run.meta.target, chosen_cost(run.study), run.spent, state))
 
 
 @dataclass
