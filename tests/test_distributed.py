@@ -257,16 +257,23 @@ def test_an_unreachable_server_is_one_line(tmp_path, run_cli):
     assert len(result.err.strip().splitlines()) == 1
 
 
-def test_status_lists_buckets_no_worker_has_reached(tmp_path, run_cli):
+def _bucket_study(tmp_path, n: int, edges: list[int], **meta) -> optuna.Study:
+    """The first bucket's study `s:256` in a journal at tmp_path/s.journal, with its meta (`n` search samples of
+    task "t"; `meta` overrides fields) and no trials."""
     storage = open_storage(str(tmp_path / "s.journal"), "unused")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="s:256", storage=storage)
-    meta = BucketMeta(
+    fields = dict(
         identity={}, model=ModelInfo(name="m", config_sha256="0" * 64, layers=1, heads=1, kv_heads=1, head_dim=16),
-        workload=WorkloadInfo(name="w", sha256="0" * 64, samples=4), floor=Floor(value=0.9), method="topk",
-        timing="cost-model", device="cpu", index=0, first_len=1, max_len=256, n=2, rep_len=200, tasks=["t", "t"],
-        edges=[256, 512], min_len=100, trials=3, seed=0, study="s", storage=None)
-    study.set_user_attr("meta", meta.to_attr())
+        workload=WorkloadInfo(name="w", sha256="0" * 64, samples=2 * n), floor=Floor(value=0.9), method="topk",
+        timing="cost-model", device="cpu", index=0, first_len=1, max_len=256, n=n, rep_len=200, tasks=["t"] * n,
+        edges=edges, min_len=100, trials=3, seed=0, study="s", storage=None)
+    study.set_user_attr("meta", BucketMeta(**{**fields, **meta}).to_attr())
+    return study
+
+
+def test_status_lists_buckets_no_worker_has_reached(tmp_path, run_cli):
+    study = _bucket_study(tmp_path, 2, [256, 512])
     study.add_trial(optuna.create_trial(value=1.0, user_attrs={"dense": True, "worker": "h:1"}))
     result = run_cli("collect", "--storage", tmp_path / "s.journal", "--study", "s", "--status", "--json")
     assert result.code == 0, result.err
@@ -278,16 +285,8 @@ def test_status_lists_buckets_no_worker_has_reached(tmp_path, run_cli):
 def test_status_best_is_the_confirmed_choice_not_a_candidate_that_failed_confirmation(tmp_path, run_cli):
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    storage = open_storage(str(tmp_path / "s.journal"), "unused")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name="s:256", storage=storage)
-    meta = BucketMeta(
-        identity={}, model=ModelInfo(name="m", config_sha256="0" * 64, layers=1, heads=1, kv_heads=1, head_dim=16),
-        workload=WorkloadInfo(name="w", sha256="0" * 64, samples=30), floor=Floor(value=0.95), method="topk",
-        timing="cost-model", device="cpu", index=0, first_len=1, max_len=256, n=20, rep_len=200, tasks=["t"] * 20,
-        edges=[256], min_len=100, trials=3, seed=0, study="s", storage=None, confirm_n=10, confirm_tasks=["t"] * 10,
-        block_sizes=(64,))
-    study.set_user_attr("meta", meta.to_attr())
+    study = _bucket_study(tmp_path, 20, [256], floor=Floor(value=0.95), confirm_n=10, confirm_tasks=["t"] * 10,
+                          block_sizes=(64,))
     right = {"correct": "1" * 20, "accuracy": 1.0, "complete": True}
     study.add_trial(optuna.create_trial(value=1.0, user_attrs={"dense": True, **right, "confirm_correct": "1" * 10}))
     dists = {"block_size": CategoricalDistribution((64,)), "sink": IntDistribution(0, 2),
