@@ -35,8 +35,8 @@ MAP=$!
 
 step "search (search split: 1k, 2k, 4k) -> profiles/smollm2.yaml"
 SEARCH=$(split search)
-$ST search --model smollm2 --workload "$SEARCH" --buckets 1024,2048,4096 --estimator peak --trials 7 \
-  --storage "$OUT/smollm2_peak.journal" --study smollm2_peak -o profiles/smollm2.yaml --force --json \
+$ST search --model smollm2 --workload "$SEARCH" --buckets 1024,2048,4096 --estimator peak,salient --trials 12 \
+  --storage "$OUT/smollm2_mixed.journal" --study smollm2_mixed -o profiles/smollm2.yaml --force --json \
   > "$OUT/smollm2_search.json"
 
 step "gate (heldout split)"
